@@ -1,0 +1,39 @@
+# meshauth — see README.md. `make run` starts the development stack;
+# `make test` runs every test (PostgreSQL tests run when
+# MESHAUTH_TEST_POSTGRES_URL is set, as .ci/run does).
+GO      ?= go
+BIN     := bin/meshauth
+PKGS    := ./...
+
+.PHONY: build run test race bench lint fuzz clean
+
+build:
+	$(GO) build -trimpath -o $(BIN) ./cmd/meshauth
+
+run: build
+	./$(BIN) dev
+
+test:
+	$(GO) test -count=1 $(PKGS)
+
+# Packages with goroutines, locks or shared caches run under the race detector.
+race:
+	$(GO) test -race -count=1 ./issuer/... ./jwks/... ./token/... ./internal/... ./cmd/...
+
+bench:
+	$(GO) run ./bench/report
+
+lint:
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+# Short fuzzing of every parser of untrusted input; FUZZTIME=5m for longer.
+FUZZTIME ?= 20s
+fuzz:
+	$(GO) test -run='^$$' -fuzz=FuzzParseForm -fuzztime=$(FUZZTIME) ./issuer/
+	$(GO) test -run='^$$' -fuzz=FuzzAssertionSubject -fuzztime=$(FUZZTIME) ./issuer/
+	$(GO) test -run='^$$' -fuzz=FuzzVerify -fuzztime=$(FUZZTIME) ./token/
+	$(GO) test -run='^$$' -fuzz=FuzzParseJWKS -fuzztime=$(FUZZTIME) ./token/
+
+clean:
+	rm -rf bin
