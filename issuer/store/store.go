@@ -68,8 +68,10 @@ type SigningKey struct {
 }
 
 // Store is the issuer's persistence. Implementations are safe for concurrent
-// use, honour ctx deadlines, and either complete a write or leave nothing of
-// it behind.
+// use, honour ctx deadlines (a cancelled ctx gives an error that satisfies
+// errors.Is(err, context.Canceled) and writes nothing), and either complete a
+// write or leave nothing of it behind. A record whose expiry equals now has
+// expired.
 type Store interface {
 	// CreateClient stores a new client; ErrExists if the id is taken.
 	CreateClient(ctx context.Context, c *Client) error
@@ -83,9 +85,11 @@ type Store interface {
 	// AddSigningKey stores k only if the newest existing key (greatest
 	// ActivateAt, ties broken by ID) has id ifNewestID ("" meaning no key
 	// exists yet); otherwise ErrConflict and nothing is written. This lets
-	// several issuer replicas race to rotate and exactly one win.
+	// several issuer replicas race to rotate and exactly one win. A key whose
+	// ID exists already gives ErrExists.
 	AddSigningKey(ctx context.Context, k *SigningKey, ifNewestID string) error
-	// ListSigningKeys returns all keys ordered by ActivateAt, oldest first.
+	// ListSigningKeys returns all keys ordered by ActivateAt, oldest first,
+	// ties broken by ID in byte order.
 	ListSigningKeys(ctx context.Context) ([]*SigningKey, error)
 	// DeleteSigningKey removes a key; deleting a missing key is not an error.
 	DeleteSigningKey(ctx context.Context, id string) error
@@ -95,7 +99,8 @@ type Store interface {
 	// recorded and not yet expired. Expired records may be purged at any time.
 	UseOnce(ctx context.Context, value string, expiresAt time.Time) error
 
-	// PutAccessToken stores a reference access token by the hash of its value.
+	// PutAccessToken stores a reference access token by the hash of its
+	// value; ErrExists if that hash is stored already (never replaced).
 	PutAccessToken(ctx context.Context, t *AccessToken) error
 	// GetAccessToken returns the reference token with that hash, or
 	// ErrNotFound (also once it has expired).

@@ -1,0 +1,177 @@
+package pgstore
+
+import (
+	"context"
+	"crypto/rand"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/meshauth/meshauth/issuer/store"
+	"github.com/meshauth/meshauth/issuer/store/storetest"
+)
+
+// testURL returns the database the tests may create schemas in.
+func testURL(t *testing.T) string {
+	u := os.Getenv("MESHAUTH_TEST_POSTGRES_URL")
+	if u == "" {
+		t.Skip("MESHAUTH_TEST_POSTGRES_URL not set; skipping PostgreSQL store tests")
+	}
+	return u
+}
+
+// newSchema creates an empty schema, dropped when the test ends, and returns
+// a URL whose connections use it.
+func newSchema(t *testing.T) string {
+	t.Helper()
+	base := testURL(t)
+	name := "t_" + strings.ToLower(rand.Text())
+	exec(t, t.Context(), base, "CREATE SCHEMA "+name)
+	t.Cleanup(func() { exec(t, context.Background(), base, "DROP SCHEMA "+name+" CASCADE") })
+
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatalf("MESHAUTH_TEST_POSTGRES_URL must be a URL: %v", err)
+	}
+	q := u.Query()
+	q.Set("search_path", name)
+	// The tests open many stores at once; keep them within max_connections.
+	q.Set("pool_max_conns", "4")
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+func exec(t *testing.T, ctx context.Context, url, sql string) {
+	t.Helper()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, sql); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+func open(t *testing.T, url string) *Store {
+	t.Helper()
+	s, err := Open(t.Context(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestStore(t *testing.T) {
+	testURL(t)
+	storetest.Run(t, storetest.Harness{
+		Open: func(t *testing.T) store.Store { return open(t, newSchema(t)) },
+		Reopen: func(t *testing.T, old store.Store) store.Store {
+			url := old.(*Store).pool.Config().ConnString()
+			old.Close()
+			return open(t, url)
+		},
+	})
+}
+
+// TestOpenConcurrently is replicas starting together on an empty database.
+func TestOpenConcurrently(t *testing.T) {
+	url := newSchema(t)
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	for i := range errs {
+		wg.Go(func() {
+			s, err := Open(t.Context(), url)
+			if err == nil {
+				s.Close()
+			}
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	s := open(t, url)
+	var n int
+	if err := s.pool.QueryRow(t.Context(), "SELECT count(*) FROM meshauth_schema_migrations").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	names, err := migrations.ReadDir("migrations")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != len(names) {
+		t.Errorf("%d migrations recorded, want %d", n, len(names))
+	}
+}
+
+func TestOpenBadURL(t *testing.T) {
+	const password = "hunter2"
+	_, err := Open(t.Context(), "postgres://u:"+password+"@127.0.0.1:1/db?connect_timeout=1&sslmode=disable")
+	if err == nil {
+		t.Fatal("Open of an unreachable database succeeded")
+	}
+	if strings.Contains(err.Error(), password) {
+		t.Errorf("error shows the password: %v", err)
+	}
+	_, err = Open(t.Context(), "postgres://u:"+password+"@127.0.0.1/db?pool_max_conns=many")
+	if err == nil || strings.Contains(err.Error(), password) {
+		t.Errorf("Open of a bad URL: error %v, want one without the password", err)
+	}
+}
+
+func TestSweep(t *testing.T) {
+	s := open(t, newSchema(t))
+	ctx := t.Context()
+	now := time.Now()
+	for _, v := range []string{"expired", "live"} {
+		exp := now.Add(-time.Hour)
+		if v == "live" {
+			exp = now.Add(time.Hour)
+		}
+		if err := s.UseOnce(ctx, v, exp); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.PutAccessToken(ctx, &store.AccessToken{Hash: v, ExpiresAt: exp}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{"SELECT value FROM meshauth_once", "SELECT hash FROM meshauth_access_tokens"} {
+		rows, _ := s.pool.Query(ctx, q)
+		got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 1 || got[0] != "live" {
+			t.Errorf("%s after sweep: %q, want [live]", q, got)
+		}
+	}
+}
+
+func TestDefaultTimeout(t *testing.T) {
+	ctx, cancel := withTimeout(t.Context())
+	defer cancel()
+	if d, ok := ctx.Deadline(); !ok || time.Until(d) > opTimeout {
+		t.Errorf("no default deadline: %v %v", d, ok)
+	}
+	want := time.Now().Add(time.Hour)
+	parent, cancel2 := context.WithDeadline(t.Context(), want)
+	defer cancel2()
+	ctx, cancel = withTimeout(parent)
+	defer cancel()
+	if d, _ := ctx.Deadline(); !d.Equal(want) {
+		t.Errorf("deadline %v, want the caller's %v", d, want)
+	}
+}
