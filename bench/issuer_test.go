@@ -1,0 +1,125 @@
+package bench
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshauth/meshauth/issuer"
+	"github.com/meshauth/meshauth/issuer/store"
+	"github.com/meshauth/meshauth/issuer/store/filestore"
+	"github.com/meshauth/meshauth/issuer/store/pgstore"
+	"github.com/meshauth/meshauth/jwks"
+)
+
+// BenchmarkES256SignFloor is the floor for the token endpoint: one bare
+// ES256 signature (SHA-256 and ecdsa.SignASN1) over a typical claims set.
+func BenchmarkES256SignFloor(b *testing.B) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		b.Fatal(err)
+	}
+	input := []byte(`eyJhbGciOiJFUzI1NiIsImtpZCI6ImtpZCIsInR5cCI6ImF0K2p3dCJ9.` + strings.Repeat("x", 260))
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			sum := sha256.Sum256(input)
+			if _, err := ecdsa.SignASN1(rand.Reader, key, sum[:]); err != nil {
+				b.Error(err)
+			}
+		}
+	})
+}
+
+// BenchmarkClientCredentials measures client_credentials tokens through the
+// real HTTP endpoint over loopback, with each store.
+func BenchmarkClientCredentials(b *testing.B) {
+	b.Run("store=file", func(b *testing.B) {
+		st, err := filestore.Open(b.TempDir())
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer st.Close()
+		benchClientCredentials(b, st)
+	})
+	b.Run("store=postgres", func(b *testing.B) {
+		pgURL := os.Getenv("MESHAUTH_TEST_POSTGRES_URL")
+		if pgURL == "" {
+			b.Skip("MESHAUTH_TEST_POSTGRES_URL not set; skipping the PostgreSQL figure")
+		}
+		st, err := pgstore.Open(context.Background(), pgURL)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer st.Close()
+		benchClientCredentials(b, st)
+	})
+}
+
+func benchClientCredentials(b *testing.B, st store.Store) {
+	ctx := context.Background()
+	sealer, err := jwks.NewSealer(make([]byte, 32))
+	if err != nil {
+		b.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	keys, err := jwks.NewKeyring(jwks.KeyringConfig{Store: st, Sealer: sealer, Logger: log, MaxTokenLifetime: 5 * time.Minute})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := keys.Load(ctx); err != nil {
+		b.Fatal(err)
+	}
+	hs := httptest.NewUnstartedServer(nil)
+	issuerURL := "http://" + hs.Listener.Addr().String()
+	srv, err := issuer.New(issuer.Config{IssuerURL: issuerURL, Store: st, Keys: keys, Logger: log})
+	if err != nil {
+		b.Fatal(err)
+	}
+	hs.Config.Handler = srv
+	hs.Start()
+	defer hs.Close()
+
+	id := fmt.Sprintf("bench-%d", time.Now().UnixNano())
+	reg, err := issuer.RegisterClient(ctx, st, issuer.ClientMetadata{ClientID: id, Scope: "read", AllowedAudiences: []string{"api"}}, time.Now())
+	if err != nil {
+		b.Fatal(err)
+	}
+	authz := "Basic " + base64.StdEncoding.EncodeToString([]byte(id+":"+reg.ClientSecret))
+	body := url.Values{"grant_type": {"client_credentials"}, "audience": {"api"}}.Encode()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			req, _ := http.NewRequest(http.MethodPost, issuerURL+"/token", strings.NewReader(body))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			req.Header.Set("Authorization", authz)
+			resp, err := client.Do(req)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				b.Errorf("token endpoint answered %d", resp.StatusCode)
+				return
+			}
+		}
+	})
+}

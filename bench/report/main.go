@@ -1,0 +1,167 @@
+// Command report runs meshauth's benchmarks and writes a short report in
+// which every figure is a ratio to a floor measured in the same run.
+//
+//	go run ./bench/report [-count 3] [-benchtime 1s] [-out bench/out/report.md]
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ratio compares a measured benchmark with its floor. Names are
+// "package/BenchmarkName/sub" without the -GOMAXPROCS suffix.
+type ratio struct {
+	what    string
+	subject string
+	floor   string
+	// slower: the figure is subject ns/op over floor ns/op (a cost, lower is
+	// better); otherwise floor over subject (a throughput, higher is better).
+	slower bool
+	target string
+}
+
+var ratios = []ratio{
+	{"client_credentials tokens/s over HTTP, file store ÷ bare ES256 signs/s", "bench/BenchmarkClientCredentials/store=file", "bench/BenchmarkES256SignFloor", false, ""},
+	{"client_credentials tokens/s over HTTP, PostgreSQL store ÷ bare ES256 signs/s", "bench/BenchmarkClientCredentials/store=postgres", "bench/BenchmarkES256SignFloor", false, ""},
+	{"keyring Sign ES256 ÷ bare ES256 signature (cost)", "jwks/BenchmarkSign/ES256", "jwks/BenchmarkSign/ES256-floor", true, ""},
+	{"verify ES256, cache miss ÷ bare stdlib check (cost)", "token/BenchmarkVerify/ES256", "token/BenchmarkStdlibVerify/ES256", true, "≤ 1.3"},
+	{"verify EdDSA, cache miss ÷ bare stdlib check (cost)", "token/BenchmarkVerify/EdDSA", "token/BenchmarkStdlibVerify/EdDSA", true, "≤ 1.3"},
+	{"verify RS256, cache miss ÷ bare stdlib check (cost)", "token/BenchmarkVerify/RS256", "token/BenchmarkStdlibVerify/RS256", true, "≤ 1.3"},
+}
+
+type result struct {
+	nsPerOp     []float64
+	allocsPerOp float64
+	// metrics are the benchmark's own b.ReportMetric figures, such as a
+	// ratio it measured by alternating subject and floor in one loop.
+	metrics map[string][]float64
+}
+
+// pairedRatios are ratios a benchmark measured itself (b.ReportMetric).
+var pairedRatios = []struct{ what, bench, metric, target string }{
+	{"verify ES256 ÷ bare stdlib check, interleaved in one loop", "bench/BenchmarkVerifyPaired/ES256", "verify/floor", "≤ 1.3"},
+	{"verify EdDSA ÷ bare stdlib check, interleaved in one loop", "bench/BenchmarkVerifyPaired/EdDSA", "verify/floor", "≤ 1.3"},
+	{"verify RS256 ÷ bare stdlib check, interleaved in one loop", "bench/BenchmarkVerifyPaired/RS256", "verify/floor", "≤ 1.3"},
+}
+
+var metricPair = regexp.MustCompile(`([\d.]+) ([^\s]+/[^\s]+)`)
+
+func main() {
+	count := flag.Int("count", 3, "runs of each benchmark; the median is reported")
+	benchtime := flag.String("benchtime", "1s", "go test -benchtime")
+	out := flag.String("out", "bench/out/report.md", "report file")
+	flag.Parse()
+
+	args := []string{"test", "-run", "^$", "-bench", ".", "-benchmem", "-count", strconv.Itoa(*count), "-benchtime", *benchtime, "./bench/", "./token/", "./jwks/"}
+	fmt.Fprintln(os.Stderr, "go", strings.Join(args, " "))
+	var raw bytes.Buffer
+	cmd := exec.Command("go", args...)
+	cmd.Stdout = io.MultiWriter(&raw, os.Stderr)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "report: benchmarks failed:", err)
+		os.Exit(1)
+	}
+	results := parse(&raw)
+	report := render(results, raw.String())
+	if err := os.MkdirAll(filepath.Dir(*out), 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, "report:", err)
+		os.Exit(1)
+	}
+	if err := os.WriteFile(*out, []byte(report), 0o644); err != nil {
+		fmt.Fprintln(os.Stderr, "report:", err)
+		os.Exit(1)
+	}
+	fmt.Print(report)
+	fmt.Fprintln(os.Stderr, "report written to", *out)
+}
+
+var benchLine = regexp.MustCompile(`^(Benchmark\S+?)(?:-\d+)?\s+\d+\s+([\d.]+) ns/op(?:.*?\s([\d.]+) allocs/op)?`)
+
+// parse reads go test -bench output; keys are "pkgdir/BenchmarkName".
+func parse(r io.Reader) map[string]*result {
+	results := map[string]*result{}
+	pkg := ""
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		line := sc.Text()
+		if p, ok := strings.CutPrefix(line, "pkg: "); ok {
+			pkg = filepath.Base(p)
+			continue
+		}
+		m := benchLine.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		key := pkg + "/" + m[1]
+		res := results[key]
+		if res == nil {
+			res = &result{}
+			results[key] = res
+		}
+		ns, _ := strconv.ParseFloat(m[2], 64)
+		res.nsPerOp = append(res.nsPerOp, ns)
+		if m[3] != "" {
+			res.allocsPerOp, _ = strconv.ParseFloat(m[3], 64)
+		}
+		for _, mp := range metricPair.FindAllStringSubmatch(line, -1) {
+			if mp[2] == "ns/op" || mp[2] == "B/op" || mp[2] == "allocs/op" {
+				continue
+			}
+			if res.metrics == nil {
+				res.metrics = map[string][]float64{}
+			}
+			v, _ := strconv.ParseFloat(mp[1], 64)
+			res.metrics[mp[2]] = append(res.metrics[mp[2]], v)
+		}
+	}
+	return results
+}
+
+func median(xs []float64) float64 {
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	return s[len(s)/2]
+}
+
+func render(results map[string]*result, raw string) string {
+	var b strings.Builder
+	host, _ := os.Hostname()
+	fmt.Fprintf(&b, "# meshauth benchmark report\n\n%s on %s. Medians of the runs; each figure is a ratio to a floor from the same run.\n\n", time.Now().UTC().Format(time.RFC3339), host)
+	b.WriteString("| figure | subject ns/op | floor ns/op | ratio | target |\n|---|---|---|---|---|\n")
+	for _, r := range ratios {
+		s, f := results[r.subject], results[r.floor]
+		if s == nil || f == nil {
+			fmt.Fprintf(&b, "| %s | not run | | | %s |\n", r.what, r.target)
+			continue
+		}
+		sm, fm := median(s.nsPerOp), median(f.nsPerOp)
+		v := fm / sm
+		if r.slower {
+			v = sm / fm
+		}
+		fmt.Fprintf(&b, "| %s | %.0f (%.0f allocs) | %.0f | %.2f× | %s |\n", r.what, sm, s.allocsPerOp, fm, v, r.target)
+	}
+	for _, p := range pairedRatios {
+		r := results[p.bench]
+		if r == nil || len(r.metrics[p.metric]) == 0 {
+			fmt.Fprintf(&b, "| %s | not run | | | %s |\n", p.what, p.target)
+			continue
+		}
+		fmt.Fprintf(&b, "| %s | | | %.2f× | %s |\n", p.what, median(r.metrics[p.metric]), p.target)
+	}
+	b.WriteString("\n<details><summary>raw go test output</summary>\n\n```\n" + raw + "```\n</details>\n")
+	return b.String()
+}

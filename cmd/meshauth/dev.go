@@ -1,0 +1,157 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/meshauth/meshauth/internal/flagconf"
+)
+
+func runDev(ctx context.Context, args []string, stdout io.Writer) error {
+	fset := flag.NewFlagSet("dev", flag.ContinueOnError)
+	var f issuerFlags
+	f.register(fset, "127.0.0.1:8080", "")
+	dir := fset.String("dir", ".meshauth", "directory for the development state: store, key-encryption key, admin token, NATS data")
+	natsListen := fset.String("nats-listen", "127.0.0.1:4223", "address of the embedded NATS server")
+	if err := flagconf.Parse(fset, args, nil); err != nil {
+		return err
+	}
+	log, err := newLogger(f.log.level, f.log.format)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(*dir, 0o700); err != nil {
+		return fmt.Errorf("create %s: %w", *dir, err)
+	}
+	if f.storeURL == "" {
+		f.storeURL = "file:" + filepath.Join(*dir, "store")
+	}
+	if f.issuerURL == "" {
+		f.issuerURL = "http://" + f.listen
+	}
+	adminToken, err := secretFromEnvOrFile(envAdminToken, f.adminTokenFile, "admin token")
+	if err != nil {
+		return err
+	}
+	if adminToken == "" {
+		path := filepath.Join(*dir, "admin-token")
+		created, token, err := devSecret(path)
+		if err != nil {
+			return err
+		}
+		if created {
+			log.Info("generated an admin token for development", "file", path)
+		}
+		adminToken = token
+	}
+	kek, err := secretFromEnvOrFile(envKEK, f.kekFile, "key-encryption key")
+	if err != nil {
+		return err
+	}
+	if kek == "" {
+		path := filepath.Join(*dir, "key-encryption-key")
+		created, key, err := devSecret(path)
+		if err != nil {
+			return err
+		}
+		if created {
+			log.Warn("generated a key-encryption key for development and stored it beside the data it protects; production issuers must get theirs from a secret store", "file", path)
+		}
+		kek = key
+	}
+
+	ns, err := startNATS(*natsListen, filepath.Join(*dir, "nats"))
+	if err != nil {
+		return err
+	}
+	defer ns.Shutdown()
+	log.Info("embedded NATS running", "url", ns.ClientURL())
+
+	return serveIssuer(ctx, &f, adminToken, kek, log, func(addr string) {
+		printQuickStart(stdout, f.issuerURL, ns.ClientURL(), *dir)
+	})
+}
+
+// devSecret reads a 32-byte base64 secret from path, creating it (0600) on
+// first use. created reports whether it was made now.
+func devSecret(path string) (created bool, secret string, err error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		return false, strings.TrimSpace(string(b)), nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return false, "", fmt.Errorf("read %s: %w", path, err)
+	}
+	raw := make([]byte, 32)
+	_, _ = rand.Read(raw)
+	secret = base64.StdEncoding.EncodeToString(raw)
+	if err := os.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
+		return false, "", fmt.Errorf("write %s: %w", path, err)
+	}
+	return true, secret, nil
+}
+
+// startNATS runs an embedded NATS server with JetStream, the push channel
+// for keys and revocations.
+func startNATS(listen, storeDir string) (*server.Server, error) {
+	host, port, err := splitHostPort(listen)
+	if err != nil {
+		return nil, fmt.Errorf("--nats-listen: %w", err)
+	}
+	ns, err := server.NewServer(&server.Options{
+		ServerName: "meshauth-dev",
+		Host:       host,
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   storeDir,
+		NoSigs:     true,
+		NoLog:      true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("configure embedded NATS: %w", err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		ns.Shutdown()
+		return nil, fmt.Errorf("embedded NATS did not start on %s (is the port taken? use --nats-listen)", listen)
+	}
+	return ns, nil
+}
+
+func printQuickStart(w io.Writer, issuerURL, natsURL, dir string) {
+	fmt.Fprintf(w, `
+meshauth dev is running (Ctrl-C stops it).
+
+  issuer   %[1]s   (metadata: %[1]s/.well-known/oauth-authorization-server)
+  NATS     %[2]s
+  state    %[3]s/  (store, key-encryption key, admin token; delete it to start over)
+
+Quick start, in another shell:
+
+  export MESHAUTH_ADMIN_TOKEN=$(cat %[3]s/admin-token)
+
+  # 1. register a client (a service's client id is its audience name)
+  ./bin/meshauth clients create --issuer %[1]s --id orders \
+      --scope "payments.charge" --allowed-audience payments
+
+  # 2. get a token for the payments service, with the printed client_secret
+  curl -s -u orders:CLIENT_SECRET -d grant_type=client_credentials \
+      -d audience=payments %[1]s/token
+
+  # 3. decode its claims (the access_token from step 2)
+  echo "$TOKEN" | cut -d. -f2 | basenc -d --base64url 2>/dev/null; echo
+
+`, issuerURL, natsURL, dir)
+}

@@ -1,0 +1,213 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/meshauth/meshauth/internal/flagconf"
+	"github.com/meshauth/meshauth/issuer"
+	"github.com/meshauth/meshauth/issuer/store/storeurl"
+	"github.com/meshauth/meshauth/jwks"
+)
+
+// Secrets are read from the environment or a file, never from a flag value,
+// which any local user could read in the process list.
+const (
+	envAdminToken = "MESHAUTH_ADMIN_TOKEN"
+	envKEK        = "MESHAUTH_KEY_ENCRYPTION_KEY"
+)
+
+type issuerFlags struct {
+	listen          string
+	issuerURL       string
+	storeURL        string
+	adminTokenFile  string
+	kekFile         string
+	algorithm       string
+	tokenLifetime   time.Duration
+	keyRotation     time.Duration
+	keyPrePublish   time.Duration
+	jwksMaxAge      time.Duration
+	defaultAudience string
+	tlsCertFile     string
+	tlsKeyFile      string
+	log             logFlags
+}
+
+func (f *issuerFlags) register(fs *flag.FlagSet, listen, storeURL string) {
+	fs.StringVar(&f.listen, "listen", listen, "address to serve HTTP on")
+	fs.StringVar(&f.issuerURL, "issuer-url", "", "issuer identifier: the https URL clients reach this issuer at (http only for loopback)")
+	fs.StringVar(&f.storeURL, "store", storeURL, "where clients and keys live: file:DIR (embedded, single node) or postgres://... (replicated)")
+	fs.StringVar(&f.adminTokenFile, "admin-token-file", "", "file holding the admin token for registration and key rotation (or set "+envAdminToken+")")
+	fs.StringVar(&f.kekFile, "key-encryption-key-file", "", "file holding the base64 32-byte key that encrypts signing keys at rest (or set "+envKEK+")")
+	fs.StringVar(&f.algorithm, "signing-alg", "ES256", "algorithm of new signing keys: ES256, EdDSA or RS256")
+	fs.DurationVar(&f.tokenLifetime, "token-lifetime", 5*time.Minute, "access token lifetime")
+	fs.DurationVar(&f.keyRotation, "key-rotation", 24*time.Hour, "age at which the signing key is replaced")
+	fs.DurationVar(&f.keyPrePublish, "key-prepublish", 10*time.Minute, "how long a new key is published in the JWKS before it signs")
+	fs.DurationVar(&f.jwksMaxAge, "jwks-max-age", 5*time.Minute, "Cache-Control max-age of the JWKS; must be shorter than --key-prepublish")
+	fs.StringVar(&f.defaultAudience, "default-audience", "", "aud of tokens requested without resource or audience (default: the issuer URL, accepted by no service)")
+	fs.StringVar(&f.tlsCertFile, "tls-cert-file", "", "serve HTTPS with this certificate (PEM); plain HTTP when unset, e.g. behind a TLS-terminating proxy")
+	fs.StringVar(&f.tlsKeyFile, "tls-key-file", "", "private key (PEM) for --tls-cert-file")
+	f.log.register(fs)
+}
+
+func runIssuer(ctx context.Context, args []string, _ io.Writer) error {
+	fs := flag.NewFlagSet("issuer", flag.ContinueOnError)
+	var f issuerFlags
+	f.register(fs, ":8080", "")
+	if err := flagconf.Parse(fs, args, nil); err != nil {
+		return err
+	}
+	log, err := newLogger(f.log.level, f.log.format)
+	if err != nil {
+		return err
+	}
+	if f.issuerURL == "" {
+		return errors.New("--issuer-url is required")
+	}
+	adminToken, err := secretFromEnvOrFile(envAdminToken, f.adminTokenFile, "admin token")
+	if err != nil {
+		return err
+	}
+	if adminToken == "" {
+		log.Warn("no admin token: registration and key rotation are disabled (set " + envAdminToken + " or --admin-token-file)")
+	}
+	kek, err := secretFromEnvOrFile(envKEK, f.kekFile, "key-encryption key")
+	if err != nil {
+		return err
+	}
+	if kek == "" {
+		return errors.New("no key-encryption key: set " + envKEK + " or --key-encryption-key-file (32 random bytes, base64; e.g. openssl rand -base64 32)")
+	}
+	return serveIssuer(ctx, &f, adminToken, kek, log, nil)
+}
+
+// secretFromEnvOrFile reads a secret from the environment variable env, or
+// from file; it is an error to give both.
+func secretFromEnvOrFile(env, file, what string) (string, error) {
+	fromEnv := os.Getenv(env)
+	if file == "" {
+		return fromEnv, nil
+	}
+	if fromEnv != "" {
+		return "", fmt.Errorf("%s given both in %s and in a file; use one", what, env)
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", what, err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// serveIssuer opens the store, loads the keys and serves the issuer until
+// ctx is done. ready, if not nil, is called once the listener is bound.
+func serveIssuer(ctx context.Context, f *issuerFlags, adminToken, kek string, log *slog.Logger, ready func(addr string)) error {
+	kekBytes, err := jwks.ParseKEK(kek)
+	if err != nil {
+		return err
+	}
+	sealer, err := jwks.NewSealer(kekBytes)
+	if err != nil {
+		return err
+	}
+	st, err := storeurl.Open(ctx, f.storeURL)
+	if err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	defer st.Close()
+
+	keys, err := jwks.NewKeyring(jwks.KeyringConfig{
+		Algorithm:        f.algorithm,
+		RotationInterval: f.keyRotation,
+		PrePublish:       f.keyPrePublish,
+		MaxTokenLifetime: f.tokenLifetime,
+		JWKSMaxAge:       f.jwksMaxAge,
+		Sealer:           sealer,
+		Store:            st,
+		Logger:           log,
+	})
+	if err != nil {
+		return err
+	}
+	if err := keys.Load(ctx); err != nil {
+		return fmt.Errorf("load signing keys: %w", err)
+	}
+	srv, err := issuer.New(issuer.Config{
+		IssuerURL:           f.issuerURL,
+		Store:               st,
+		Keys:                keys,
+		AdminToken:          adminToken,
+		AccessTokenLifetime: f.tokenLifetime,
+		DefaultAudience:     f.defaultAudience,
+		Logger:              log,
+	})
+	if err != nil {
+		return err
+	}
+	keysCtx, stopKeys := context.WithCancel(ctx)
+	defer stopKeys()
+	go keys.Run(keysCtx)
+	log.Info("issuer starting", "issuer", f.issuerURL, "listen", f.listen, "store", storeScheme(f.storeURL))
+	return serveHTTP(ctx, f.listen, srv, f.tlsCertFile, f.tlsKeyFile, log, ready)
+}
+
+// storeScheme names the kind of store without the rest of its URL, which may
+// hold a password.
+func storeScheme(raw string) string {
+	scheme, _, _ := strings.Cut(raw, ":")
+	return scheme
+}
+
+// serveHTTP serves h on addr until ctx is done, then shuts down gracefully,
+// letting requests in flight finish.
+func serveHTTP(ctx context.Context, addr string, h http.Handler, certFile, keyFile string, log *slog.Logger, ready func(addr string)) error {
+	if (certFile == "") != (keyFile == "") {
+		return errors.New("--tls-cert-file and --tls-key-file go together")
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	hs := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		WriteTimeout:      15 * time.Second,
+		IdleTimeout:       90 * time.Second,
+		MaxHeaderBytes:    32 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() {
+		if certFile != "" {
+			errc <- hs.ServeTLS(ln, certFile, keyFile)
+		} else {
+			errc <- hs.Serve(ln)
+		}
+	}()
+	log.Info("listening", "addr", ln.Addr().String())
+	if ready != nil {
+		ready(ln.Addr().String())
+	}
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve %s: %w", addr, err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := hs.Shutdown(shutdownCtx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,38 @@
+package issuer
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+)
+
+// signingAlgorithms are the client assertion algorithms package token
+// accepts; asymmetric only (RFC 8725 §3.1).
+var signingAlgorithms = []string{"ES256", "ES384", "ES512", "EdDSA", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
+
+// buildMetadata renders the RFC 8414 §2 metadata document once; it is static
+// for the life of the server.
+func (s *Server) buildMetadata() ([]byte, error) {
+	md := map[string]any{
+		"issuer":                                s.issuerURL,
+		"token_endpoint":                        s.endpoint(pathToken),
+		"jwks_uri":                              s.endpoint(pathJWKS),
+		"registration_endpoint":                 s.endpoint(pathRegister),
+		"grant_types_supported":                 GrantTypesSupported,
+		"response_types_supported":              []string{},
+		"token_endpoint_auth_methods_supported": AuthMethodsSupported,
+		"token_endpoint_auth_signing_alg_values_supported": signingAlgorithms,
+	}
+	b, err := json.MarshalIndent(md, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("render metadata: %w", err)
+	}
+	return b, nil
+}
+
+func (s *Server) handleMetadata(w http.ResponseWriter, _ *http.Request) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "public, max-age=3600")
+	_, _ = w.Write(s.metadata)
+}

@@ -1,0 +1,239 @@
+package issuer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/meshauth/meshauth/issuer/store"
+	"github.com/meshauth/meshauth/token"
+)
+
+// ClientMetadata is an RFC 7591 §2 registration request, with meshauth's
+// extensions client_id (an operator-chosen id; registration needs the admin
+// token anyway), access_token_format and allowed_audiences.
+type ClientMetadata struct {
+	ClientID                string          `json:"client_id,omitempty"`
+	ClientName              string          `json:"client_name,omitempty"`
+	GrantTypes              []string        `json:"grant_types,omitempty"`
+	TokenEndpointAuthMethod string          `json:"token_endpoint_auth_method,omitempty"`
+	Scope                   string          `json:"scope,omitempty"`
+	JWKS                    json.RawMessage `json:"jwks,omitempty"`
+	JWKSURI                 string          `json:"jwks_uri,omitempty"`
+	RedirectURIs            []string        `json:"redirect_uris,omitempty"`
+	AccessTokenFormat       string          `json:"access_token_format,omitempty"`
+	AllowedAudiences        []string        `json:"allowed_audiences,omitempty"`
+}
+
+// Registration is the RFC 7591 §3.2.1 answer: the registered metadata with
+// defaults filled in, and the client secret, shown this once only.
+type Registration struct {
+	ClientMetadata
+	ClientSecret          string `json:"client_secret,omitempty"`
+	ClientIDIssuedAt      int64  `json:"client_id_issued_at"`
+	ClientSecretExpiresAt int64  `json:"client_secret_expires_at"`
+}
+
+// GrantTypesSupported lists the grants this issuer serves.
+var GrantTypesSupported = []string{"client_credentials"}
+
+// AuthMethodsSupported lists the token endpoint authentication methods.
+var AuthMethodsSupported = []string{authSecretBasic, authSecretPost, authPrivateKeyJWT}
+
+var clientIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
+
+// RegisterClient validates md, fills in defaults, and stores a new client.
+// The returned registration holds the only copy of the client secret; the
+// store keeps its hash.
+func RegisterClient(ctx context.Context, st store.Store, md ClientMetadata, now time.Time) (*Registration, error) {
+	c, err := clientFromMetadata(&md)
+	if err != nil {
+		return nil, err
+	}
+	c.CreatedAt = now.UTC()
+	var secret string
+	if c.TokenEndpointAuthMethod != authPrivateKeyJWT {
+		secret = newSecret()
+		c.SecretHash = hashSecret(secret)
+	}
+	generated := c.ID == ""
+	for attempt := 0; ; attempt++ {
+		if generated {
+			c.ID = randomID()
+		}
+		err = st.CreateClient(ctx, c)
+		if !errors.Is(err, store.ErrExists) {
+			break
+		}
+		if !generated || attempt == 2 {
+			return nil, errInvalidClientMetadata(fmt.Sprintf("client_id %q is already registered", c.ID))
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store client: %w", err)
+	}
+	md.ClientID = c.ID
+	return &Registration{ClientMetadata: md, ClientSecret: secret, ClientIDIssuedAt: c.CreatedAt.Unix()}, nil
+}
+
+// clientFromMetadata validates md (normalising it in place) and builds the
+// client record. Errors are invalid_client_metadata (RFC 7591 §3.2.2).
+func clientFromMetadata(md *ClientMetadata) (*store.Client, error) {
+	if md.ClientID != "" && !clientIDPattern.MatchString(md.ClientID) {
+		return nil, errInvalidClientMetadata("client_id must be 1-128 characters of letters, digits, '.', '_', ':' or '-', starting with a letter or digit")
+	}
+	if len(md.ClientName) > 200 {
+		return nil, errInvalidClientMetadata("client_name longer than 200 characters")
+	}
+	if len(md.GrantTypes) == 0 {
+		md.GrantTypes = []string{"client_credentials"}
+	}
+	for _, g := range md.GrantTypes {
+		if !slices.Contains(GrantTypesSupported, g) {
+			return nil, errInvalidClientMetadata(fmt.Sprintf("grant type %q is not supported; supported: %s", truncate(g, 64), strings.Join(GrantTypesSupported, ", ")))
+		}
+	}
+	md.GrantTypes = dedupe(md.GrantTypes)
+	if md.TokenEndpointAuthMethod == "" {
+		md.TokenEndpointAuthMethod = authSecretBasic // RFC 7591 §2 default
+	}
+	if !slices.Contains(AuthMethodsSupported, md.TokenEndpointAuthMethod) {
+		return nil, errInvalidClientMetadata(fmt.Sprintf("token_endpoint_auth_method %q is not supported; supported: %s", truncate(md.TokenEndpointAuthMethod, 64), strings.Join(AuthMethodsSupported, ", ")))
+	}
+	scopes, err := parseScope(md.Scope)
+	if err != nil {
+		return nil, errInvalidClientMetadata(err.Error())
+	}
+	md.Scope = strings.Join(scopes, " ")
+	if md.JWKSURI != "" {
+		return nil, errInvalidClientMetadata("jwks_uri is not supported; register the public keys inline with jwks")
+	}
+	var jwks []byte
+	switch {
+	case md.TokenEndpointAuthMethod == authPrivateKeyJWT:
+		if len(md.JWKS) == 0 {
+			return nil, errInvalidClientMetadata("private_key_jwt needs the client's public keys in jwks")
+		}
+		keys, err := token.ParseJWKS(md.JWKS)
+		if err != nil {
+			return nil, errInvalidClientMetadata("jwks: " + err.Error())
+		}
+		if len(keys) == 0 {
+			return nil, errInvalidClientMetadata("jwks holds no usable public signing key")
+		}
+		jwks = md.JWKS
+	case len(md.JWKS) > 0:
+		return nil, errInvalidClientMetadata("jwks is only used with token_endpoint_auth_method private_key_jwt")
+	}
+	for _, u := range md.RedirectURIs {
+		if err := checkRedirectURI(u); err != nil {
+			return nil, errInvalidClientMetadata(err.Error())
+		}
+	}
+	switch md.AccessTokenFormat {
+	case "":
+		md.AccessTokenFormat = formatJWT
+	case formatJWT, formatReference:
+	default:
+		return nil, errInvalidClientMetadata(`access_token_format must be "jwt" or "reference"`)
+	}
+	for _, a := range md.AllowedAudiences {
+		if a == "" || len(a) > 512 || strings.ContainsAny(a, " \t\r\n") {
+			return nil, errInvalidClientMetadata("allowed_audiences entries must be non-empty, at most 512 characters, without whitespace")
+		}
+	}
+	md.AllowedAudiences = dedupe(md.AllowedAudiences)
+	return &store.Client{
+		ID:                      md.ClientID,
+		Name:                    md.ClientName,
+		TokenEndpointAuthMethod: md.TokenEndpointAuthMethod,
+		GrantTypes:              md.GrantTypes,
+		Scope:                   scopes,
+		JWKS:                    jwks,
+		AccessTokenFormat:       md.AccessTokenFormat,
+		AllowedAudiences:        nonNil(md.AllowedAudiences),
+		RedirectURIs:            nonNil(md.RedirectURIs),
+	}, nil
+}
+
+func checkRedirectURI(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || !u.IsAbs() || u.Fragment != "" || u.Host == "" {
+		return fmt.Errorf("redirect_uri %q must be an absolute URL without a fragment", truncate(raw, 128))
+	}
+	return nil
+}
+
+// parseScope splits a space-delimited scope (RFC 6749 §3.3) and checks each
+// token's characters; duplicates are dropped.
+func parseScope(s string) ([]string, error) {
+	fields := strings.Split(s, " ")
+	out := make([]string, 0, len(fields))
+	for _, f := range fields {
+		if f == "" {
+			continue
+		}
+		for i := 0; i < len(f); i++ {
+			c := f[i]
+			if c < 0x21 || c == 0x22 || c == 0x5c || c > 0x7e {
+				return nil, fmt.Errorf("scope %q has a character RFC 6749 §3.3 does not allow", truncate(f, 64))
+			}
+		}
+		if !slices.Contains(out, f) {
+			out = append(out, f)
+		}
+	}
+	return out, nil
+}
+
+func dedupe(in []string) []string {
+	out := make([]string, 0, len(in))
+	for _, s := range in {
+		if !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// maxRegistrationBytes bounds a registration request; a jwks with a few RSA
+// keys fits easily.
+const maxRegistrationBytes = 64 << 10
+
+func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
+	if !s.checkAdmin(w, r) {
+		return
+	}
+	var md ClientMetadata
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxRegistrationBytes))
+	if err := dec.Decode(&md); err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			s.writeError(w, r, &oauthError{Status: http.StatusRequestEntityTooLarge, Code: "invalid_request", Description: fmt.Sprintf("request body larger than %d bytes", maxRegistrationBytes)})
+			return
+		}
+		s.writeError(w, r, errInvalidClientMetadata("the request body must be a JSON object of client metadata"))
+		return
+	}
+	reg, err := RegisterClient(r.Context(), s.store, md, s.now())
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.log.Info("client registered", "client_id", reg.ClientID, "auth_method", reg.TokenEndpointAuthMethod, "grant_types", reg.GrantTypes)
+	writeJSON(w, http.StatusCreated, reg)
+}

@@ -1,0 +1,231 @@
+// Package issuer is meshauth's authorization server: RFC 8414 metadata, the
+// JWKS, RFC 7591 dynamic client registration and the token endpoint
+// (RFC 6749) with client_credentials, issuing RFC 9068 JWT access tokens or
+// reference tokens. State lives in a store.Store, so replicas over one
+// PostgreSQL database are interchangeable.
+package issuer
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/meshauth/meshauth/issuer/store"
+)
+
+// Endpoint paths, relative to the issuer URL's path.
+const (
+	pathToken    = "/token"
+	pathRegister = "/register"
+	pathJWKS     = "/jwks.json"
+	pathRotate   = "/admin/keys/rotate"
+)
+
+// Keys is what the issuer needs of its signing keys (package jwks's Keyring).
+type Keys interface {
+	// Sign returns a compact JWS of payload, signed with the active key, with
+	// the given typ header.
+	Sign(typ string, payload []byte) (string, error)
+	// JWKS returns the current public key set document.
+	JWKS() []byte
+	// Ready reports whether a signing key is loaded and active.
+	Ready() bool
+	// Rotate adds a new key, active at once if immediate, else after the
+	// pre-publication delay.
+	Rotate(ctx context.Context, immediate bool) (*store.SigningKey, error)
+	// ServeHTTP serves the JWKS document with its caching headers.
+	http.Handler
+}
+
+// Config configures a Server.
+type Config struct {
+	// IssuerURL is the issuer identifier (RFC 8414 §2): an https URL (http
+	// only for loopback development) without query or fragment. Endpoints are
+	// served under its path.
+	IssuerURL string
+	Store     store.Store
+	Keys      Keys
+	// AdminToken authorizes registration and key administration. Empty
+	// disables those endpoints.
+	AdminToken string
+	// AccessTokenLifetime is the lifetime of access tokens; default 5m.
+	AccessTokenLifetime time.Duration
+	// DefaultAudience is the aud of tokens requested without resource or
+	// audience; default the issuer URL, which no service accepts, so a token
+	// is only useful for the audience it names.
+	DefaultAudience string
+	Logger          *slog.Logger
+	Now             func() time.Time
+}
+
+// Server serves the issuer's HTTP endpoints.
+type Server struct {
+	issuerURL       string
+	prefix          string
+	store           store.Store
+	keys            Keys
+	adminTokenHash  [sha256.Size]byte
+	adminEnabled    bool
+	tokenLifetime   time.Duration
+	defaultAudience string
+	metadata        []byte
+	log             *slog.Logger
+	now             func() time.Time
+	mux             *http.ServeMux
+}
+
+// New checks cfg and builds a Server.
+func New(cfg Config) (*Server, error) {
+	u, err := url.Parse(cfg.IssuerURL)
+	if err != nil || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || (u.Scheme != "https" && u.Scheme != "http") {
+		return nil, fmt.Errorf("issuer URL %q must be an absolute http(s) URL without query or fragment", cfg.IssuerURL)
+	}
+	if u.Scheme == "http" && !isLoopback(u.Hostname()) {
+		return nil, fmt.Errorf("issuer URL %q must use https (http is allowed only for loopback development; RFC 8414 §2)", cfg.IssuerURL)
+	}
+	if cfg.Store == nil || cfg.Keys == nil {
+		return nil, errors.New("issuer needs a store and signing keys")
+	}
+	s := &Server{
+		issuerURL:       strings.TrimSuffix(cfg.IssuerURL, "/"),
+		prefix:          strings.TrimSuffix(u.Path, "/"),
+		store:           cfg.Store,
+		keys:            cfg.Keys,
+		tokenLifetime:   cfg.AccessTokenLifetime,
+		defaultAudience: cfg.DefaultAudience,
+		log:             cfg.Logger,
+		now:             cfg.Now,
+	}
+	if cfg.AdminToken != "" {
+		s.adminTokenHash = sha256.Sum256([]byte(cfg.AdminToken))
+		s.adminEnabled = true
+	}
+	if s.tokenLifetime == 0 {
+		s.tokenLifetime = 5 * time.Minute
+	}
+	if s.tokenLifetime < 0 {
+		return nil, errors.New("access token lifetime must be positive")
+	}
+	if s.defaultAudience == "" {
+		s.defaultAudience = s.issuerURL
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.metadata, err = s.buildMetadata(); err != nil {
+		return nil, err
+	}
+	s.routes()
+	return s, nil
+}
+
+func isLoopback(host string) bool {
+	return host == "localhost" || host == "127.0.0.1" || host == "::1"
+}
+
+// endpoint returns the absolute URL of an endpoint path.
+func (s *Server) endpoint(path string) string { return s.issuerURL + path }
+
+func (s *Server) routes() {
+	m := http.NewServeMux()
+	p := s.prefix
+	// RFC 8414 §3 inserts the well-known segment before the issuer's path;
+	// OpenID Connect Discovery appends it. Serve both.
+	m.HandleFunc("GET /.well-known/oauth-authorization-server"+p, s.handleMetadata)
+	m.HandleFunc("GET "+p+"/.well-known/openid-configuration", s.handleMetadata)
+	m.Handle("GET "+p+pathJWKS, s.keys)
+	m.HandleFunc("POST "+p+pathToken, s.handleToken)
+	m.HandleFunc("POST "+p+pathRegister, s.handleRegister)
+	m.HandleFunc("POST "+p+pathRotate, s.handleRotate)
+	m.HandleFunc("GET /healthz", s.handleHealthz)
+	m.HandleFunc("GET /readyz", s.handleReadyz)
+	s.mux = m
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// checkAdmin authorizes an administrative request by the admin bearer token
+// (RFC 7591 §3 initial access token). It answers the failure itself.
+func (s *Server) checkAdmin(w http.ResponseWriter, r *http.Request) bool {
+	const prefix = "Bearer "
+	authz := r.Header.Values("Authorization")
+	var presented string
+	if len(authz) == 1 && len(authz[0]) > len(prefix) && strings.EqualFold(authz[0][:len(prefix)], prefix) {
+		presented = authz[0][len(prefix):]
+	}
+	if s.adminEnabled && presented != "" {
+		sum := sha256.Sum256([]byte(presented))
+		if subtle.ConstantTimeCompare(sum[:], s.adminTokenHash[:]) == 1 {
+			return true
+		}
+	}
+	challenge := `Bearer realm="meshauth"`
+	desc := "this endpoint needs the admin token as a bearer token"
+	switch {
+	case !s.adminEnabled:
+		desc = "administration is disabled: the issuer was started without an admin token"
+	case presented != "":
+		challenge += `, error="invalid_token"`
+		desc = "the admin token is not valid"
+	}
+	w.Header().Set("WWW-Authenticate", challenge)
+	writeJSON(w, http.StatusUnauthorized, struct {
+		Error       string `json:"error"`
+		Description string `json:"error_description"`
+	}{"invalid_token", desc})
+	return false
+}
+
+func (s *Server) handleRotate(w http.ResponseWriter, r *http.Request) {
+	if !s.checkAdmin(w, r) {
+		return
+	}
+	immediate := r.URL.Query().Get("immediate") == "true"
+	k, err := s.keys.Rotate(r.Context(), immediate)
+	if err != nil {
+		s.writeError(w, r, fmt.Errorf("rotate signing key: %w", err))
+		return
+	}
+	s.log.Info("signing key rotated", "kid", k.ID, "alg", k.Algorithm, "activates_at", k.ActivateAt)
+	writeJSON(w, http.StatusOK, struct {
+		KeyID       string    `json:"kid"`
+		Algorithm   string    `json:"alg"`
+		ActivatesAt time.Time `json:"activates_at"`
+	}{k.ID, k.Algorithm, k.ActivateAt})
+}
+
+func (s *Server) handleHealthz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = w.Write([]byte("ok\n"))
+}
+
+// handleReadyz reports ready when a signing key is active and the store
+// answers.
+func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if !s.keys.Ready() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte("not ready: no active signing key\n"))
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.store.Ping(ctx); err != nil {
+		s.log.Warn("readiness: store unreachable", "error", err)
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte("not ready: store unreachable\n"))
+		return
+	}
+	_, _ = w.Write([]byte("ok\n"))
+}
