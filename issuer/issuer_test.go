@@ -101,7 +101,7 @@ func TestRegister(t *testing.T) {
 		}},
 		{name: "bad scope char", authz: "Bearer " + testAdminToken, body: `{"scope":"a\"b"}`, status: 400, errCode: "invalid_client_metadata"},
 		{name: "bad format", authz: "Bearer " + testAdminToken, body: `{"access_token_format":"paseto"}`, status: 400, errCode: "invalid_client_metadata"},
-		{name: "bad redirect", authz: "Bearer " + testAdminToken, body: `{"redirect_uris":["/relative"]}`, status: 400, errCode: "invalid_client_metadata"},
+		{name: "bad redirect", authz: "Bearer " + testAdminToken, body: `{"redirect_uris":["/relative"]}`, status: 400, errCode: "invalid_redirect_uri"},
 		{name: "not json", authz: "Bearer " + testAdminToken, body: `client_id=x`, status: 400, errCode: "invalid_client_metadata"},
 		{name: "oversized", authz: "Bearer " + testAdminToken, body: `{"client_name":"` + strings.Repeat("x", 70<<10) + `"}`, status: 413, errCode: "invalid_request"},
 	}

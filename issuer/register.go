@@ -134,7 +134,8 @@ func clientFromMetadata(md *ClientMetadata) (*store.Client, error) {
 	}
 	for _, u := range md.RedirectURIs {
 		if err := checkRedirectURI(u); err != nil {
-			return nil, errInvalidClientMetadata(err.Error())
+			// RFC 7591 §3.2.2 has its own code for this.
+			return nil, &oauthError{Status: http.StatusBadRequest, Code: "invalid_redirect_uri", Description: err.Error()}
 		}
 	}
 	switch md.AccessTokenFormat {

@@ -74,8 +74,8 @@ func main() {
 		fmt.Fprintln(os.Stderr, "report: benchmarks failed:", err)
 		os.Exit(1)
 	}
-	results := parse(&raw)
-	report := render(results, raw.String())
+	output := raw.String()
+	report := render(parse(&raw), output)
 	if err := os.MkdirAll(filepath.Dir(*out), 0o755); err != nil {
 		fmt.Fprintln(os.Stderr, "report:", err)
 		os.Exit(1)
