@@ -7,6 +7,7 @@
 package flagconf
 
 import (
+	"bytes"
 	"errors"
 	"flag"
 	"fmt"
@@ -32,6 +33,15 @@ func EnvName(flagName string) string {
 // flags (flag.Value implementations that append) take a YAML list in the file
 // and a comma-separated list in the environment.
 func Parse(fs *flag.FlagSet, args []string, getenv func(string) string) error {
+	return ParseWith(fs, args, getenv, nil)
+}
+
+// ParseWith is Parse for commands whose config file also has structured
+// sections that no flag can express (lists of trusted issuers, route
+// policies): keys of the file that are not flag names are decoded into
+// structured, a pointer to a struct with yaml tags, and unknown keys are
+// errors. A nil structured means every key must be a flag name.
+func ParseWith(fs *flag.FlagSet, args []string, getenv func(string) string, structured any) error {
 	if getenv == nil {
 		getenv = os.Getenv
 	}
@@ -52,7 +62,7 @@ func Parse(fs *flag.FlagSet, args []string, getenv func(string) string) error {
 	fileValues := map[string][]string{}
 	if *configPath != "" {
 		var err error
-		if fileValues, err = readConfig(*configPath, fs); err != nil {
+		if fileValues, err = readConfig(*configPath, fs, structured); err != nil {
 			return err
 		}
 	}
@@ -90,7 +100,7 @@ func splitList(f *flag.Flag, v string) []string {
 	return []string{v}
 }
 
-func readConfig(path string, fs *flag.FlagSet) (map[string][]string, error) {
+func readConfig(path string, fs *flag.FlagSet, structured any) (map[string][]string, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config file: %w", err)
@@ -100,9 +110,14 @@ func readConfig(path string, fs *flag.FlagSet) (map[string][]string, error) {
 		return nil, fmt.Errorf("parse config file %s: %w", path, err)
 	}
 	out := map[string][]string{}
+	rest := &yaml.Node{Kind: yaml.MappingNode}
 	for key, node := range doc {
 		if fs.Lookup(key) == nil || key == "config" {
-			return nil, fmt.Errorf("config file %s, line %d: unknown key %q (keys are the flag names of this command; see --help)", path, node.Line, key)
+			if structured == nil {
+				return nil, fmt.Errorf("config file %s, line %d: unknown key %q (keys are the flag names of this command; see --help)", path, node.Line, key)
+			}
+			rest.Content = append(rest.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: key}, &node)
+			continue
 		}
 		switch node.Kind {
 		case yaml.ScalarNode:
@@ -116,6 +131,19 @@ func readConfig(path string, fs *flag.FlagSet) (map[string][]string, error) {
 			}
 		default:
 			return nil, fmt.Errorf("config file %s, line %d: key %q must be a value or a list of values", path, node.Line, key)
+		}
+	}
+	if structured != nil && len(rest.Content) > 0 {
+		// Re-encode the remaining keys and decode them strictly, so a typo in
+		// a structured section is an error with its line, not a silent default.
+		b, err := yaml.Marshal(rest)
+		if err != nil {
+			return nil, fmt.Errorf("config file %s: %w", path, err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(b))
+		dec.KnownFields(true)
+		if err := dec.Decode(structured); err != nil {
+			return nil, fmt.Errorf("config file %s: %w (keys are the flag names of this command or its documented sections; see --help)", path, err)
 		}
 	}
 	return out, nil

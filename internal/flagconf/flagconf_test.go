@@ -85,3 +85,35 @@ func TestUsageNamesEnvironment(t *testing.T) {
 		}
 	}
 }
+
+func TestParseWithStructured(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.yaml")
+	os.WriteFile(good, []byte("listen: 127.0.0.1:9\nroutes:\n  - prefix: /admin\n    scopes: [admin]\n"), 0o600)
+	typo := filepath.Join(dir, "typo.yaml")
+	os.WriteFile(typo, []byte("routes:\n  - prefx: /admin\n"), 0o600)
+	type route struct {
+		Prefix string   `yaml:"prefix"`
+		Scopes []string `yaml:"scopes"`
+	}
+	for _, tc := range []struct {
+		file    string
+		errPart string
+	}{{good, ""}, {typo, "prefx"}} {
+		fs := flag.NewFlagSet("test", flag.ContinueOnError)
+		listen := fs.String("listen", "", "")
+		var cfg struct {
+			Routes []route `yaml:"routes"`
+		}
+		err := ParseWith(fs, []string{"--config", tc.file}, func(string) string { return "" }, &cfg)
+		if tc.errPart != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.errPart) {
+				t.Errorf("%s: err = %v", tc.file, err)
+			}
+			continue
+		}
+		if err != nil || *listen != "127.0.0.1:9" || len(cfg.Routes) != 1 || cfg.Routes[0].Scopes[0] != "admin" {
+			t.Errorf("got %v %q %+v", err, *listen, cfg)
+		}
+	}
+}
