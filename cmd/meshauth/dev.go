@@ -9,6 +9,9 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,7 +19,9 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/meshauth/meshauth/internal/demo"
 	"github.com/meshauth/meshauth/internal/flagconf"
+	"github.com/meshauth/meshauth/proxy"
 )
 
 func runDev(ctx context.Context, args []string, stdout io.Writer) error {
@@ -25,6 +30,7 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 	f.register(fset, "127.0.0.1:8080", "")
 	dir := fset.String("dir", ".meshauth", "directory for the development state: store, key-encryption key, admin token, NATS data")
 	natsListen := fset.String("nats-listen", "127.0.0.1:4223", "address of the embedded NATS server")
+	sidecarListen := fset.String("sidecar-listen", "127.0.0.1:8000", "address of the demo sidecar, which guards a demo service named payments (empty disables)")
 	if err := flagconf.Parse(fset, args, nil); err != nil {
 		return err
 	}
@@ -79,9 +85,41 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 	defer ns.Shutdown()
 	log.Info("embedded NATS running", "url", ns.ClientURL())
 
-	return serveIssuer(ctx, &f, adminToken, kek, log, func(addr string) {
-		printQuickStart(stdout, f.issuerURL, ns.ClientURL(), *dir)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sidecarDone := make(chan error, 1)
+	if *sidecarListen != "" {
+		stop, err := startDemo(ctx, *sidecarListen, f.issuerURL, log, sidecarDone)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	} else {
+		close(sidecarDone)
+	}
+	err = serveIssuer(ctx, &f, adminToken, kek, log, func(addr string) {
+		printQuickStart(stdout, f.issuerURL, ns.ClientURL(), *dir, *sidecarListen)
 	})
+	cancel()
+	return errors.Join(err, <-sidecarDone)
+}
+
+// startDemo serves the demo service "payments" on a loopback port and a
+// sidecar in front of it on listen, trusting the dev issuer. The sidecar's
+// result goes to done when ctx ends.
+func startDemo(ctx context.Context, listen, issuerURL string, log *slog.Logger, done chan<- error) (stop func(), err error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("demo service: %w", err)
+	}
+	upstream := &http.Server{Handler: demo.Handler("payments"), ReadHeaderTimeout: 5 * time.Second}
+	go upstream.Serve(ln)
+	f := sidecarFlags{listen: listen, upstream: "http://" + ln.Addr().String(), audience: "payments", adminListen: "",
+		forwardAuthPath: proxy.DefaultForwardAuthPath, cacheMiB: 16, cacheMaxAge: 10 * time.Minute, upstreamTimeout: proxy.DefaultUpstreamTimeout}
+	trusted := []trustedIssuer{{Issuer: issuerURL, Audiences: []string{"payments"}}}
+	policy := proxy.Policy{Routes: []proxy.Route{{PathPrefix: "/refunds", Scopes: []string{"payments.refund"}}}}
+	go func() { done <- serveSidecar(ctx, &f, trusted, policy, log.With("part", "sidecar"), nil) }()
+	return func() { upstream.Close() }, nil
 }
 
 // devSecret reads a 32-byte base64 secret from path, creating it (0600) on
@@ -130,7 +168,7 @@ func startNATS(listen, storeDir string) (*server.Server, error) {
 	return ns, nil
 }
 
-func printQuickStart(w io.Writer, issuerURL, natsURL, dir string) {
+func printQuickStart(w io.Writer, issuerURL, natsURL, dir, sidecar string) {
 	fmt.Fprintf(w, `
 meshauth dev is running (Ctrl-C stops it).
 
@@ -151,7 +189,21 @@ Quick start, in another shell:
       -d audience=payments %[1]s/token
 
   # 3. decode its claims (the access_token from step 2)
+  TOKEN=...
   echo "$TOKEN" | cut -d. -f2 | basenc -d --base64url 2>/dev/null; echo
 
 `, issuerURL, natsURL, dir)
+	if sidecar == "" {
+		return
+	}
+	fmt.Fprintf(w, `  sidecar  http://%[1]s   guards the demo service "payments" (audience payments)
+
+  # 4. call payments through its sidecar: passes, and the service sees who called
+  curl -s -H "Authorization: Bearer $TOKEN" http://%[1]s/charge
+
+  # 5. refused: no token (401), and a route needing a scope the token lacks (403)
+  curl -si http://%[1]s/charge | head -n1
+  curl -si -H "Authorization: Bearer $TOKEN" http://%[1]s/refunds/1 | head -n1
+
+`, sidecar)
 }

@@ -1,0 +1,299 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"google.golang.org/grpc"
+
+	"github.com/meshauth/meshauth/internal/flagconf"
+	"github.com/meshauth/meshauth/jwks"
+	"github.com/meshauth/meshauth/proxy"
+	"github.com/meshauth/meshauth/token"
+)
+
+// trustedIssuer is one entry of the config file's "issuers" section: an
+// issuer whose tokens this sidecar accepts, with its own settings.
+type trustedIssuer struct {
+	// Issuer is the exact "iss" of its tokens; its keys are found through its
+	// metadata unless JWKSURL or JWKSFile is given.
+	Issuer   string `yaml:"issuer"`
+	JWKSURL  string `yaml:"jwks_url"`
+	JWKSFile string `yaml:"jwks_file"`
+	// Audiences accepted in "aud"; default the --audience flag.
+	Audiences []string `yaml:"audiences"`
+	// Types accepted in the "typ" header; default at+jwt (RFC 9068). "" in
+	// the list accepts tokens without typ.
+	Types []string `yaml:"types"`
+}
+
+// sidecarFile is the structured part of the sidecar's config file.
+type sidecarFile struct {
+	Issuers       []trustedIssuer `yaml:"issuers"`
+	Routes        []proxy.Route   `yaml:"routes"`
+	DefaultScopes []string        `yaml:"default_scopes"`
+}
+
+type sidecarFlags struct {
+	listen, upstream, audience   string
+	trust                        flagconf.StringList
+	jwksURL, jwksFile            string
+	adminListen                  string
+	extAuthzGRPC, extAuthzHTTP   string
+	extAuthzHTTPPrefix           string
+	forwardAuthPath              string
+	cacheMiB                     int
+	cacheMaxAge, upstreamTimeout time.Duration
+	log                          logFlags
+}
+
+func (f *sidecarFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.listen, "listen", ":8000", "address the sidecar proxy serves the service's inbound traffic on")
+	fs.StringVar(&f.upstream, "upstream", "", "the service behind the sidecar, http://host:port (required)")
+	fs.StringVar(&f.audience, "audience", "", "this service's audience name, its client id: tokens must name it in aud (required unless every config-file issuer lists audiences)")
+	fs.Var(&f.trust, "trust", "issuer URL whose tokens are accepted; keys come from its metadata's jwks_uri (repeatable; per-issuer settings in the config file's issuers section)")
+	fs.StringVar(&f.jwksURL, "jwks-url", "", "take the keys of the single --trust issuer from this JWKS URL instead of its metadata")
+	fs.StringVar(&f.jwksFile, "jwks-file", "", "take the keys of the single --trust issuer from this JWK Set file instead of its metadata")
+	fs.StringVar(&f.adminListen, "admin-listen", "127.0.0.1:9901", "address of the admin listener: /metrics, /healthz, /readyz (empty disables)")
+	fs.StringVar(&f.extAuthzGRPC, "ext-authz-grpc", "", "also serve Envoy's ext_authz gRPC Check service on this address")
+	fs.StringVar(&f.extAuthzHTTP, "ext-authz-http", "", "also serve Envoy's ext_authz HTTP mode on this address")
+	fs.StringVar(&f.extAuthzHTTPPrefix, "ext-authz-http-prefix", "", "path_prefix configured in Envoy's ext_authz http_service, removed before route matching")
+	fs.StringVar(&f.forwardAuthPath, "forward-auth-path", proxy.DefaultForwardAuthPath, "path on --listen answering nginx auth_request, Traefik ForwardAuth and Caddy forward_auth")
+	fs.IntVar(&f.cacheMiB, "cache-size-mib", 64, "memory bound of the verified-token cache, in MiB (0 disables the cache)")
+	fs.DurationVar(&f.cacheMaxAge, "cache-max-age", 10*time.Minute, "longest a verified token is served from the cache (never past its exp)")
+	fs.DurationVar(&f.upstreamTimeout, "upstream-timeout", proxy.DefaultUpstreamTimeout, "bound on writing a request to the upstream and reading its answer")
+	f.log.register(fs)
+}
+
+func runSidecar(ctx context.Context, args []string, _ io.Writer) error {
+	fs := flag.NewFlagSet("sidecar", flag.ContinueOnError)
+	var f sidecarFlags
+	f.register(fs)
+	var file sidecarFile
+	if err := flagconf.ParseWith(fs, args, nil, &file); err != nil {
+		return err
+	}
+	log, err := newLogger(f.log.level, f.log.format)
+	if err != nil {
+		return err
+	}
+	issuers, err := f.trustedIssuers(file.Issuers)
+	if err != nil {
+		return err
+	}
+	if f.upstream == "" {
+		return errors.New("--upstream is required")
+	}
+	return serveSidecar(ctx, &f, issuers, proxy.Policy{Routes: file.Routes, DefaultScopes: file.DefaultScopes}, log, nil)
+}
+
+// trustedIssuers merges --trust flags with the config file's issuers.
+func (f *sidecarFlags) trustedIssuers(fromFile []trustedIssuer) ([]trustedIssuer, error) {
+	if (f.jwksURL != "" || f.jwksFile != "") && len(f.trust) != 1 {
+		return nil, errors.New("--jwks-url and --jwks-file apply to exactly one --trust issuer; list several in the config file's issuers section")
+	}
+	if f.jwksURL != "" && f.jwksFile != "" {
+		return nil, errors.New("give --jwks-url or --jwks-file, not both")
+	}
+	out := append([]trustedIssuer(nil), fromFile...)
+	for _, iss := range f.trust {
+		out = append(out, trustedIssuer{Issuer: iss, JWKSURL: f.jwksURL, JWKSFile: f.jwksFile})
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no trusted issuer: give --trust ISSUER_URL (or issuers in the config file)")
+	}
+	for i := range out {
+		if out[i].Issuer == "" {
+			return nil, fmt.Errorf("config file issuers[%d]: issuer is required", i)
+		}
+		if len(out[i].Audiences) == 0 {
+			if f.audience == "" {
+				return nil, fmt.Errorf("issuer %s: no audience: give --audience (this service's client id)", out[i].Issuer)
+			}
+			out[i].Audiences = []string{f.audience}
+		}
+	}
+	return out, nil
+}
+
+// serveSidecar wires key sets, the verification core and the entry points,
+// and serves until ctx is done. ready, if not nil, gets the bound address of
+// the proxy listener.
+func serveSidecar(ctx context.Context, f *sidecarFlags, trusted []trustedIssuer, policy proxy.Policy, log *slog.Logger, ready func(addr string)) error {
+	if err := policy.Validate(); err != nil {
+		return fmt.Errorf("route policy: %w", err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	keysCtx, stopKeys := context.WithCancel(ctx)
+	defer stopKeys()
+	var (
+		issuers []token.Issuer
+		caches  []*jwks.KeySetCache
+	)
+	for _, t := range trusted {
+		ksc := jwks.KeySetConfig{Logger: log.With("issuer", t.Issuer)}
+		switch {
+		case t.JWKSURL != "":
+			ksc.JWKSURL = t.JWKSURL
+		case t.JWKSFile != "":
+			ksc.JWKSFile = t.JWKSFile
+		default:
+			ksc.Issuer = t.Issuer
+		}
+		keys, err := jwks.NewKeySetCache(ksc)
+		if err != nil {
+			return fmt.Errorf("keys of %s: %w", t.Issuer, err)
+		}
+		keys.Start(keysCtx)
+		caches = append(caches, keys)
+		issuers = append(issuers, token.Issuer{Policy: token.Policy{Issuer: t.Issuer, Audiences: t.Audiences, Types: t.Types}, Keys: keys})
+		registerKeySetMetrics(reg, t.Issuer, keys)
+	}
+	var opts token.AuthenticatorOptions
+	if f.cacheMiB > 0 {
+		cache, err := token.NewCache(token.CacheConfig{MaxBytes: f.cacheMiB << 20, MaxAge: f.cacheMaxAge})
+		if err != nil {
+			return fmt.Errorf("verified-token cache: %w", err)
+		}
+		registerCacheMetrics(reg, cache)
+		opts.Cache = cache
+	}
+	auth, err := token.NewAuthenticator(issuers, opts)
+	if err != nil {
+		return err
+	}
+	metrics, err := proxy.NewMetrics(reg)
+	if err != nil {
+		return err
+	}
+	cfg := proxy.Config{Verifier: auth, Policy: policy, Logger: log, Metrics: metrics}
+	sidecar, err := proxy.NewSidecar(proxy.SidecarConfig{Config: cfg, Upstream: f.upstream, ForwardAuthPath: f.forwardAuthPath, UpstreamTimeout: f.upstreamTimeout})
+	if err != nil {
+		return err
+	}
+
+	// Every listener is bound before anything is served, so a taken port
+	// fails the start instead of leaving a half-running sidecar.
+	var servers []func() error
+	var stops []func(context.Context) error
+	ln, err := net.Listen("tcp", f.listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", f.listen, err)
+	}
+	servers = append(servers, func() error { return sidecar.Serve(ln) })
+	stops = append(stops, sidecar.Shutdown)
+
+	if f.adminListen != "" {
+		aln, err := net.Listen("tcp", f.adminListen)
+		if err != nil {
+			return fmt.Errorf("listen on %s: %w", f.adminListen, err)
+		}
+		admin := &http.Server{Handler: proxy.NewAdminHandler(reg, keysReady(caches)), ReadHeaderTimeout: 5 * time.Second}
+		servers = append(servers, func() error { return admin.Serve(aln) })
+		stops = append(stops, admin.Shutdown)
+	}
+	if f.extAuthzGRPC != "" {
+		gln, err := net.Listen("tcp", f.extAuthzGRPC)
+		if err != nil {
+			return fmt.Errorf("listen on %s: %w", f.extAuthzGRPC, err)
+		}
+		ea, err := proxy.NewExtAuthzServer(cfg)
+		if err != nil {
+			return err
+		}
+		gs := grpc.NewServer()
+		ea.Register(gs)
+		servers = append(servers, func() error { return gs.Serve(gln) })
+		stops = append(stops, func(context.Context) error { gs.GracefulStop(); return nil })
+	}
+	if f.extAuthzHTTP != "" {
+		hln, err := net.Listen("tcp", f.extAuthzHTTP)
+		if err != nil {
+			return fmt.Errorf("listen on %s: %w", f.extAuthzHTTP, err)
+		}
+		ea, err := proxy.NewExtAuthzHTTP(cfg, f.extAuthzHTTPPrefix)
+		if err != nil {
+			return err
+		}
+		servers = append(servers, func() error { return ea.Serve(hln) })
+		stops = append(stops, ea.Shutdown)
+	}
+
+	errc := make(chan error, len(servers))
+	for _, serve := range servers {
+		go func() { errc <- serve() }()
+	}
+	log.Info("sidecar serving", "listen", ln.Addr().String(), "upstream", f.upstream, "issuers", len(trusted),
+		"admin", f.adminListen, "ext_authz_grpc", f.extAuthzGRPC, "ext_authz_http", f.extAuthzHTTP)
+	if ready != nil {
+		ready(ln.Addr().String())
+	}
+	var serveErr error
+	select {
+	case serveErr = <-errc:
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: finishing requests in flight")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	var errs []error
+	for _, stop := range stops {
+		errs = append(errs, stop(shutdownCtx))
+	}
+	if serveErr != nil {
+		errs = append(errs, fmt.Errorf("serve: %w", serveErr))
+	}
+	return errors.Join(errs...)
+}
+
+// keysReady is the sidecar's readiness: every trusted issuer's keys loaded.
+func keysReady(caches []*jwks.KeySetCache) func(context.Context) error {
+	return func(context.Context) error {
+		var missing []string
+		for _, c := range caches {
+			if !c.Ready() {
+				st := c.Status()
+				missing = append(missing, fmt.Sprintf("%s (%s)", st.Source, st.LastError))
+			}
+		}
+		if len(missing) > 0 {
+			return fmt.Errorf("keys not loaded: %s", strings.Join(missing, "; "))
+		}
+		return nil
+	}
+}
+
+func registerKeySetMetrics(reg prometheus.Registerer, issuer string, keys *jwks.KeySetCache) {
+	labels := prometheus.Labels{"issuer": issuer}
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshauth_keyset_age_seconds", Help: "Age of the trusted issuer's key set.", ConstLabels: labels},
+			func() float64 { return keys.Status().Age.Seconds() }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshauth_keyset_keys", Help: "Keys in the trusted issuer's key set.", ConstLabels: labels},
+			func() float64 { return float64(keys.Status().Keys) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meshauth_keyset_fetches_total", Help: "Key set fetches from the issuer.", ConstLabels: labels},
+			func() float64 { return float64(keys.Status().Fetches) }),
+	)
+}
+
+func registerCacheMetrics(reg prometheus.Registerer, cache *token.Cache) {
+	reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meshauth_token_cache_hits_total", Help: "Tokens served from the verified-token cache."},
+			func() float64 { return float64(cache.Stats().Hits) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meshauth_token_cache_misses_total", Help: "Tokens verified in full."},
+			func() float64 { return float64(cache.Stats().Misses) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshauth_token_cache_entries", Help: "Entries in the verified-token cache."},
+			func() float64 { return float64(cache.Stats().Entries) }),
+	)
+}

@@ -1,0 +1,158 @@
+package proxy
+
+import (
+	"context"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"github.com/valyala/fasthttp"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+)
+
+// ExtAuthzServer is Envoy's external authorization service
+// (envoy.service.auth.v3.Authorization) for the ext_authz HTTP filter in
+// gRPC mode. An allowed request gets the identity headers, overwriting
+// any the caller sent, and has every other X-Meshauth-* field the caller
+// sent removed. A refused one gets the status, WWW-Authenticate field and
+// JSON body the sidecar would send.
+type ExtAuthzServer struct {
+	authv3.UnimplementedAuthorizationServer
+	g *guard
+}
+
+// NewExtAuthzServer returns an ExtAuthzServer; Register it with a gRPC
+// server.
+func NewExtAuthzServer(cfg Config) (*ExtAuthzServer, error) {
+	g, err := newGuard(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &ExtAuthzServer{g: g}, nil
+}
+
+// Register registers s with gs.
+func (s *ExtAuthzServer) Register(gs *grpc.Server) {
+	authv3.RegisterAuthorizationServer(gs, s)
+}
+
+// Check implements authv3.AuthorizationServer.
+func (s *ExtAuthzServer) Check(_ context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	hr := req.GetAttributes().GetRequest().GetHttp()
+	method := []byte(hr.GetMethod())
+
+	// Header names arrive in lower case. The map form joins repeated
+	// fields with commas, which the bearer syntax refuses; the raw form
+	// (encode_raw_headers) keeps them apart.
+	var authz [][]byte
+	var callerIdentity []string
+	if hm := hr.GetHeaderMap(); hm != nil {
+		for _, h := range hm.GetHeaders() {
+			authz, callerIdentity = sortHeader(h.GetKey(), h.GetRawValue(), authz, callerIdentity)
+		}
+	} else {
+		for k, v := range hr.GetHeaders() {
+			authz, callerIdentity = sortHeader(k, []byte(v), authz, callerIdentity)
+		}
+	}
+
+	uri := fasthttp.AcquireURI()
+	defer fasthttp.ReleaseURI(uri)
+	if len(method) == 0 || !parseTarget(uri, []byte(hr.GetPath())) {
+		s.g.record(entryExtAuthzGRPC, codeBadTarget, method, nil)
+		return denied(answers[codeBadTarget].verdict), nil
+	}
+	c := s.g.getClaims()
+	defer s.g.putClaims(c)
+	v := s.g.decide(method, uri, authz, c)
+	s.g.record(entryExtAuthzGRPC, v.code, method, uri.Path())
+	if !v.ok() {
+		return denied(v), nil
+	}
+
+	ok := &authv3.OkHttpResponse{}
+	set := map[string]bool{}
+	if v.code == codeAllowed {
+		for i, val := range [3]string{c.Subject, c.ClientID, c.Scope} {
+			if val == "" {
+				continue // Envoy drops empty values; the removal below covers it
+			}
+			set[envoyIdentityHeaders[i]] = true
+			ok.Headers = append(ok.Headers, headerOption(envoyIdentityHeaders[i], val))
+		}
+	}
+	// Envoy applies removals after the headers above: remove only what is
+	// not set, and the three identity names whether or not they were seen.
+	for _, names := range [][]string{envoyIdentityHeaders[:], callerIdentity} {
+		for _, name := range names {
+			if !set[name] {
+				set[name] = true
+				ok.HeadersToRemove = append(ok.HeadersToRemove, name)
+			}
+		}
+	}
+	return &authv3.CheckResponse{
+		Status:       &rpcstatus.Status{Code: int32(codes.OK)},
+		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: ok},
+	}, nil
+}
+
+// envoyIdentityHeaders are identityHeaders as Envoy spells them.
+var envoyIdentityHeaders = [3]string{
+	strings.ToLower(headerSubject), strings.ToLower(headerClient), strings.ToLower(headerScope),
+}
+
+// sortHeader collects the Authorization values and the identity-namespace
+// names of a request's header fields.
+func sortHeader(name string, value []byte, authz [][]byte, identity []string) ([][]byte, []string) {
+	switch {
+	case strings.EqualFold(name, "authorization"):
+		authz = append(authz, value)
+	case identityHeader([]byte(name)):
+		identity = append(identity, strings.ToLower(name))
+	}
+	return authz, identity
+}
+
+// grpcCode maps the status of a refusal to the gRPC status Envoy reads:
+// anything but OK denies.
+func grpcCode(status int) codes.Code {
+	switch status {
+	case 400:
+		return codes.InvalidArgument
+	case 401:
+		return codes.Unauthenticated
+	case 503:
+		return codes.Unavailable
+	}
+	return codes.PermissionDenied
+}
+
+func denied(v verdict) *authv3.CheckResponse {
+	resp := &authv3.DeniedHttpResponse{
+		Status: &typev3.HttpStatus{Code: typev3.StatusCode(v.status)},
+		Headers: []*corev3.HeaderValueOption{
+			headerOption("content-type", "application/json"),
+			headerOption("cache-control", "no-store"),
+		},
+		Body: v.body,
+	}
+	if v.challenge != "" {
+		resp.Headers = append(resp.Headers, headerOption("www-authenticate", v.challenge))
+	}
+	return &authv3.CheckResponse{
+		Status:       &rpcstatus.Status{Code: int32(grpcCode(v.status)), Message: answers[v.code].reason},
+		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: resp},
+	}
+}
+
+// headerOption sets a header field, replacing any of the same name.
+func headerOption(name, value string) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{
+		Header:       &corev3.HeaderValue{Key: name, Value: value},
+		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+	}
+}

@@ -1,0 +1,272 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// Defaults of SidecarConfig.
+const (
+	DefaultForwardAuthPath = "/.meshauth/auth"
+	DefaultUpstreamTimeout = 60 * time.Second
+	DefaultMaxConns        = 512
+)
+
+// readBufferSize bounds a request's start line and header fields: fasthttp
+// answers a larger one with 431 (RFC 6585 §5). A token is at most 8 KiB
+// (token.DefaultMaxSize).
+const readBufferSize = 16 << 10
+
+// SidecarConfig configures a Sidecar.
+type SidecarConfig struct {
+	Config
+	// Upstream is the service's address, "http://host:port".
+	Upstream string
+	// ForwardAuthPath is the path at which the sidecar answers forward-auth
+	// requests itself instead of proxying them; "" means
+	// DefaultForwardAuthPath.
+	ForwardAuthPath string
+	// UpstreamTimeout bounds writing a request to the upstream and reading
+	// its response; 0 means DefaultUpstreamTimeout.
+	UpstreamTimeout time.Duration
+	// MaxConns bounds the connections to the upstream; 0 means
+	// DefaultMaxConns.
+	MaxConns int
+}
+
+// Sidecar is a reverse proxy in front of one service: it forwards a request
+// only if the policy allows it, with the caller's identity in
+// X-Meshauth-Subject, X-Meshauth-Client and X-Meshauth-Scope.
+type Sidecar struct {
+	g        *guard
+	upstream *fasthttp.HostClient
+	authPath string
+	auth     *authHandler
+	server   *fasthttp.Server
+}
+
+// NewSidecar returns a Sidecar; call Serve to start it.
+func NewSidecar(cfg SidecarConfig) (*Sidecar, error) {
+	g, err := newGuard(cfg.Config)
+	if err != nil {
+		return nil, err
+	}
+	addr, err := upstreamAddr(cfg.Upstream)
+	if err != nil {
+		return nil, err
+	}
+	s := &Sidecar{g: g, authPath: cfg.ForwardAuthPath}
+	if s.authPath == "" {
+		s.authPath = DefaultForwardAuthPath
+	}
+	if err := checkPrefix(s.authPath); err != nil {
+		return nil, fmt.Errorf("proxy: ForwardAuthPath %q: %w", s.authPath, err)
+	}
+	timeout := cmpOr(cfg.UpstreamTimeout, DefaultUpstreamTimeout)
+	s.upstream = &fasthttp.HostClient{
+		Addr:                     addr,
+		MaxConns:                 cmpOr(cfg.MaxConns, DefaultMaxConns),
+		MaxConnWaitTimeout:       5 * time.Second, // rather than failing at once when all are busy
+		MaxIdleConnDuration:      30 * time.Second,
+		ReadTimeout:              timeout,
+		WriteTimeout:             timeout,
+		ReadBufferSize:           readBufferSize,
+		NoDefaultUserAgentHeader: true,
+		SecureErrorLogMessage:    true, // never log request contents: tokens
+	}
+	s.auth = &authHandler{g: g, entry: entryForwardAuth}
+	s.server = newServer(s.serve, g.log)
+	return s, nil
+}
+
+// upstreamAddr checks an upstream URL and returns its host:port.
+func upstreamAddr(raw string) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", fmt.Errorf("proxy: upstream: %w", err)
+	}
+	if u.Scheme != "http" || u.Host == "" || u.Port() == "" || (u.Path != "" && u.Path != "/") ||
+		u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return "", fmt.Errorf("proxy: upstream %q is not of the form http://host:port", raw)
+	}
+	return u.Host, nil
+}
+
+func cmpOr[T comparable](v, dflt T) T {
+	var zero T
+	if v == zero {
+		return dflt
+	}
+	return v
+}
+
+// newServer returns a fasthttp server for h with the limits every
+// listener of this package uses.
+func newServer(h fasthttp.RequestHandler, log *slog.Logger) *fasthttp.Server {
+	return &fasthttp.Server{
+		Handler:                      h,
+		ReadBufferSize:               readBufferSize,
+		ReadTimeout:                  30 * time.Second,
+		WriteTimeout:                 DefaultUpstreamTimeout,
+		IdleTimeout:                  90 * time.Second,
+		NoDefaultServerHeader:        true,
+		NoDefaultContentType:         true, // an upstream's response goes out as it came
+		DisablePreParseMultipartForm: true, // bodies are forwarded, never parsed
+		SecureErrorLogMessage:        true,
+		CloseOnShutdown:              true,
+		Logger:                       fasthttpLogger{log},
+	}
+}
+
+// fasthttpLogger passes fasthttp's own messages (accept and connection
+// errors) to slog.
+type fasthttpLogger struct{ log *slog.Logger }
+
+func (l fasthttpLogger) Printf(format string, args ...any) {
+	l.log.Warn("proxy: " + fmt.Sprintf(format, args...))
+}
+
+// Serve accepts connections on ln until Shutdown. It returns nil after
+// Shutdown.
+func (s *Sidecar) Serve(ln net.Listener) error {
+	return s.server.Serve(ln)
+}
+
+// Shutdown stops accepting connections and waits until the requests in
+// flight are answered or ctx is done. Call it once Serve has started.
+func (s *Sidecar) Shutdown(ctx context.Context) error {
+	err := s.server.ShutdownWithContext(ctx)
+	s.upstream.CloseIdleConnections()
+	if err != nil {
+		return fmt.Errorf("proxy: shutdown: %w", err)
+	}
+	return nil
+}
+
+func (s *Sidecar) serve(ctx *fasthttp.RequestCtx) {
+	if string(ctx.Path()) == s.authPath {
+		s.auth.serve(ctx)
+		return
+	}
+	req := &ctx.Request
+	// First, before anything reads them: only the sidecar speaks for the
+	// caller's identity.
+	stripIdentity(&req.Header)
+
+	c := s.g.getClaims()
+	defer s.g.putClaims(c)
+	method := req.Header.Method()
+	v := s.g.decide(method, ctx.URI(), req.Header.PeekAll(fasthttp.HeaderAuthorization), c)
+	if !v.ok() {
+		deny(ctx, v)
+		s.g.record(entryProxy, v.code, method, ctx.Path())
+		return
+	}
+
+	// Hop-by-hop fields go before the identity is set, so that a
+	// Connection option cannot remove it.
+	clientClose := req.Header.ConnectionClose()
+	removeHopByHop(&req.Header)
+	if v.code == codeAllowed {
+		req.Header.Set(headerSubject, c.Subject)
+		req.Header.Set(headerClient, c.ClientID)
+		req.Header.Set(headerScope, c.Scope)
+	}
+	resp := &ctx.Response
+	outcome := v.code
+	if err := s.upstream.Do(req, resp); err != nil {
+		resp.Reset()
+		deny(ctx, answers[codeUpstream].verdict)
+		s.g.log.Warn("proxy: upstream request failed", "err", err)
+		outcome = codeUpstream
+	} else {
+		removeHopByHop(&resp.Header)
+	}
+	if clientClose {
+		ctx.SetConnectionClose()
+	}
+	s.g.record(entryProxy, outcome, method, ctx.Path())
+}
+
+// deny writes a refusal. It does not use ctx.Error, which would discard
+// the headers set before it.
+func deny(ctx *fasthttp.RequestCtx, v verdict) {
+	ctx.SetStatusCode(v.status)
+	if v.challenge != "" {
+		ctx.Response.Header.Set(fasthttp.HeaderWWWAuthenticate, v.challenge)
+	}
+	ctx.Response.Header.Set(fasthttp.HeaderCacheControl, "no-store")
+	ctx.SetContentType("application/json")
+	ctx.SetBodyString(v.body)
+}
+
+// stripIdentity removes every header in the identity namespace.
+func stripIdentity(h *fasthttp.RequestHeader) {
+	// Collect, then delete: deleting while iterating is undefined.
+	// AllInOrder reads the fields as received, which is what the caller
+	// sent since this runs before any change, and unlike All it leaves
+	// the Cookie field as it came.
+	var buf [128]byte
+	names := buf[:0] // each name followed by '\n', which names cannot hold
+	for k := range h.AllInOrder() {
+		if identityHeader(k) {
+			names = append(append(names, k...), '\n')
+		}
+	}
+	for len(names) > 0 {
+		i := bytes.IndexByte(names, '\n')
+		h.DelBytes(names[:i])
+		names = names[i+1:]
+	}
+}
+
+// hopByHop are the fields that describe one connection only and that a
+// proxy must not forward (RFC 9110 §7.6.1), with the Proxy-* fields meant
+// for this hop (RFC 9110 §11.7) and Expect, which this proxy has already
+// met by reading the whole body (RFC 9110 §10.1.1).
+var hopByHop = []string{
+	fasthttp.HeaderConnection, "Keep-Alive", "Proxy-Connection", fasthttp.HeaderTE,
+	fasthttp.HeaderTrailer, fasthttp.HeaderTransferEncoding, fasthttp.HeaderUpgrade,
+	fasthttp.HeaderProxyAuthorization, fasthttp.HeaderProxyAuthenticate, fasthttp.HeaderExpect,
+}
+
+// fields is what removeHopByHop needs of a request or response header.
+type fields interface {
+	PeekAll(key string) [][]byte
+	DelBytes(key []byte)
+	Del(key string)
+	ResetConnectionClose()
+}
+
+// removeHopByHop removes the connection-specific fields of h, those named
+// by its Connection fields included (RFC 9110 §7.6.1). fasthttp keeps
+// "Connection: close" as a flag, which is reset: each connection's
+// persistence is its own.
+func removeHopByHop(h fields) {
+	for _, v := range h.PeekAll(fasthttp.HeaderConnection) {
+		for len(v) > 0 {
+			var opt []byte
+			if i := bytes.IndexByte(v, ','); i >= 0 {
+				opt, v = v[:i], v[i+1:]
+			} else {
+				opt, v = v, nil
+			}
+			// DelBytes copies the name before deleting and deleting frees
+			// nothing, so v stays valid.
+			if opt = trimOWS(opt); len(opt) > 0 {
+				h.DelBytes(opt)
+			}
+		}
+	}
+	for _, name := range hopByHop {
+		h.Del(name)
+	}
+	h.ResetConnectionClose()
+}
