@@ -39,6 +39,16 @@ var ratios = []ratio{
 	{"verify ES256, cache miss ÷ bare stdlib check (cost)", "token/BenchmarkVerify/ES256", "token/BenchmarkStdlibVerify/ES256", true, "≤ 1.3"},
 	{"verify EdDSA, cache miss ÷ bare stdlib check (cost)", "token/BenchmarkVerify/EdDSA", "token/BenchmarkStdlibVerify/EdDSA", true, "≤ 1.3"},
 	{"verify RS256, cache miss ÷ bare stdlib check (cost)", "token/BenchmarkVerify/RS256", "token/BenchmarkStdlibVerify/RS256", true, "≤ 1.3"},
+	{"verify, cache hit ÷ SHA-256 of the token + map lookup (cost)", "token/BenchmarkAuthenticatorCacheHit/ES256", "token/BenchmarkCacheHitFloor/ES256", true, "≤ 2, 0 allocs"},
+	{"sidecar requests/s over loopback ÷ bare fasthttp proxy hop requests/s", "bench/BenchmarkProxyHop/sidecar", "bench/BenchmarkProxyHop/floor", false, "≥ 0.7"},
+	{"ext_authz gRPC Check/s ÷ always-allow Check/s", "bench/BenchmarkExtAuthzCheck/meshauth", "bench/BenchmarkExtAuthzCheck/floor", false, "≥ 0.8"},
+}
+
+// latencies are benchmarks whose p50/p99 (b.ReportMetric) are listed beside
+// their floor's, so the latency a hop adds can be read off.
+var latencies = []struct{ what, subject, floor string }{
+	{"sidecar hop vs bare proxy hop", "bench/BenchmarkProxyHop/sidecar", "bench/BenchmarkProxyHop/floor"},
+	{"ext_authz Check vs always-allow", "bench/BenchmarkExtAuthzCheck/meshauth", "bench/BenchmarkExtAuthzCheck/floor"},
 }
 
 type result struct {
@@ -56,7 +66,7 @@ var pairedRatios = []struct{ what, bench, metric, target string }{
 	{"verify RS256 ÷ bare stdlib check, interleaved in one loop", "bench/BenchmarkVerifyPaired/RS256", "verify/floor", "≤ 1.3"},
 }
 
-var metricPair = regexp.MustCompile(`([\d.]+) ([^\s]+/[^\s]+)`)
+var metricPair = regexp.MustCompile(`([\d.]+) ([^\s]+/[^\s]+|p\d+-µs)`)
 
 func main() {
 	count := flag.Int("count", 3, "runs of each benchmark; the median is reported")
@@ -161,6 +171,17 @@ func render(results map[string]*result, raw string) string {
 			continue
 		}
 		fmt.Fprintf(&b, "| %s | | | %.2f× | %s |\n", p.what, median(r.metrics[p.metric]), p.target)
+	}
+	b.WriteString("\n| latency under load | subject p50 / p99 µs | floor p50 / p99 µs | added p50 / p99 µs |\n|---|---|---|---|\n")
+	for _, l := range latencies {
+		sr, fr := results[l.subject], results[l.floor]
+		if sr == nil || fr == nil || len(sr.metrics["p50-µs"]) == 0 || len(fr.metrics["p50-µs"]) == 0 {
+			fmt.Fprintf(&b, "| %s | not run | | |\n", l.what)
+			continue
+		}
+		s50, s99 := median(sr.metrics["p50-µs"]), median(sr.metrics["p99-µs"])
+		f50, f99 := median(fr.metrics["p50-µs"]), median(fr.metrics["p99-µs"])
+		fmt.Fprintf(&b, "| %s | %.0f / %.0f | %.0f / %.0f | %.0f / %.0f |\n", l.what, s50, s99, f50, f99, s50-f50, s99-f99)
 	}
 	b.WriteString("\n<details><summary>raw go test output</summary>\n\n```\n" + raw + "```\n</details>\n")
 	return b.String()

@@ -1,0 +1,216 @@
+package bench
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"net"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/valyala/fasthttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/meshauth/meshauth/proxy"
+	"github.com/meshauth/meshauth/token"
+)
+
+const (
+	benchIssuer   = "https://issuer.bench.local"
+	benchAudience = "payments"
+	// loadWorkers is the number of concurrent clients of the load
+	// generator: enough keep-alive connections to keep both cores busy.
+	loadWorkers = 16
+)
+
+// benchAuthenticator returns the sidecar's verifier as `meshauth sidecar`
+// wires it (one issuer, verified-token cache) and a valid token for it.
+func benchAuthenticator(b *testing.B) (*token.Authenticator, string) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		b.Fatal(err)
+	}
+	enc := base64.RawURLEncoding
+	header, _ := json.Marshal(map[string]string{"alg": "ES256", "kid": "k1", "typ": "at+jwt"})
+	claims, _ := json.Marshal(map[string]any{"iss": benchIssuer, "sub": "orders", "aud": benchAudience, "client_id": "orders",
+		"scope": "payments.charge", "iat": time.Now().Unix(), "exp": time.Now().Add(time.Hour).Unix(), "jti": "bench"})
+	input := enc.EncodeToString(header) + "." + enc.EncodeToString(claims)
+	sum := sha256.Sum256([]byte(input))
+	r, s, err := ecdsa.Sign(rand.Reader, key, sum[:])
+	if err != nil {
+		b.Fatal(err)
+	}
+	tok := input + "." + enc.EncodeToString(append(r.FillBytes(make([]byte, 32)), s.FillBytes(make([]byte, 32))...))
+	keys := token.NewKeySet([]token.Key{{ID: "k1", Algorithm: "ES256", Public: &key.PublicKey}})
+	cache, err := token.NewCache(token.CacheConfig{MaxBytes: 16 << 20})
+	if err != nil {
+		b.Fatal(err)
+	}
+	auth, err := token.NewAuthenticator([]token.Issuer{{Policy: token.Policy{Issuer: benchIssuer, Audiences: []string{benchAudience}}, Keys: keys}},
+		token.AuthenticatorOptions{Cache: cache})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return auth, tok
+}
+
+// serveFast serves h on a fresh loopback port until the benchmark ends.
+func serveFast(b *testing.B, h fasthttp.RequestHandler) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := &fasthttp.Server{Handler: h}
+	go s.Serve(ln)
+	b.Cleanup(func() { s.Shutdown() })
+	return ln.Addr().String()
+}
+
+// BenchmarkProxyHop drives the same load over loopback through a bare
+// fasthttp reverse-proxy hop (the floor) and through the sidecar, both in
+// front of the same upstream, with a valid token on every request (served
+// from the verified-token cache after the first). It reports the latency
+// percentiles of each; the report takes the ratio of their throughputs.
+func BenchmarkProxyHop(b *testing.B) {
+	upstream := serveFast(b, func(ctx *fasthttp.RequestCtx) { ctx.SetBodyString("ok") })
+	floorClient := &fasthttp.HostClient{Addr: upstream, MaxConns: 512}
+	floor := serveFast(b, func(ctx *fasthttp.RequestCtx) {
+		if err := floorClient.Do(&ctx.Request, &ctx.Response); err != nil {
+			ctx.Error("bad gateway", fasthttp.StatusBadGateway)
+		}
+	})
+	auth, tok := benchAuthenticator(b)
+	sc, err := proxy.NewSidecar(proxy.SidecarConfig{Config: proxy.Config{Verifier: auth}, Upstream: "http://" + upstream})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go sc.Serve(ln)
+	b.Cleanup(func() { sc.Shutdown(context.Background()) })
+
+	for _, target := range []struct{ name, addr string }{{"floor", floor}, {"sidecar", ln.Addr().String()}} {
+		b.Run(target.name, func(b *testing.B) { loadHTTP(b, target.addr, "Bearer "+tok) })
+	}
+}
+
+// loadHTTP sends b.N GET requests from loadWorkers keep-alive clients and
+// reports p50 and p99 latency.
+func loadHTTP(b *testing.B, addr, authz string) {
+	client := &fasthttp.HostClient{Addr: addr, MaxConns: loadWorkers}
+	var mu sync.Mutex
+	var all []time.Duration
+	b.SetParallelism((loadWorkers + 1) / 2) // GOMAXPROCS is 2 here
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		defer fasthttp.ReleaseRequest(req)
+		defer fasthttp.ReleaseResponse(resp)
+		req.SetRequestURI("http://" + addr + "/charge")
+		req.Header.Set("Authorization", authz)
+		lat := make([]time.Duration, 0, 1024)
+		for pb.Next() {
+			start := time.Now()
+			if err := client.Do(req, resp); err != nil {
+				b.Error(err)
+				return
+			}
+			lat = append(lat, time.Since(start))
+			if resp.StatusCode() != fasthttp.StatusOK {
+				b.Errorf("status %d", resp.StatusCode())
+				return
+			}
+		}
+		mu.Lock()
+		all = append(all, lat...)
+		mu.Unlock()
+	})
+	b.StopTimer()
+	reportPercentiles(b, all)
+}
+
+func reportPercentiles(b *testing.B, lat []time.Duration) {
+	if len(lat) == 0 {
+		return
+	}
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+}
+
+// allowAll is the floor for ext_authz: a Check server that allows
+// everything without looking.
+type allowAll struct{ authv3.UnimplementedAuthorizationServer }
+
+func (allowAll) Check(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	return &authv3.CheckResponse{HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{}}}, nil
+}
+
+// BenchmarkExtAuthzCheck measures Envoy ext_authz gRPC Check calls over
+// loopback against meshauth and against an always-allow server.
+func BenchmarkExtAuthzCheck(b *testing.B) {
+	auth, tok := benchAuthenticator(b)
+	meshauth, err := proxy.NewExtAuthzServer(proxy.Config{Verifier: auth})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, srv := range []struct {
+		name string
+		impl authv3.AuthorizationServer
+	}{{"floor", allowAll{}}, {"meshauth", meshauth}} {
+		b.Run(srv.name, func(b *testing.B) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			gs := grpc.NewServer()
+			authv3.RegisterAuthorizationServer(gs, srv.impl)
+			go gs.Serve(ln)
+			defer gs.Stop()
+			conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer conn.Close()
+			client := authv3.NewAuthorizationClient(conn)
+			req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+				Method: "GET", Path: "/charge", Host: "payments", Headers: map[string]string{"authorization": "Bearer " + tok},
+			}}}}
+			var mu sync.Mutex
+			var all []time.Duration
+			b.SetParallelism((loadWorkers + 1) / 2)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				lat := make([]time.Duration, 0, 1024)
+				for pb.Next() {
+					start := time.Now()
+					resp, err := client.Check(context.Background(), req)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					lat = append(lat, time.Since(start))
+					if resp.GetOkResponse() == nil {
+						b.Error("denied")
+						return
+					}
+				}
+				mu.Lock()
+				all = append(all, lat...)
+				mu.Unlock()
+			})
+			b.StopTimer()
+			reportPercentiles(b, all)
+		})
+	}
+}
