@@ -150,7 +150,9 @@ func reportPercentiles(b *testing.B, lat []time.Duration) {
 
 // allowAll is the floor for ext_authz: a Check server that allows
 // everything without looking.
-type allowAll struct{ authv3.UnimplementedAuthorizationServer }
+type allowAll struct {
+	authv3.UnimplementedAuthorizationServer
+}
 
 func (allowAll) Check(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	return &authv3.CheckResponse{HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{}}}, nil
