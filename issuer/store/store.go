@@ -49,7 +49,14 @@ type Client struct {
 	// AllowedAudiences are the audiences this client may obtain tokens for.
 	AllowedAudiences []string
 	RedirectURIs     []string
-	CreatedAt        time.Time
+	// ExchangeScopes limits, per target audience, the scopes this client may
+	// obtain by token exchange (RFC 8693); an audience not listed is limited
+	// only by Scope. Absent reads back as an empty map.
+	ExchangeScopes map[string][]string
+	// MaxDelegationDepth bounds the act chain (RFC 8693 §4.1) of tokens this
+	// client obtains by exchange; 0 means the issuer's default.
+	MaxDelegationDepth int
+	CreatedAt          time.Time
 }
 
 // SigningKey is one of the issuer's signing keys. The private key is stored

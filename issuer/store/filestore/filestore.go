@@ -122,17 +122,19 @@ func (s *Store) update(ctx context.Context, fn func(*bolt.Tx) error) error {
 // types. They have the same fields, so that conversion between them is a
 // type conversion and a new field that is not added here fails to compile.
 type clientRecord struct {
-	ID                      string    `json:"id"`
-	SecretHash              string    `json:"secret_hash"`
-	Name                    string    `json:"name"`
-	TokenEndpointAuthMethod string    `json:"token_endpoint_auth_method"`
-	GrantTypes              []string  `json:"grant_types"`
-	Scope                   []string  `json:"scope"`
-	JWKS                    []byte    `json:"jwks"`
-	AccessTokenFormat       string    `json:"access_token_format"`
-	AllowedAudiences        []string  `json:"allowed_audiences"`
-	RedirectURIs            []string  `json:"redirect_uris"`
-	CreatedAt               time.Time `json:"created_at"`
+	ID                      string              `json:"id"`
+	SecretHash              string              `json:"secret_hash"`
+	Name                    string              `json:"name"`
+	TokenEndpointAuthMethod string              `json:"token_endpoint_auth_method"`
+	GrantTypes              []string            `json:"grant_types"`
+	Scope                   []string            `json:"scope"`
+	JWKS                    []byte              `json:"jwks"`
+	AccessTokenFormat       string              `json:"access_token_format"`
+	AllowedAudiences        []string            `json:"allowed_audiences"`
+	RedirectURIs            []string            `json:"redirect_uris"`
+	ExchangeScopes          map[string][]string `json:"exchange_scopes"`
+	MaxDelegationDepth      int                 `json:"max_delegation_depth"`
+	CreatedAt               time.Time           `json:"created_at"`
 }
 
 type keyRecord struct {
@@ -174,6 +176,9 @@ func (s *Store) CreateClient(ctx context.Context, c *store.Client) error {
 	r.Scope = nonEmpty(r.Scope)
 	r.AllowedAudiences = nonEmpty(r.AllowedAudiences)
 	r.RedirectURIs = nonEmpty(r.RedirectURIs)
+	if r.ExchangeScopes == nil {
+		r.ExchangeScopes = map[string][]string{}
+	}
 	r.CreatedAt = r.CreatedAt.UTC()
 	err := s.update(ctx, func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketClients)
@@ -196,8 +201,17 @@ func (s *Store) GetClient(ctx context.Context, id string) (*store.Client, error)
 	if err != nil {
 		return nil, fmt.Errorf("get client %q: %w", id, err)
 	}
+	return clientFromRecord(r), nil
+}
+
+// clientFromRecord converts a stored record; records written before a field
+// existed read back with its empty value.
+func clientFromRecord(r clientRecord) *store.Client {
 	c := store.Client(r)
-	return &c, nil
+	if c.ExchangeScopes == nil {
+		c.ExchangeScopes = map[string][]string{}
+	}
+	return &c
 }
 
 func (s *Store) ListClients(ctx context.Context) ([]*store.Client, error) {
@@ -209,8 +223,7 @@ func (s *Store) ListClients(ctx context.Context) ([]*store.Client, error) {
 			if err := json.Unmarshal(v, &r); err != nil {
 				return fmt.Errorf("decode client %q: %w", k, err)
 			}
-			c := store.Client(r)
-			clients = append(clients, &c)
+			clients = append(clients, clientFromRecord(r))
 			return nil
 		})
 	})

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"testing"
@@ -88,6 +89,8 @@ func newClient(id string) *store.Client {
 		AccessTokenFormat:       "jwt",
 		AllowedAudiences:        []string{"orders", "billing"},
 		RedirectURIs:            []string{"https://example.com/cb"},
+		ExchangeScopes:          map[string][]string{"billing": {"read"}},
+		MaxDelegationDepth:      3,
 		CreatedAt:               base,
 	}
 }
@@ -141,6 +144,9 @@ func checkClient(t *testing.T, got, want *store.Client) {
 	if len(g.JWKS) == 0 && len(w.JWKS) == 0 {
 		g.JWKS, w.JWKS = nil, nil
 	}
+	if w.ExchangeScopes == nil {
+		w.ExchangeScopes = map[string][]string{}
+	}
 	if !clientsEqual(&g, &w) {
 		t.Errorf("client = %+v\nwant %+v", g, w)
 	}
@@ -154,7 +160,8 @@ func clientsEqual(a, b *store.Client) bool {
 		strs(a.GrantTypes, b.GrantTypes) && strs(a.Scope, b.Scope) &&
 		bytes.Equal(a.JWKS, b.JWKS) && a.AccessTokenFormat == b.AccessTokenFormat &&
 		strs(a.AllowedAudiences, b.AllowedAudiences) && strs(a.RedirectURIs, b.RedirectURIs) &&
-		a.CreatedAt.Equal(b.CreatedAt)
+		maps.EqualFunc(a.ExchangeScopes, b.ExchangeScopes, slices.Equal) && (a.ExchangeScopes == nil) == (b.ExchangeScopes == nil) &&
+		a.MaxDelegationDepth == b.MaxDelegationDepth && a.CreatedAt.Equal(b.CreatedAt)
 }
 
 func checkKey(t *testing.T, got, want *store.SigningKey) {
