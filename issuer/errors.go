@@ -33,6 +33,16 @@ func errUnauthorizedClient(desc string) *oauthError {
 	return &oauthError{Status: http.StatusBadRequest, Code: "unauthorized_client", Description: desc}
 }
 
+// errInvalidGrant answers a subject token that is invalid, expired, from an
+// untrusted issuer, or unacceptable to the exchange policy. RFC 8693 §2.2.2
+// names invalid_request for this but allows other codes "as appropriate";
+// invalid_grant (RFC 6749 §5.2: the grant is "invalid, expired, revoked")
+// tells the client that the token, not the request, has to change, so a
+// sidecar knows that retrying with the same token is pointless.
+func errInvalidGrant(desc string) *oauthError {
+	return &oauthError{Status: http.StatusBadRequest, Code: "invalid_grant", Description: desc}
+}
+
 func errInvalidScope(desc string) *oauthError {
 	return &oauthError{Status: http.StatusBadRequest, Code: "invalid_scope", Description: desc}
 }

@@ -42,7 +42,7 @@ type Registration struct {
 }
 
 // GrantTypesSupported lists the grants this issuer serves.
-var GrantTypesSupported = []string{"client_credentials"}
+var GrantTypesSupported = []string{"client_credentials", GrantTypeTokenExchange}
 
 // AuthMethodsSupported lists the token endpoint authentication methods.
 var AuthMethodsSupported = []string{authSecretBasic, authSecretPost, authPrivateKeyJWT}

@@ -1,7 +1,8 @@
 // Package issuer is meshauth's authorization server: RFC 8414 metadata, the
 // JWKS, RFC 7591 dynamic client registration and the token endpoint
 // (RFC 6749) with client_credentials, issuing RFC 9068 JWT access tokens or
-// reference tokens. State lives in a store.Store, so replicas over one
+// reference tokens, and RFC 8693 token exchange, issuing JWTs for the next
+// hop of a request with an act chain. State lives in a store.Store, so replicas over one
 // PostgreSQL database are interchangeable.
 package issuer
 
@@ -76,6 +77,7 @@ type Server struct {
 	tokenLifetime   time.Duration
 	defaultAudience string
 	metadata        []byte
+	ownKeys         keyCache // keys verifying tokens presented for exchange
 	log             *slog.Logger
 	now             func() time.Time
 	mux             *http.ServeMux
@@ -103,6 +105,7 @@ func New(cfg Config) (*Server, error) {
 		log:             cfg.Logger,
 		now:             cfg.Now,
 	}
+	s.ownKeys.src = cfg.Keys
 	if cfg.AdminToken != "" {
 		s.adminTokenHash = sha256.Sum256([]byte(cfg.AdminToken))
 		s.adminEnabled = true

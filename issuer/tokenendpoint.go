@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/meshauth/meshauth/issuer/store"
 )
@@ -21,12 +22,14 @@ const (
 	formatReference = "reference"
 )
 
-// tokenResponse is the RFC 6749 §5.1 success answer.
+// tokenResponse is the RFC 6749 §5.1 success answer, with RFC 8693
+// §2.2.1's issued_token_type for token exchange.
 type tokenResponse struct {
-	AccessToken string `json:"access_token"`
-	TokenType   string `json:"token_type"`
-	ExpiresIn   int64  `json:"expires_in"`
-	Scope       string `json:"scope,omitempty"`
+	AccessToken     string `json:"access_token"`
+	IssuedTokenType string `json:"issued_token_type,omitempty"`
+	TokenType       string `json:"token_type"`
+	ExpiresIn       int64  `json:"expires_in"`
+	Scope           string `json:"scope,omitempty"`
 }
 
 func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
@@ -57,6 +60,9 @@ func (s *Server) token(ctx context.Context, w http.ResponseWriter, r *http.Reque
 	if !slices.Contains(client.GrantTypes, grant) {
 		return nil, errUnauthorizedClient(fmt.Sprintf("client is not registered for the %s grant", grant))
 	}
+	if grant == GrantTypeTokenExchange {
+		return s.tokenExchange(ctx, client, form)
+	}
 	return s.clientCredentials(ctx, client, form)
 }
 
@@ -71,7 +77,10 @@ func (s *Server) clientCredentials(ctx context.Context, c *store.Client, form ur
 	if err != nil {
 		return nil, err
 	}
-	return s.issueAccessToken(ctx, c, c.ID, aud, scopes)
+	now := s.now().UTC()
+	return s.issueAccessToken(ctx, c, c.AccessTokenFormat, now, grantedToken{
+		subject: c.ID, audience: aud, scope: scopes, expiresAt: now.Add(s.tokenLifetime),
+	})
 }
 
 // grantedScope returns the requested scope if the client may have all of it
@@ -97,6 +106,24 @@ func grantedScope(requested string, allowed []string) ([]string, error) {
 // RFC 8693 audience parameters; each must be in the client's
 // allowed_audiences. Without either the token gets the default audience.
 func (s *Server) audiences(form url.Values, c *store.Client) ([]string, error) {
+	aud, err := requestedAudiences(form)
+	if err != nil {
+		return nil, err
+	}
+	if len(aud) == 0 {
+		return []string{s.defaultAudience}, nil
+	}
+	for _, a := range aud {
+		if !slices.Contains(c.AllowedAudiences, a) {
+			return nil, errInvalidTarget(fmt.Sprintf("audience %q is not in this client's allowed_audiences", truncate(a, 128)))
+		}
+	}
+	return aud, nil
+}
+
+// requestedAudiences returns the RFC 8707 resource and RFC 8693 audience
+// parameters, without duplicates; none may be requested.
+func requestedAudiences(form url.Values) ([]string, error) {
 	var aud []string
 	for _, res := range form["resource"] {
 		// RFC 8707 §2: a resource is an absolute URI without a fragment.
@@ -107,16 +134,7 @@ func (s *Server) audiences(form url.Values, c *store.Client) ([]string, error) {
 		aud = append(aud, res)
 	}
 	aud = append(aud, form["audience"]...)
-	if len(aud) == 0 {
-		return []string{s.defaultAudience}, nil
-	}
-	aud = dedupe(aud)
-	for _, a := range aud {
-		if !slices.Contains(c.AllowedAudiences, a) {
-			return nil, errInvalidTarget(fmt.Sprintf("audience %q is not in this client's allowed_audiences", truncate(a, 128)))
-		}
-	}
-	return aud, nil
+	return dedupe(aud), nil
 }
 
 // accessTokenClaims are the RFC 9068 §2.2 claims of a JWT access token.
@@ -129,19 +147,31 @@ type accessTokenClaims struct {
 	ID        string `json:"jti"`
 	ClientID  string `json:"client_id"`
 	Scope     string `json:"scope,omitempty"`
+	// Act names the actor chain of an exchanged token (RFC 8693 §4.1).
+	Act json.RawMessage `json:"act,omitempty"`
 }
 
-// issueAccessToken mints an access token in the client's registered format.
-func (s *Server) issueAccessToken(ctx context.Context, c *store.Client, subject string, aud, scopes []string) (*tokenResponse, error) {
-	now := s.now().UTC()
-	exp := now.Add(s.tokenLifetime)
-	scope := strings.Join(scopes, " ")
-	resp := &tokenResponse{TokenType: "Bearer", ExpiresIn: int64(s.tokenLifetime.Seconds()), Scope: scope}
-	if c.AccessTokenFormat == formatReference {
+// grantedToken is what a grant decided to issue.
+type grantedToken struct {
+	subject   string
+	audience  []string
+	scope     []string
+	expiresAt time.Time
+	act       json.RawMessage
+}
+
+// issueAccessToken mints g for client c, issued at now, in format (jwt or
+// reference). A reference record has no act, so grants that set one issue
+// JWTs.
+func (s *Server) issueAccessToken(ctx context.Context, c *store.Client, format string, now time.Time, g grantedToken) (*tokenResponse, error) {
+	aud, exp := g.audience, g.expiresAt
+	scope := strings.Join(g.scope, " ")
+	resp := &tokenResponse{TokenType: "Bearer", ExpiresIn: int64(exp.Sub(now).Seconds()), Scope: scope}
+	if format == formatReference {
 		value := referenceToken()
 		err := s.store.PutAccessToken(ctx, &store.AccessToken{
-			Hash: ReferenceTokenHash(value), ID: randomID(), ClientID: c.ID, Subject: subject,
-			Audience: aud, Scope: scopes, IssuedAt: now, ExpiresAt: exp,
+			Hash: ReferenceTokenHash(value), ID: randomID(), ClientID: c.ID, Subject: g.subject,
+			Audience: aud, Scope: g.scope, IssuedAt: now, ExpiresAt: exp,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("store reference token: %w", err)
@@ -150,8 +180,8 @@ func (s *Server) issueAccessToken(ctx context.Context, c *store.Client, subject 
 		return resp, nil
 	}
 	claims := accessTokenClaims{
-		Issuer: s.issuerURL, Subject: subject, ExpiresAt: exp.Unix(), IssuedAt: now.Unix(),
-		ID: randomID(), ClientID: c.ID, Scope: scope, Audience: aud,
+		Issuer: s.issuerURL, Subject: g.subject, ExpiresAt: exp.Unix(), IssuedAt: now.Unix(),
+		ID: randomID(), ClientID: c.ID, Scope: scope, Audience: aud, Act: g.act,
 	}
 	if len(aud) == 1 {
 		claims.Audience = aud[0]
