@@ -2,8 +2,8 @@
 // JWKS, RFC 7591 dynamic client registration and the token endpoint
 // (RFC 6749) with client_credentials, issuing RFC 9068 JWT access tokens or
 // reference tokens, and RFC 8693 token exchange, issuing JWTs for the next
-// hop of a request with an act chain. State lives in a store.Store, so replicas over one
-// PostgreSQL database are interchangeable.
+// hop of a request with an act chain. State lives in a store.Store, so
+// replicas over one PostgreSQL database are interchangeable.
 package issuer
 
 import (

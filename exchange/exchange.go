@@ -1,0 +1,273 @@
+// Package exchange is meshauth's RFC 8693 token exchange.
+//
+// Decide is the policy: whether a client may trade a subject token for a
+// new one, and with which audience, scope, actor chain and expiry. It is a
+// pure function over verified claims and a registered client, with no HTTP
+// and no store, so that the rules of DESIGN.md ("Contracts") live in one
+// place that unit tests cover fully. The issuer's token endpoint verifies
+// the subject token, authenticates the exchanging client, calls Decide and
+// mints what it decided. The rules:
+//
+//   - The exchanging client must be an audience of the subject token, or be
+//     named by its may_act claim (RFC 8693 §4.4) by "sub" or "client_id".
+//   - At least one target audience is requested, and each is in the
+//     client's allowed_audiences.
+//   - The granted scope is within the subject token's scope, the client's
+//     registered scope and, for each target audience the client has a limit
+//     for, that limit. With no scope requested, all of that intersection is
+//     granted; an empty intersection is refused.
+//   - The new act chain (RFC 8693 §4.1) is at most the client's
+//     MaxDelegationDepth actors long, DefaultMaxDelegationDepth when the
+//     client has none.
+//   - The new token expires at the earlier of now plus the lifetime and the
+//     subject token's expiry: an exchange never extends a delegation.
+package exchange
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/meshauth/meshauth/issuer/store"
+	"github.com/meshauth/meshauth/token"
+)
+
+// DefaultMaxDelegationDepth is the longest act chain a client without its
+// own limit may produce: five services acting in turn for one subject. A
+// longer chain in a mesh is more likely a request loop than a design.
+const DefaultMaxDelegationDepth = 5
+
+// Request is a token exchange to decide.
+type Request struct {
+	// Subject holds the verified claims of the subject token (RFC 8693
+	// §2.1): its signature, issuer and expiry are already checked.
+	Subject *token.Claims
+	// Client is the authenticated client asking for the exchange; it becomes
+	// the new token's outermost actor. Its AllowedAudiences, Scope,
+	// ExchangeScopes and MaxDelegationDepth bound what it gets.
+	Client *store.Client
+	// Audiences are the requested targets: the audience and resource
+	// parameters (RFC 8693 §2.1, RFC 8707).
+	Audiences []string
+	// Scope is the requested scope; empty asks for all that is allowed.
+	Scope []string
+}
+
+// Decision is what the new token holds. Its subject is the subject token's
+// "sub" and its client_id the exchanging client's id.
+type Decision struct {
+	Audience []string
+	Scope    []string
+	// Act is the new "act" claim: {"sub": client id}, with the subject
+	// token's act, if any, nested inside as "act" (RFC 8693 §4.1).
+	Act       json.RawMessage
+	ExpiresAt time.Time
+}
+
+// Errors of Decide, for errors.Is; the returned errors wrap them with
+// details fit for an OAuth error_description (no tokens, attacker-chosen
+// text truncated).
+var (
+	// ErrNoAudience: no audience or resource was requested.
+	ErrNoAudience = errors.New("audience or resource is required")
+	// ErrNotAudience: the client is neither an audience of the subject
+	// token nor named by its may_act.
+	ErrNotAudience = errors.New("the client may not exchange this subject token")
+	// ErrTarget: a requested audience is not allowed for the client.
+	ErrTarget = errors.New("audience not allowed")
+	// ErrScope: a requested scope is not allowed, or none is.
+	ErrScope = errors.New("scope not allowed")
+	// ErrDepth: the act chain would grow past the client's limit.
+	ErrDepth = errors.New("delegation chain too long")
+	// ErrExpired: the subject token has no lifetime left to delegate.
+	ErrExpired = errors.New("subject token expired")
+	// ErrClaim: the subject token's act or may_act claim is not a JSON
+	// object naming an actor by a string "sub" (or, for may_act,
+	// "client_id").
+	ErrClaim = errors.New("malformed act or may_act claim")
+)
+
+// Decide applies the exchange policy to r at time now. lifetime is the
+// longest the new token may live. Every refusal wraps one of the Err values.
+func Decide(r Request, now time.Time, lifetime time.Duration) (*Decision, error) {
+	if lifetime <= 0 {
+		return nil, fmt.Errorf("exchange: lifetime %v is not positive", lifetime)
+	}
+	if len(r.Audiences) == 0 {
+		return nil, ErrNoAudience
+	}
+	sub, client := r.Subject, r.Client
+
+	if !slices.Contains(sub.Audience, client.ID) {
+		// may_act is consulted only when it matters, so that a claim this
+		// exchange does not rely on cannot refuse it.
+		named, err := mayAct(sub.MayAct, client.ID, sub.Issuer)
+		if err != nil {
+			return nil, err
+		}
+		if !named {
+			return nil, fmt.Errorf("%w: the client is not an audience of the subject token nor named by its may_act", ErrNotAudience)
+		}
+	}
+
+	limit := client.MaxDelegationDepth
+	if limit == 0 {
+		limit = DefaultMaxDelegationDepth
+	}
+	depth, err := chainLength(sub.Act, limit)
+	if err != nil {
+		return nil, err
+	}
+	if depth+1 > limit {
+		return nil, fmt.Errorf("%w: the new act chain would be longer than %d actors, this client's limit", ErrDepth, limit)
+	}
+
+	var aud []string
+	for _, a := range r.Audiences {
+		if !slices.Contains(client.AllowedAudiences, a) {
+			return nil, fmt.Errorf("%w: %.128q is not in this client's allowed_audiences", ErrTarget, a)
+		}
+		if !slices.Contains(aud, a) {
+			aud = append(aud, a)
+		}
+	}
+
+	scope, err := grantScope(r.Scope, strings.Fields(sub.Scope), client, aud)
+	if err != nil {
+		return nil, err
+	}
+
+	exp := now.Add(lifetime)
+	if sub.ExpiresAt.Before(exp) {
+		exp = sub.ExpiresAt
+	}
+	// The verifier allows some clock leeway past exp; a token minted from
+	// such a subject would be born expired.
+	if !exp.After(now) {
+		return nil, ErrExpired
+	}
+
+	act, err := json.Marshal(actor{Sub: client.ID, Act: sub.Act})
+	if err != nil {
+		return nil, fmt.Errorf("exchange: encode act: %w", err)
+	}
+	return &Decision{Audience: aud, Scope: scope, Act: act, ExpiresAt: exp}, nil
+}
+
+// grantScope returns the requested scope if every member is held by the
+// subject token, registered for the client and within the client's limit
+// for each target audience; with none requested, every scope that is.
+func grantScope(requested, held []string, client *store.Client, aud []string) ([]string, error) {
+	// why returns the reason sc may not be granted, or "".
+	why := func(sc string) string {
+		if !slices.Contains(held, sc) {
+			return "is not in the subject token's scope"
+		}
+		if !slices.Contains(client.Scope, sc) {
+			return "is not registered for this client"
+		}
+		for _, a := range aud {
+			if lim, ok := client.ExchangeScopes[a]; ok && !slices.Contains(lim, sc) {
+				return fmt.Sprintf("is not allowed for audience %.128q", a)
+			}
+		}
+		return ""
+	}
+	var out []string
+	if len(requested) == 0 {
+		for _, sc := range held {
+			if why(sc) == "" && !slices.Contains(out, sc) {
+				out = append(out, sc)
+			}
+		}
+		if len(out) == 0 {
+			return nil, fmt.Errorf("%w: no scope in common between the subject token, the client and the audience", ErrScope)
+		}
+		return out, nil
+	}
+	for _, sc := range requested {
+		if reason := why(sc); reason != "" {
+			return nil, fmt.Errorf("%w: %.64q %s", ErrScope, sc, reason)
+		}
+		if !slices.Contains(out, sc) {
+			out = append(out, sc)
+		}
+	}
+	return out, nil
+}
+
+// actor is one level of an act claim (RFC 8693 §4.1).
+type actor struct {
+	Sub string          `json:"sub"`
+	Act json.RawMessage `json:"act,omitempty"`
+}
+
+// chainLength returns the number of actors in the act claim act (0 when
+// absent). It stops counting past limit, where only "too long" matters.
+func chainLength(act json.RawMessage, limit int) (int, error) {
+	n := 0
+	for len(act) > 0 && n <= limit {
+		m, err := members(act)
+		if err != nil {
+			return 0, err
+		}
+		if s, err := stringMember(m, "sub"); err != nil || s == "" {
+			return 0, fmt.Errorf("%w: an act level has no string sub", ErrClaim)
+		}
+		n++
+		act = m["act"]
+	}
+	return n, nil
+}
+
+// mayAct reports whether the may_act claim (RFC 8693 §4.4) names the client:
+// by "sub" (the RFC's example) or "client_id", and, if it says which issuer
+// the identity belongs to, by this subject token's issuer, the one whose
+// client ids these are.
+func mayAct(raw json.RawMessage, clientID, issuer string) (bool, error) {
+	if len(raw) == 0 {
+		return false, nil
+	}
+	m, err := members(raw)
+	if err != nil {
+		return false, err
+	}
+	sub, err1 := stringMember(m, "sub")
+	cid, err2 := stringMember(m, "client_id")
+	iss, err3 := stringMember(m, "iss")
+	if err := errors.Join(err1, err2, err3); err != nil {
+		return false, err
+	}
+	if iss != "" && iss != issuer {
+		return false, nil
+	}
+	return sub == clientID || cid == clientID, nil
+}
+
+// members decodes a JSON object into its members. A map, unlike a struct,
+// matches member names exactly: encoding/json would let "SUB" stand for
+// "sub", and two parsers disagreeing about a claim is how tokens get
+// smuggled (the token package's strict reader refuses the same).
+func members(raw json.RawMessage) (map[string]json.RawMessage, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &m); err != nil || m == nil {
+		return nil, fmt.Errorf("%w: not a JSON object", ErrClaim)
+	}
+	return m, nil
+}
+
+// stringMember returns the string member name of m, "" if absent.
+func stringMember(m map[string]json.RawMessage, name string) (string, error) {
+	v, ok := m[name]
+	if !ok {
+		return "", nil
+	}
+	var s string
+	if err := json.Unmarshal(v, &s); err != nil {
+		return "", fmt.Errorf("%w: %s is not a string", ErrClaim, name)
+	}
+	return s, nil
+}

@@ -1,0 +1,289 @@
+package issuer
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"sync/atomic"
+
+	"github.com/meshauth/meshauth/exchange"
+	"github.com/meshauth/meshauth/issuer/store"
+	"github.com/meshauth/meshauth/token"
+)
+
+// GrantTypeTokenExchange is the RFC 8693 §2.1 grant type. A client must
+// register it to use it.
+const GrantTypeTokenExchange = "urn:ietf:params:oauth:grant-type:token-exchange"
+
+// Token type identifiers (RFC 8693 §3) accepted for subject and actor
+// tokens and for requested_token_type. Both name this issuer's access
+// tokens: "jwt" only the JWT ones, "access_token" reference tokens too.
+const (
+	tokenTypeAccessToken = "urn:ietf:params:oauth:token-type:access_token"
+	tokenTypeJWT         = "urn:ietf:params:oauth:token-type:jwt"
+)
+
+// tokenExchange serves RFC 8693: client c, serving a request made with the
+// subject token, gets a token for the next hop. The policy (who may
+// exchange what, for which audience and scope) is package exchange's; here
+// the request is read, the tokens verified and the result minted.
+//
+// The new token is always a JWT, whatever c's access_token_format: it
+// travels inside the mesh, where sidecars verify it locally, and it carries
+// an act claim that a reference record cannot hold. Its sub is the subject
+// token's, its client_id c's id.
+func (s *Server) tokenExchange(ctx context.Context, c *store.Client, form url.Values) (*tokenResponse, error) {
+	subjectToken := form.Get("subject_token")
+	if subjectToken == "" {
+		return nil, errInvalidRequest("subject_token missing")
+	}
+	subjectJWTOnly, err := tokenType(form.Get("subject_token_type"), "subject_token_type")
+	if err != nil {
+		return nil, err
+	}
+	actorToken := form.Get("actor_token")
+	var actorJWTOnly bool
+	switch actorType := form.Get("actor_token_type"); {
+	case actorToken != "":
+		if actorJWTOnly, err = tokenType(actorType, "actor_token_type"); err != nil {
+			return nil, err
+		}
+	case actorType != "":
+		// RFC 8693 §2.1: actor_token_type MUST NOT be sent without actor_token.
+		return nil, errInvalidRequest("actor_token_type without actor_token")
+	}
+	switch rt := form.Get("requested_token_type"); rt {
+	case "", tokenTypeAccessToken, tokenTypeJWT:
+	default:
+		return nil, errInvalidRequest(fmt.Sprintf("requested_token_type %q is not supported; this issuer issues JWT access tokens (%s or %s)", truncate(rt, 128), tokenTypeAccessToken, tokenTypeJWT))
+	}
+	aud, err := requestedAudiences(form)
+	if err != nil {
+		return nil, err
+	}
+	scope, err := parseScope(form.Get("scope"))
+	if err != nil {
+		return nil, errInvalidScope(err.Error())
+	}
+
+	subject, err := s.ownToken(ctx, subjectToken, subjectJWTOnly)
+	if err != nil {
+		return nil, tokenError(err, "subject_token", errInvalidGrant)
+	}
+	if actorToken != "" {
+		// The actor is always the authenticated client, so an actor token
+		// adds nothing to the act claim: it is checked, for clients that
+		// send one anyway, only to be a live access token of this issuer
+		// naming that client; its audience does not matter.
+		actor, err := s.ownToken(ctx, actorToken, actorJWTOnly)
+		if err != nil {
+			return nil, tokenError(err, "actor_token", errInvalidRequest)
+		}
+		if actor.Subject != c.ID {
+			return nil, errInvalidRequest("actor_token must be an access token whose sub is the authenticated client")
+		}
+	}
+
+	now := s.now().UTC()
+	d, err := exchange.Decide(exchange.Request{Subject: subject, Client: c, Audiences: aud, Scope: scope}, now, s.tokenLifetime)
+	if err != nil {
+		return nil, decisionError(err)
+	}
+	resp, err := s.issueAccessToken(ctx, c, formatJWT, now, grantedToken{
+		subject: subject.Subject, audience: d.Audience, scope: d.Scope, expiresAt: d.ExpiresAt, act: d.Act,
+	})
+	if err != nil {
+		return nil, err
+	}
+	resp.IssuedTokenType = tokenTypeAccessToken
+	return resp, nil
+}
+
+// tokenType checks a subject_token_type or actor_token_type value and
+// reports whether it admits JWTs only.
+func tokenType(value, param string) (jwtOnly bool, err error) {
+	switch value {
+	case tokenTypeJWT:
+		return true, nil
+	case tokenTypeAccessToken:
+		return false, nil
+	case "":
+		return false, errInvalidRequest(param + " missing")
+	default:
+		return false, errInvalidRequest(fmt.Sprintf("%s %q is not supported; use %s or %s", param, truncate(value, 128), tokenTypeAccessToken, tokenTypeJWT))
+	}
+}
+
+// errUnknownReference: no live reference token has that value.
+var errUnknownReference = errors.New("unknown or expired reference token")
+
+// tokenError turns a failure of ownToken for parameter param into the
+// answer made by code; a store failure stays an internal error. The
+// descriptions are fixed texts that never quote the token.
+func tokenError(err error, param string, code func(string) *oauthError) error {
+	var te *token.Error
+	switch {
+	case errors.As(err, &te) && te.Reason == token.BadIssuer:
+		// Federation (tokens of other issuers) is not supported yet.
+		return code(param + " issuer is not trusted")
+	case errors.As(err, &te), errors.Is(err, errUnknownReference):
+		return code(fmt.Sprintf("%s is not valid (%v)", param, err))
+	}
+	return err
+}
+
+// decisionError maps a refusal of the exchange policy to its OAuth error.
+func decisionError(err error) error {
+	switch {
+	case errors.Is(err, exchange.ErrNoAudience):
+		return errInvalidRequest(err.Error())
+	case errors.Is(err, exchange.ErrTarget):
+		return errInvalidTarget(err.Error()) // RFC 8693 §2.2.2
+	case errors.Is(err, exchange.ErrScope):
+		return errInvalidScope(err.Error())
+	case errors.Is(err, exchange.ErrNotAudience), errors.Is(err, exchange.ErrDepth),
+		errors.Is(err, exchange.ErrExpired), errors.Is(err, exchange.ErrClaim):
+		// The subject token is unacceptable for this exchange.
+		return errInvalidGrant(err.Error())
+	}
+	return fmt.Errorf("token exchange: %w", err)
+}
+
+// ownToken verifies value as an access token of this issuer and returns its
+// claims: a JWT signed with one of the issuer's published keys, or, unless
+// jwtOnly, a live reference token from the store (a value without dots:
+// a JWS always has two).
+//
+// The audience is not checked here. Who may present the token is the
+// caller's rule (for a subject token, exchange.Decide's: the client is in
+// "aud" or named by "may_act"), so the Verifier is given the token's own,
+// unverified "aud" values and the caller judges the verified ones.
+func (s *Server) ownToken(ctx context.Context, value string, jwtOnly bool) (*token.Claims, error) {
+	if !jwtOnly && !strings.Contains(value, ".") {
+		return s.referenceClaims(ctx, value)
+	}
+	aud, err := unverifiedAudience(value)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := s.ownKeys.keySet()
+	if err != nil {
+		return nil, err
+	}
+	// The Authenticator reads "iss" first, so another issuer's token is
+	// refused as such (BadIssuer) rather than for its unknown key.
+	a, err := token.NewAuthenticator([]token.Issuer{{
+		Policy: token.Policy{Issuer: s.issuerURL, Audiences: aud, Now: s.now},
+		Keys:   keys,
+	}}, token.AuthenticatorOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("own-token authenticator: %w", err)
+	}
+	var c token.Claims
+	if err := a.VerifyInto([]byte(value), &c); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// referenceClaims returns the claims of the live reference token value.
+func (s *Server) referenceClaims(ctx context.Context, value string) (*token.Claims, error) {
+	rec, err := s.store.GetAccessToken(ctx, ReferenceTokenHash(value))
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, errUnknownReference
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look up reference token: %w", err)
+	}
+	// The store drops expired records, but by its clock; ours decides.
+	if !s.now().Before(rec.ExpiresAt) {
+		return nil, errUnknownReference
+	}
+	return &token.Claims{
+		Issuer: s.issuerURL, Subject: rec.Subject, Audience: rec.Audience, ExpiresAt: rec.ExpiresAt,
+		IssuedAt: rec.IssuedAt, ID: rec.ID, ClientID: rec.ClientID, Scope: strings.Join(rec.Scope, " "),
+	}, nil
+}
+
+// Fixed refusals of unverifiedAudience, in the token package's terms.
+var (
+	errNotJWS     = &token.Error{Reason: token.Malformed, Detail: "not a JWS compact serialization"}
+	errNotClaims  = &token.Error{Reason: token.Malformed, Detail: "invalid claims"}
+	errNoAudClaim = &token.Error{Reason: token.MissingClaim, Detail: "aud missing or not a string or array of strings"}
+)
+
+// unverifiedAudience returns the non-empty "aud" values of a JWT's payload,
+// read before any verification, only to tell the Verifier which audiences to
+// accept (see ownToken). The token package's strict reader decides what the
+// claims are; where encoding/json reads them differently (duplicate names,
+// invalid UTF-8), verification refuses the token or the audience no longer
+// matches, so a disagreement can only refuse a token, never admit one.
+func unverifiedAudience(tok string) ([]string, error) {
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 {
+		return nil, errNotJWS
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return nil, errNotJWS
+	}
+	var claims struct {
+		Aud json.RawMessage `json:"aud"`
+	}
+	if json.Unmarshal(payload, &claims) != nil {
+		return nil, errNotClaims
+	}
+	if len(claims.Aud) == 0 {
+		return nil, errNoAudClaim
+	}
+	var one string
+	var many []string
+	if json.Unmarshal(claims.Aud, &one) == nil {
+		many = []string{one}
+	} else if json.Unmarshal(claims.Aud, &many) != nil {
+		return nil, errNoAudClaim
+	}
+	aud := many[:0]
+	for _, a := range many {
+		if a != "" {
+			aud = append(aud, a)
+		}
+	}
+	if len(aud) == 0 {
+		return nil, errNoAudClaim
+	}
+	return aud, nil
+}
+
+// keyCache holds the issuer's own published keys, parsed, for verifying
+// the tokens presented to it. It re-parses only when the JWKS document
+// changes (a rotation), which a comparison of a few hundred bytes detects.
+type keyCache struct {
+	src Keys
+	cur atomic.Pointer[parsedKeys]
+}
+
+type parsedKeys struct {
+	doc  []byte
+	keys *token.KeySet
+}
+
+func (k *keyCache) keySet() (*token.KeySet, error) {
+	doc := k.src.JWKS()
+	if p := k.cur.Load(); p != nil && bytes.Equal(p.doc, doc) {
+		return p.keys, nil
+	}
+	keys, err := token.ParseJWKS(doc)
+	if err != nil {
+		return nil, fmt.Errorf("parse own JWKS: %w", err)
+	}
+	p := &parsedKeys{doc: doc, keys: token.NewKeySet(keys)}
+	// Concurrent rebuilds store equivalent sets; either may win.
+	k.cur.Store(p)
+	return p.keys, nil
+}
