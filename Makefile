@@ -18,7 +18,7 @@ test:
 
 # Packages with goroutines, locks or shared caches run under the race detector.
 race:
-	$(GO) test -race -count=1 ./issuer/... ./jwks/... ./token/... ./proxy/... ./internal/... ./cmd/...
+	$(GO) test -race -count=1 ./issuer/... ./jwks/... ./token/... ./proxy/... ./exchange/... ./internal/... ./cmd/...
 
 bench:
 	$(GO) run ./bench/report
@@ -30,9 +30,10 @@ lint:
 # Short fuzzing of every parser of untrusted input; FUZZTIME=5m for longer.
 FUZZTIME ?= 20s
 fuzz:
-	for t in FuzzParseForm FuzzAssertionSubject; do $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) ./issuer/ || exit 1; done
+	for t in FuzzParseForm FuzzAssertionSubject FuzzUnverifiedAudience; do $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) ./issuer/ || exit 1; done
 	for t in FuzzVerify FuzzClaims FuzzParseJWKS FuzzSignedToken FuzzAuthenticator; do $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) ./token/ || exit 1; done
 	$(GO) test -run='^$$' -fuzz='^FuzzBearer$$' -fuzztime=$(FUZZTIME) ./proxy/
+	$(GO) test -run='^$$' -fuzz='^FuzzDecide$$' -fuzztime=$(FUZZTIME) ./exchange/
 
 clean:
 	rm -rf bin

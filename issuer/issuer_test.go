@@ -102,6 +102,17 @@ func TestRegister(t *testing.T) {
 		{name: "bad scope char", authz: "Bearer " + testAdminToken, body: `{"scope":"a\"b"}`, status: 400, errCode: "invalid_client_metadata"},
 		{name: "bad format", authz: "Bearer " + testAdminToken, body: `{"access_token_format":"paseto"}`, status: 400, errCode: "invalid_client_metadata"},
 		{name: "bad redirect", authz: "Bearer " + testAdminToken, body: `{"redirect_uris":["/relative"]}`, status: 400, errCode: "invalid_redirect_uri"},
+		{name: "exchange policy", authz: "Bearer " + testAdminToken, body: `{"client_id":"gw","allowed_audiences":["payments"],"exchange_scopes":{"payments":"charge read"},"max_delegation_depth":2}`, status: 201, check: func(t *testing.T, r *Registration) {
+			if r.ExchangeScopes["payments"] != "charge read" || r.MaxDelegationDepth != 2 {
+				t.Errorf("registration = %+v", r)
+			}
+			c, err := e.store.GetClient(context.Background(), "gw")
+			if err != nil || strings.Join(c.ExchangeScopes["payments"], " ") != "charge read" || c.MaxDelegationDepth != 2 {
+				t.Errorf("stored = %+v, %v", c, err)
+			}
+		}},
+		{name: "exchange scopes for unknown audience", authz: "Bearer " + testAdminToken, body: `{"allowed_audiences":["a"],"exchange_scopes":{"b":"x"}}`, status: 400, errCode: "invalid_client_metadata"},
+		{name: "negative depth", authz: "Bearer " + testAdminToken, body: `{"max_delegation_depth":-1}`, status: 400, errCode: "invalid_client_metadata"},
 		{name: "not json", authz: "Bearer " + testAdminToken, body: `client_id=x`, status: 400, errCode: "invalid_client_metadata"},
 		{name: "oversized", authz: "Bearer " + testAdminToken, body: `{"client_name":"` + strings.Repeat("x", 70<<10) + `"}`, status: 413, errCode: "invalid_request"},
 	}

@@ -30,6 +30,12 @@ type ClientMetadata struct {
 	RedirectURIs            []string        `json:"redirect_uris,omitempty"`
 	AccessTokenFormat       string          `json:"access_token_format,omitempty"`
 	AllowedAudiences        []string        `json:"allowed_audiences,omitempty"`
+	// ExchangeScopes limits, per target audience, the scopes the client may
+	// obtain by token exchange (RFC 8693).
+	ExchangeScopes map[string]string `json:"exchange_scopes,omitempty"`
+	// MaxDelegationDepth bounds the act chain of the client's exchanged
+	// tokens; 0 means the default.
+	MaxDelegationDepth int `json:"max_delegation_depth,omitempty"`
 }
 
 // Registration is the RFC 7591 §3.2.1 answer: the registered metadata with
@@ -151,6 +157,20 @@ func clientFromMetadata(md *ClientMetadata) (*store.Client, error) {
 		}
 	}
 	md.AllowedAudiences = dedupe(md.AllowedAudiences)
+	exchangeScopes := make(map[string][]string, len(md.ExchangeScopes))
+	for aud, scope := range md.ExchangeScopes {
+		if !slices.Contains(md.AllowedAudiences, aud) {
+			return nil, errInvalidClientMetadata(fmt.Sprintf("exchange_scopes names %q, which is not in allowed_audiences", truncate(aud, 128)))
+		}
+		limit, err := parseScope(scope)
+		if err != nil {
+			return nil, errInvalidClientMetadata("exchange_scopes: " + err.Error())
+		}
+		exchangeScopes[aud] = limit
+	}
+	if md.MaxDelegationDepth < 0 || md.MaxDelegationDepth > 32 {
+		return nil, errInvalidClientMetadata("max_delegation_depth must be between 0 (the default) and 32")
+	}
 	return &store.Client{
 		ID:                      md.ClientID,
 		Name:                    md.ClientName,
@@ -160,6 +180,8 @@ func clientFromMetadata(md *ClientMetadata) (*store.Client, error) {
 		JWKS:                    jwks,
 		AccessTokenFormat:       md.AccessTokenFormat,
 		AllowedAudiences:        nonNil(md.AllowedAudiences),
+		ExchangeScopes:          exchangeScopes,
+		MaxDelegationDepth:      md.MaxDelegationDepth,
 		RedirectURIs:            nonNil(md.RedirectURIs),
 	}, nil
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/meshauth/meshauth/internal/flagconf"
@@ -21,18 +22,21 @@ func runClients(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	fs := flag.NewFlagSet("clients create", flag.ContinueOnError)
 	var (
-		md        issuer.ClientMetadata
-		grants    flagconf.StringList
-		audiences flagconf.StringList
-		jwksFile  string
-		issuerURL string
-		storeURL  string
+		md         issuer.ClientMetadata
+		grants     flagconf.StringList
+		audiences  flagconf.StringList
+		exchScopes flagconf.StringList
+		jwksFile   string
+		issuerURL  string
+		storeURL   string
 	)
 	fs.StringVar(&md.ClientID, "id", "", "client id to register; a service's client id is its audience name (generated when empty)")
 	fs.StringVar(&md.ClientName, "name", "", "human-readable client name")
 	fs.StringVar(&md.Scope, "scope", "", "space-separated scopes the client may request")
 	fs.Var(&grants, "grant-type", "grant type the client may use (repeatable; default client_credentials)")
 	fs.Var(&audiences, "allowed-audience", "audience the client may obtain tokens for (repeatable)")
+	fs.Var(&exchScopes, "exchange-scope", `AUDIENCE="SCOPES": the scopes this client may obtain for AUDIENCE by token exchange (repeatable)`)
+	fs.IntVar(&md.MaxDelegationDepth, "max-delegation-depth", 0, "longest act chain of tokens this client obtains by exchange (0: the issuer's default, 5)")
 	fs.StringVar(&md.TokenEndpointAuthMethod, "auth-method", "client_secret_basic", "token endpoint authentication: client_secret_basic, client_secret_post or private_key_jwt")
 	fs.StringVar(&jwksFile, "jwks-file", "", "JWK Set file with the client's public keys (for private_key_jwt)")
 	fs.StringVar(&md.AccessTokenFormat, "access-token-format", "jwt", "format of the client's access tokens: jwt or reference")
@@ -42,6 +46,16 @@ func runClients(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	md.GrantTypes, md.AllowedAudiences = grants, audiences
+	for _, es := range exchScopes {
+		aud, scope, ok := strings.Cut(es, "=")
+		if !ok || aud == "" {
+			return fmt.Errorf(`--exchange-scope %q: use AUDIENCE="SCOPE ..."`, es)
+		}
+		if md.ExchangeScopes == nil {
+			md.ExchangeScopes = map[string]string{}
+		}
+		md.ExchangeScopes[aud] = scope
+	}
 	if jwksFile != "" {
 		b, err := os.ReadFile(jwksFile)
 		if err != nil {
