@@ -1,4 +1,6 @@
-// Package exchange is meshauth's RFC 8693 token exchange.
+// Package exchange is meshauth's RFC 8693 token exchange, both halves:
+// Decide, the issuer's policy, and Client, the sidecar's caching client that
+// obtains exchanged tokens for its egress.
 //
 // Decide is the policy: whether a client may trade a subject token for a
 // new one, and with which audience, scope, actor chain and expiry. It is a

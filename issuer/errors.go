@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strings"
 )
 
 // oauthError is an error answer of RFC 6749 §5.2 (and of RFC 7591 §3.2.2,
@@ -82,7 +83,22 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	writeJSON(w, oe.Status, struct {
 		Error       string `json:"error"`
 		Description string `json:"error_description,omitempty"`
-	}{oe.Code, oe.Description})
+	}{oe.Code, descriptionText(oe.Description)})
+}
+
+// descriptionText keeps an error_description within the characters RFC 6749
+// §5.2 allows (%x20-21 / %x23-5B / %x5D-7E): quotes become apostrophes,
+// anything else outside the set a '?'.
+func descriptionText(s string) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r == '"':
+			return '\''
+		case r == '\\' || r < 0x20 || r > 0x7e:
+			return '?'
+		}
+		return r
+	}, s)
 }
 
 // writeJSON sends v with the no-store headers RFC 6749 §5.1 requires for

@@ -132,3 +132,15 @@ func FuzzUnverifiedAudience(f *testing.F) {
 		}
 	})
 }
+
+func TestDescriptionText(t *testing.T) {
+	for in, want := range map[string]string{
+		`scope "admin" is not registered`: `scope 'admin' is not registered`,
+		"a\\b\nc\u00e9":                   "a?b?c?",
+		"plain text, ok: [x]":             "plain text, ok: [x]",
+	} {
+		if got := descriptionText(in); got != want {
+			t.Errorf("descriptionText(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -8,6 +8,10 @@
 //   - ExtAuthzServer: Envoy's ext_authz in gRPC mode; NewExtAuthzHTTP: in
 //     HTTP mode.
 //
+// The Egress is the outbound side: it replaces the token of each call the
+// service makes with one exchanged for the callee (RFC 8693), and is
+// described on its type.
+//
 // The decision takes the request's method, its path and query, and its
 // Authorization fields. In order:
 //

@@ -21,6 +21,7 @@ import (
 
 	"github.com/meshauth/meshauth/internal/demo"
 	"github.com/meshauth/meshauth/internal/flagconf"
+	"github.com/meshauth/meshauth/issuer"
 	"github.com/meshauth/meshauth/proxy"
 )
 
@@ -30,7 +31,8 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 	f.register(fset, "127.0.0.1:8080", "")
 	dir := fset.String("dir", ".meshauth", "directory for the development state: store, key-encryption key, admin token, NATS data")
 	natsListen := fset.String("nats-listen", "127.0.0.1:4223", "address of the embedded NATS server")
-	sidecarListen := fset.String("sidecar-listen", "127.0.0.1:8000", "address of the demo sidecar, which guards a demo service named payments (empty disables)")
+	sidecarListen := fset.String("sidecar-listen", "127.0.0.1:8000", "address of the sidecar of the demo service payments (empty disables the demo)")
+	ordersListen := fset.String("orders-listen", "127.0.0.1:8001", "address of the sidecar of the demo service orders, which calls payments through its egress with an exchanged token")
 	if err := flagconf.Parse(fset, args, nil); err != nil {
 		return err
 	}
@@ -87,39 +89,91 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	sidecarDone := make(chan error, 1)
-	if *sidecarListen != "" {
-		stop, err := startDemo(ctx, *sidecarListen, f.issuerURL, log, sidecarDone)
-		if err != nil {
-			return err
-		}
-		defer stop()
-	} else {
-		close(sidecarDone)
-	}
+	paymentsDone := make(chan error, 1)
+	ordersDone := make(chan error, 1)
 	err = serveIssuer(ctx, &f, adminToken, kek, log, func(addr string) {
-		printQuickStart(stdout, f.issuerURL, ns.ClientURL(), *dir, *sidecarListen)
+		if *sidecarListen == "" {
+			close(paymentsDone)
+			close(ordersDone)
+		} else {
+			// The demo starts once the issuer serves: its sidecars fetch the
+			// issuer's keys, and orders registers its client.
+			go func() { paymentsDone <- runPaymentsDemo(ctx, *sidecarListen, f.issuerURL, log) }()
+			go func() {
+				ordersDone <- runOrdersDemo(ctx, *ordersListen, *sidecarListen, f.issuerURL, adminToken, *dir, log)
+			}()
+		}
+		printQuickStart(stdout, f.issuerURL, ns.ClientURL(), *dir, *sidecarListen, *ordersListen)
 	})
 	cancel()
-	return errors.Join(err, <-sidecarDone)
+	return errors.Join(err, <-paymentsDone, <-ordersDone)
 }
 
-// startDemo serves the demo service "payments" on a loopback port and a
-// sidecar in front of it on listen, trusting the dev issuer. The sidecar's
-// result goes to done when ctx ends.
-func startDemo(ctx context.Context, listen, issuerURL string, log *slog.Logger, done chan<- error) (stop func(), err error) {
+// runPaymentsDemo serves the demo service "payments" on a loopback port and
+// a sidecar in front of it on listen, trusting the dev issuer, until ctx
+// ends.
+func runPaymentsDemo(ctx context.Context, listen, issuerURL string, log *slog.Logger) error {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return nil, fmt.Errorf("demo service: %w", err)
+		return fmt.Errorf("demo service: %w", err)
 	}
-	upstream := &http.Server{Handler: demo.Handler("payments"), ReadHeaderTimeout: 5 * time.Second}
-	go upstream.Serve(ln)
+	service := &http.Server{Handler: demo.Handler("payments"), ReadHeaderTimeout: 5 * time.Second}
+	go service.Serve(ln)
+	defer service.Close()
 	f := sidecarFlags{listen: listen, upstream: "http://" + ln.Addr().String(), audience: "payments", adminListen: "",
 		forwardAuthPath: proxy.DefaultForwardAuthPath, cacheMiB: 16, cacheMaxAge: 10 * time.Minute, upstreamTimeout: proxy.DefaultUpstreamTimeout}
 	trusted := []trustedIssuer{{Issuer: issuerURL, Audiences: []string{"payments"}}}
 	policy := proxy.Policy{Routes: []proxy.Route{{PathPrefix: "/refunds", Scopes: []string{"payments.refund"}}}}
-	go func() { done <- serveSidecar(ctx, &f, trusted, policy, log.With("part", "sidecar"), nil) }()
-	return func() { upstream.Close() }, nil
+	return serveSidecar(ctx, &f, trusted, policy, "", log.With("part", "payments-demo"), nil)
+}
+
+// runOrdersDemo runs the demo service orders behind a sidecar on listen,
+// whose egress exchanges the inbound token for one to payments (behind
+// paymentsSidecar). The client orders is registered on first use, its
+// secret kept in dir. It returns when ctx ends.
+func runOrdersDemo(ctx context.Context, listen, paymentsSidecar, issuerURL, adminToken, dir string, log *slog.Logger) error {
+	log = log.With("part", "orders-demo")
+	secretPath := filepath.Join(dir, "demo-orders-secret")
+	secret, err := os.ReadFile(secretPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		admin, err := newAdminClient(issuerURL, adminToken)
+		if err != nil {
+			return err
+		}
+		var reg issuer.Registration
+		err = admin.do(ctx, "/register", issuer.ClientMetadata{
+			ClientID: "orders", Scope: "payments.charge payments.read", AllowedAudiences: []string{"payments"},
+			GrantTypes: []string{"client_credentials", issuer.GrantTypeTokenExchange},
+		}, &reg)
+		if err != nil {
+			log.Warn("demo orders disabled: could not register its client (if you registered orders yourself, delete the state directory to start over)", "error", err)
+			return nil
+		}
+		secret = []byte(reg.ClientSecret)
+		if err := os.WriteFile(secretPath, secret, 0o600); err != nil {
+			return fmt.Errorf("write %s: %w", secretPath, err)
+		}
+	} else if err != nil {
+		return fmt.Errorf("read %s: %w", secretPath, err)
+	}
+	egress, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	egressAddr := egress.Addr().String()
+	egress.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	service := &http.Server{Handler: demo.Caller("orders", "http://"+egressAddr, "payments"), ReadHeaderTimeout: 5 * time.Second}
+	go service.Serve(ln)
+	defer service.Close()
+	f := sidecarFlags{listen: listen, upstream: "http://" + ln.Addr().String(), audience: "orders", egress: egressAddr,
+		egressRoutes: flagconf.StringList{"payments=http://" + paymentsSidecar}, routeScopes: flagconf.StringList{"payments=payments.charge"},
+		forwardAuthPath: proxy.DefaultForwardAuthPath, cacheMiB: 16, cacheMaxAge: 10 * time.Minute, upstreamTimeout: proxy.DefaultUpstreamTimeout}
+	trusted := []trustedIssuer{{Issuer: issuerURL, Audiences: []string{"orders"}}}
+	return serveSidecar(ctx, &f, trusted, proxy.Policy{}, strings.TrimSpace(string(secret)), log, nil)
 }
 
 // devSecret reads a 32-byte base64 secret from path, creating it (0600) on
@@ -168,7 +222,7 @@ func startNATS(listen, storeDir string) (*server.Server, error) {
 	return ns, nil
 }
 
-func printQuickStart(w io.Writer, issuerURL, natsURL, dir, sidecar string) {
+func printQuickStart(w io.Writer, issuerURL, natsURL, dir, sidecar, orders string) {
 	fmt.Fprintf(w, `
 meshauth dev is running (Ctrl-C stops it).
 
@@ -181,11 +235,12 @@ Quick start, in another shell:
   export MESHAUTH_ADMIN_TOKEN=$(cat %[3]s/admin-token)
 
   # 1. register a client (a service's client id is its audience name)
-  ./bin/meshauth clients create --issuer %[1]s --id orders \
-      --scope "payments.charge" --allowed-audience payments
+  ./bin/meshauth clients create --issuer %[1]s --id web \
+      --scope "payments.charge payments.read" --allowed-audience payments --allowed-audience orders
 
   # 2. get a token for the payments service, with the printed client_secret
-  curl -s -u orders:CLIENT_SECRET -d grant_type=client_credentials \
+  SECRET=...   # the client_secret from step 1
+  curl -s -u web:$SECRET -d grant_type=client_credentials \
       -d audience=payments %[1]s/token
 
   # 3. decode its claims (the access_token from step 2)
@@ -205,5 +260,14 @@ Quick start, in another shell:
   curl -si http://%[1]s/charge | head -n1
   curl -si -H "Authorization: Bearer $TOKEN" http://%[1]s/refunds/1 | head -n1
 
-`, sidecar)
+  sidecar  http://%[2]s   guards the demo service "orders", which calls payments
+                                  through its egress (RFC 8693 token exchange at the hop)
+
+  # 6. a token for orders; orders calls payments, which receives a token narrowed
+  #    to aud=payments, scope payments.charge, with act={"sub":"orders"}
+  TOKEN=$(curl -s -u web:$SECRET -d grant_type=client_credentials -d audience=orders \
+      %[3]s/token | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
+  curl -s -H "Authorization: Bearer $TOKEN" http://%[2]s/checkout
+
+`, sidecar, orders, issuerURL)
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
 
+	"github.com/meshauth/meshauth/exchange"
 	"github.com/meshauth/meshauth/internal/flagconf"
 	"github.com/meshauth/meshauth/jwks"
 	"github.com/meshauth/meshauth/proxy"
@@ -54,8 +55,15 @@ type sidecarFlags struct {
 	forwardAuthPath              string
 	cacheMiB                     int
 	cacheMaxAge, upstreamTimeout time.Duration
+	egress                       string
+	egressRoutes, routeScopes    flagconf.StringList
+	clientID, clientSecretFile   string
+	tokenURL                     string
 	log                          logFlags
 }
+
+// envClientSecret holds the sidecar's own client secret, for the egress.
+const envClientSecret = "MESHAUTH_CLIENT_SECRET"
 
 func (f *sidecarFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.listen, "listen", ":8000", "address the sidecar proxy serves the service's inbound traffic on")
@@ -72,6 +80,12 @@ func (f *sidecarFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.cacheMiB, "cache-size-mib", 64, "memory bound of the verified-token cache, in MiB (0 disables the cache)")
 	fs.DurationVar(&f.cacheMaxAge, "cache-max-age", 10*time.Minute, "longest a verified token is served from the cache (never past its exp)")
 	fs.DurationVar(&f.upstreamTimeout, "upstream-timeout", proxy.DefaultUpstreamTimeout, "bound on writing a request to the upstream and reading its answer")
+	fs.StringVar(&f.egress, "egress", "", "serve the egress on this address (loopback only!): the service's outbound calls, whose token is exchanged for the callee's audience (RFC 8693)")
+	fs.Var(&f.egressRoutes, "route", "NAME=URL: a service the egress can call; NAME is its audience (client id), URL its sidecar, http://host:port (repeatable)")
+	fs.Var(&f.routeScopes, "route-scope", `NAME="SCOPES": the scope to request for route NAME (default: what the issuer's policy allows)`)
+	fs.StringVar(&f.clientID, "client-id", "", "this sidecar's client id at the issuer, the exchanging client (default: --audience)")
+	fs.StringVar(&f.clientSecretFile, "client-secret-file", "", "file holding this sidecar's client secret (or set "+envClientSecret+")")
+	fs.StringVar(&f.tokenURL, "token-url", "", "the issuer's token endpoint for exchanges (default: from the first --trust issuer's metadata)")
 	f.log.register(fs)
 }
 
@@ -94,7 +108,11 @@ func runSidecar(ctx context.Context, args []string, _ io.Writer) error {
 	if f.upstream == "" {
 		return errors.New("--upstream is required")
 	}
-	return serveSidecar(ctx, &f, issuers, proxy.Policy{Routes: file.Routes, DefaultScopes: file.DefaultScopes}, log, nil)
+	secret, err := secretFromEnvOrFile(envClientSecret, f.clientSecretFile, "client secret")
+	if err != nil {
+		return err
+	}
+	return serveSidecar(ctx, &f, issuers, proxy.Policy{Routes: file.Routes, DefaultScopes: file.DefaultScopes}, secret, log, nil)
 }
 
 // trustedIssuers merges --trust flags with the config file's issuers.
@@ -129,7 +147,7 @@ func (f *sidecarFlags) trustedIssuers(fromFile []trustedIssuer) ([]trustedIssuer
 // serveSidecar wires key sets, the verification core and the entry points,
 // and serves until ctx is done. ready, if not nil, gets the bound address of
 // the proxy listener.
-func serveSidecar(ctx context.Context, f *sidecarFlags, trusted []trustedIssuer, policy proxy.Policy, log *slog.Logger, ready func(addr string)) error {
+func serveSidecar(ctx context.Context, f *sidecarFlags, trusted []trustedIssuer, policy proxy.Policy, clientSecret string, log *slog.Logger, ready func(addr string)) error {
 	if err := policy.Validate(); err != nil {
 		return fmt.Errorf("route policy: %w", err)
 	}
@@ -231,12 +249,25 @@ func serveSidecar(ctx context.Context, f *sidecarFlags, trusted []trustedIssuer,
 		stops = append(stops, ea.Shutdown)
 	}
 
+	if f.egress != "" {
+		eg, err := newEgress(ctx, f, trusted[0].Issuer, clientSecret, reg, log)
+		if err != nil {
+			return err
+		}
+		eln, err := net.Listen("tcp", f.egress)
+		if err != nil {
+			return fmt.Errorf("listen on %s: %w", f.egress, err)
+		}
+		servers = append(servers, func() error { return eg.Serve(eln) })
+		stops = append(stops, eg.Shutdown)
+	}
+
 	errc := make(chan error, len(servers))
 	for _, serve := range servers {
 		go func() { errc <- serve() }()
 	}
 	log.Info("sidecar serving", "listen", ln.Addr().String(), "upstream", f.upstream, "issuers", len(trusted),
-		"admin", f.adminListen, "ext_authz_grpc", f.extAuthzGRPC, "ext_authz_http", f.extAuthzHTTP)
+		"admin", f.adminListen, "ext_authz_grpc", f.extAuthzGRPC, "ext_authz_http", f.extAuthzHTTP, "egress", f.egress)
 	if ready != nil {
 		ready(ln.Addr().String())
 	}
@@ -296,4 +327,60 @@ func registerCacheMetrics(reg prometheus.Registerer, cache *token.Cache) {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshauth_token_cache_entries", Help: "Entries in the verified-token cache."},
 			func() float64 { return float64(cache.Stats().Entries) }),
 	)
+}
+
+// newEgress builds the egress: routes from --route, tokens from the issuer
+// with this sidecar's own client credentials.
+func newEgress(ctx context.Context, f *sidecarFlags, issuerURL, secret string, reg prometheus.Registerer, log *slog.Logger) (*proxy.Egress, error) {
+	routes, err := splitPairs(f.egressRoutes, "--route", "NAME=URL")
+	if err != nil {
+		return nil, err
+	}
+	if len(routes) == 0 {
+		return nil, errors.New("--egress needs at least one --route NAME=URL")
+	}
+	scopes, err := splitPairs(f.routeScopes, "--route-scope", `NAME="SCOPES"`)
+	if err != nil {
+		return nil, err
+	}
+	clientID := f.clientID
+	if clientID == "" {
+		clientID = f.audience
+	}
+	if clientID == "" || secret == "" {
+		return nil, errors.New("--egress needs this sidecar's client credentials: --client-id (default --audience) and " + envClientSecret + " or --client-secret-file")
+	}
+	tokenURL := f.tokenURL
+	if tokenURL == "" {
+		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if tokenURL, err = exchange.DiscoverTokenEndpoint(dctx, &http.Client{Timeout: 10 * time.Second}, issuerURL); err != nil {
+			return nil, fmt.Errorf("egress: %w (or give --token-url)", err)
+		}
+	}
+	client, err := exchange.NewClient(exchange.ClientConfig{TokenURL: tokenURL, ClientID: clientID, ClientSecret: secret, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("egress: %w", err)
+	}
+	metrics, err := proxy.NewEgressMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	return proxy.NewEgress(proxy.EgressConfig{Routes: routes, Scopes: scopes, Exchanger: client, Logger: log, Metrics: metrics, UpstreamTimeout: f.upstreamTimeout})
+}
+
+// splitPairs parses repeated NAME=VALUE flag values.
+func splitPairs(values []string, flagName, form string) (map[string]string, error) {
+	out := make(map[string]string, len(values))
+	for _, v := range values {
+		name, value, ok := strings.Cut(v, "=")
+		if !ok || name == "" || value == "" {
+			return nil, fmt.Errorf("%s %q: use %s", flagName, v, form)
+		}
+		if _, dup := out[name]; dup {
+			return nil, fmt.Errorf("%s: %s given twice", flagName, name)
+		}
+		out[name] = value
+	}
+	return out, nil
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"io"
 	"log/slog"
 	"net"
@@ -56,32 +55,8 @@ func startIssuer(t *testing.T) string {
 // clientToken registers id and returns a client_credentials token for aud.
 func clientToken(t *testing.T, issuerURL, id, scope, aud string) string {
 	t.Helper()
-	t.Setenv(envAdminToken, "admin-test-token")
-	var out strings.Builder
-	if err := run(context.Background(), []string{"clients", "create", "--issuer", issuerURL, "--id", id, "--scope", scope, "--allowed-audience", aud}, &out, io.Discard); err != nil {
-		t.Fatal(err)
-	}
-	var reg struct {
-		Secret string `json:"client_secret"`
-	}
-	if err := json.Unmarshal([]byte(out.String()), &reg); err != nil {
-		t.Fatal(err)
-	}
-	req, _ := http.NewRequest(http.MethodPost, issuerURL+"/token", strings.NewReader("grant_type=client_credentials&audience="+aud))
-	req.SetBasicAuth(id, reg.Secret)
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var tok struct {
-		AccessToken string `json:"access_token"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&tok); err != nil || tok.AccessToken == "" {
-		t.Fatalf("token: %d %v", resp.StatusCode, err)
-	}
-	return tok.AccessToken
+	secret := register(t, issuerURL, "--id", id, "--scope", scope, "--allowed-audience", aud)
+	return tokenFor(t, issuerURL, id, secret, aud)
 }
 
 // TestSidecarEndToEnd runs the issuer and the sidecar as the binary wires
@@ -175,6 +150,13 @@ func TestSidecarEndToEnd(t *testing.T) {
 // proxy address and a function that stops it and checks it stopped cleanly.
 func startSidecar(t *testing.T, f *sidecarFlags, policy proxy.Policy) (addr string, stop func()) {
 	t.Helper()
+	return startSidecarWithSecret(t, f, policy, "")
+}
+
+// startSidecarWithSecret is startSidecar with the sidecar's client secret,
+// which its egress needs.
+func startSidecarWithSecret(t *testing.T, f *sidecarFlags, policy proxy.Policy, secret string) (addr string, stop func()) {
+	t.Helper()
 	trusted, err := f.trustedIssuers(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -183,7 +165,7 @@ func startSidecar(t *testing.T, f *sidecarFlags, policy proxy.Policy) (addr stri
 	addrc := make(chan string, 1)
 	errc := make(chan error, 1)
 	go func() {
-		errc <- serveSidecar(ctx, f, trusted, policy, slog.New(slog.NewTextHandler(io.Discard, nil)), func(a string) { addrc <- a })
+		errc <- serveSidecar(ctx, f, trusted, policy, secret, slog.New(slog.NewTextHandler(io.Discard, nil)), func(a string) { addrc <- a })
 	}()
 	select {
 	case addr = <-addrc:

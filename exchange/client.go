@@ -1,0 +1,578 @@
+package exchange
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unsafe"
+
+	"github.com/allegro/bigcache/v3"
+	"golang.org/x/sync/singleflight"
+)
+
+// Defaults of ClientConfig.
+const (
+	DefaultClientCacheBytes = 32 << 20
+	DefaultRefreshBefore    = 30 * time.Second
+	DefaultClientTimeout    = 5 * time.Second
+)
+
+// Parameter values of the requests a Client sends (RFC 8693 §2.1, §3;
+// RFC 6749 §4.4.2).
+const (
+	clientGrantExchange    = "urn:ietf:params:oauth:grant-type:token-exchange"
+	clientGrantCredentials = "client_credentials"
+	clientTypeAccessToken  = "urn:ietf:params:oauth:token-type:access_token"
+)
+
+const (
+	// maxAnswerBytes bounds a token endpoint answer that the Client reads;
+	// an answer with a token is a few KiB.
+	maxAnswerBytes = 64 << 10
+	// maxRefusalCode and maxRefusalDescription bound what a refusal
+	// carries to the caller, who may pass it on.
+	maxRefusalCode        = 64
+	maxRefusalDescription = 256
+	// clientCacheShards is the number of bigcache shards: 1 MiB, the
+	// smallest cache, gives each 16 KiB, room for a few tokens.
+	clientCacheShards = 64
+	// clientCacheLifeWindow is when bigcache may reclaim an entry's
+	// space. Entries are checked against their token's expiry on every
+	// use; a token that lives longer than this is at worst exchanged
+	// again once it is reclaimed.
+	clientCacheLifeWindow = 10 * time.Minute
+)
+
+// ErrUnavailable is wrapped by the errors of a request that the token
+// endpoint did not answer: unreachable, too slow, or answering 5xx, 408 or
+// 429. Trying again later may work; a caller serving a request answers
+// 503.
+var ErrUnavailable = errors.New("exchange: token endpoint unavailable")
+
+// RefusedError is the token endpoint's refusal, an error answer of RFC 6749
+// §5.2 (for token exchange, RFC 8693 §2.2.2): the same request will be
+// refused again.
+type RefusedError struct {
+	// Code is the "error" member: invalid_grant (this issuer's answer for
+	// a subject token that is invalid, expired or not exchangeable by this
+	// client), invalid_target, invalid_scope, invalid_client, ...
+	Code string
+	// Description is the "error_description" member, possibly empty:
+	// printable ASCII, any other byte replaced by '?', at most 256 bytes.
+	Description string
+	// Status is the HTTP status of the answer, 400 or 401 usually.
+	Status int
+}
+
+func (e *RefusedError) Error() string {
+	s := "exchange: token endpoint refused the request (" + strconv.Itoa(e.Status) + "): " + e.Code
+	if e.Description != "" {
+		s += ": " + e.Description
+	}
+	return s
+}
+
+// Token is an access token obtained from the token endpoint.
+type Token struct {
+	AccessToken string
+	// ExpiresAt is the answer's expires_in counted from when the request
+	// was sent, a little before the issuer counted it.
+	ExpiresAt time.Time
+}
+
+// String leaves the access token out, so that printing a Token does not
+// leak it.
+func (t Token) String() string {
+	return "exchange.Token{expires " + t.ExpiresAt.Format(time.RFC3339) + "}"
+}
+
+// LogValue leaves the access token out of slog records.
+func (t Token) LogValue() slog.Value {
+	return slog.GroupValue(slog.Time("expires_at", t.ExpiresAt))
+}
+
+// ClientConfig configures a Client.
+type ClientConfig struct {
+	// TokenURL is the issuer's token endpoint (RFC 6749 §3.2): https, or
+	// http on a loopback host only, since every request carries the client
+	// secret.
+	TokenURL string
+	// ClientID and ClientSecret are the sidecar's own client credentials,
+	// sent with HTTP Basic (client_secret_basic, RFC 6749 §2.3.1). For a
+	// token exchange this client is the exchanging client: the service's
+	// own client id, which is in the "aud" of the tokens it receives.
+	ClientID, ClientSecret string
+	// HTTPClient sends the requests; nil means a client of the Client's
+	// own. Redirects are never followed: the token endpoint has no reason
+	// to redirect, and following one would carry the client secret along.
+	HTTPClient *http.Client
+	// CacheBytes bounds the memory of the token cache. It is rounded down
+	// to whole MiB, the unit of bigcache, and must be at least 1 MiB. When
+	// a part of the cache is full its oldest tokens go first. Default:
+	// DefaultClientCacheBytes.
+	CacheBytes int
+	// RefreshBefore is how long before its expiry a cached token stops
+	// being used, so that a token handed out is still valid when the next
+	// hop checks it. A token living less than this is handed out but not
+	// cached. Default: DefaultRefreshBefore.
+	RefreshBefore time.Duration
+	// Timeout bounds each request to the token endpoint. Default:
+	// DefaultClientTimeout.
+	Timeout time.Duration
+	// Now returns the current time, against which tokens expire. Default:
+	// time.Now.
+	Now func() time.Time
+	// Logger receives a record of each request to the token endpoint, at
+	// debug level; nil discards them. Neither tokens nor the secret are
+	// logged.
+	Logger *slog.Logger
+}
+
+// Client obtains access tokens from the token endpoint for a sidecar: an
+// exchanged token for the next hop of a request that came with a token
+// (RFC 8693), or the service's own token for a call it makes by itself
+// (RFC 6749 §4.4). It is safe for concurrent use.
+//
+// Tokens are cached in bigcache, bounded in bytes and out of the garbage
+// collector's scanning, until RefreshBefore before their expiry. An
+// exchanged token is keyed by the SHA-256 digest of the subject token,
+// never the subject token itself, with the audience and the scope. While a
+// token is being obtained, identical requests wait for it
+// (singleflight): a burst of calls with one inbound token to one service
+// costs one exchange.
+//
+// Refusals are not cached: a refusal costs the issuer one request, and
+// caching it would keep refusing after the client's registration or the
+// policy changed. Identical requests in flight together still share one.
+type Client struct {
+	tokenURL string
+	basic    string // the Authorization field value: holds the secret, never logged
+	http     *http.Client
+	cache    *bigcache.BigCache
+	refresh  time.Duration
+	timeout  time.Duration
+	now      func() time.Time
+	log      *slog.Logger
+	flights  singleflight.Group
+}
+
+// NewClient returns a Client with an empty cache.
+func NewClient(cfg ClientConfig) (*Client, error) {
+	if err := checkTokenURL(cfg.TokenURL); err != nil {
+		return nil, err
+	}
+	if cfg.ClientID == "" || cfg.ClientSecret == "" {
+		return nil, errors.New("exchange: client id and client secret are required")
+	}
+	cacheBytes := cmp.Or(cfg.CacheBytes, DefaultClientCacheBytes)
+	switch {
+	case cacheBytes < 1<<20:
+		return nil, fmt.Errorf("exchange: CacheBytes %d below 1 MiB", cfg.CacheBytes)
+	case cfg.RefreshBefore < 0:
+		return nil, fmt.Errorf("exchange: negative RefreshBefore %v", cfg.RefreshBefore)
+	case cfg.Timeout < 0:
+		return nil, fmt.Errorf("exchange: negative Timeout %v", cfg.Timeout)
+	}
+	cache, err := bigcache.New(context.Background(), bigcache.Config{
+		Shards:     clientCacheShards,
+		LifeWindow: clientCacheLifeWindow,
+		// No CleanWindow: no goroutine to stop; space is reclaimed as new
+		// entries arrive.
+		MaxEntrySize:     2 << 10, // a typical entry, to size the shards initially
+		HardMaxCacheSize: cacheBytes >> 20,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("exchange: cache: %w", err)
+	}
+	c := &Client{
+		tokenURL: cfg.TokenURL,
+		// RFC 6749 §2.3.1: the id and secret are form-encoded, then joined.
+		basic:   "Basic " + base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(cfg.ClientID)+":"+url.QueryEscape(cfg.ClientSecret))),
+		cache:   cache,
+		refresh: cmp.Or(cfg.RefreshBefore, DefaultRefreshBefore),
+		timeout: cmp.Or(cfg.Timeout, DefaultClientTimeout),
+		now:     cfg.Now,
+		log:     cfg.Logger,
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	hc := cfg.HTTPClient
+	if hc == nil {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		// Bursts of distinct exchanges reuse connections rather than
+		// opening ones that the default of 2 idle per host would drop.
+		t.MaxIdleConnsPerHost = 32
+		hc = &http.Client{Transport: t}
+	}
+	own := *hc
+	own.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	c.http = &own
+	return c, nil
+}
+
+// checkTokenURL accepts an absolute https URL, or http on a loopback host,
+// without user information or fragment (RFC 6749 §3.2).
+func checkTokenURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("exchange: TokenURL: %w", err)
+	}
+	if u.Host == "" || u.User != nil || u.Fragment != "" || u.Opaque != "" ||
+		(u.Scheme != "https" && (u.Scheme != "http" || !loopbackHost(u.Hostname()))) {
+		return fmt.Errorf("exchange: TokenURL %q must be an https URL (http only on a loopback host) without user or fragment", raw)
+	}
+	return nil
+}
+
+func loopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// Kinds of cache entries, the first byte of their key.
+const (
+	keyExchange          = 'x'
+	keyClientCredentials = 'c'
+)
+
+// Exchange returns an access token for audience, with scope if not empty,
+// in exchange for subjectToken, the access token of the request being
+// served (RFC 8693 §2.1). The token is from the cache while it has more
+// than RefreshBefore to live. A refusal is a *RefusedError; a token
+// endpoint that did not answer, an error wrapping ErrUnavailable; ctx
+// being done, an error wrapping its cause.
+func (c *Client) Exchange(ctx context.Context, subjectToken, audience, scope string) (Token, error) {
+	if subjectToken == "" || audience == "" {
+		return Token{}, errors.New("exchange: a subject token and an audience are required")
+	}
+	// Sum256 only reads its argument, which may therefore share the
+	// string's memory: a copy would cost an allocation of the token's size
+	// on every call.
+	sum := sha256.Sum256(unsafe.Slice(unsafe.StringData(subjectToken), len(subjectToken)))
+	key := cacheKey(keyExchange, sum[:], audience, scope)
+	if t, ok := c.cached(key); ok {
+		return t, nil
+	}
+	return c.fetch(ctx, key, audience, true, func() url.Values {
+		form := url.Values{
+			"grant_type":           {clientGrantExchange},
+			"subject_token":        {subjectToken},
+			"subject_token_type":   {clientTypeAccessToken},
+			"requested_token_type": {clientTypeAccessToken},
+			"audience":             {audience},
+		}
+		if scope != "" {
+			form.Set("scope", scope)
+		}
+		return form
+	})
+}
+
+// ClientCredentials returns the service's own access token for audience,
+// with scope if not empty (RFC 6749 §4.4), for a call made on nobody
+// else's behalf. Cache and errors are as for Exchange.
+func (c *Client) ClientCredentials(ctx context.Context, audience, scope string) (Token, error) {
+	if audience == "" {
+		return Token{}, errors.New("exchange: an audience is required")
+	}
+	key := cacheKey(keyClientCredentials, nil, audience, scope)
+	if t, ok := c.cached(key); ok {
+		return t, nil
+	}
+	return c.fetch(ctx, key, audience, false, func() url.Values {
+		form := url.Values{"grant_type": {clientGrantCredentials}, "audience": {audience}}
+		if scope != "" {
+			form.Set("scope", scope)
+		}
+		return form
+	})
+}
+
+// cacheKey returns kind, digest, the length of audience, audience and
+// scope: no two requests share a key.
+func cacheKey(kind byte, digest []byte, audience, scope string) string {
+	b := make([]byte, 0, 1+len(digest)+binary.MaxVarintLen64+len(audience)+len(scope))
+	b = append(b, kind)
+	b = append(b, digest...)
+	b = binary.AppendUvarint(b, uint64(len(audience)))
+	b = append(b, audience...)
+	b = append(b, scope...)
+	return unsafe.String(&b[0], len(b)) // b is never written again
+}
+
+// cached returns the token under key if it has more than RefreshBefore to
+// live. An entry is the expiry (Unix ns, 8 bytes) and the token.
+func (c *Client) cached(key string) (Token, bool) {
+	b, err := c.cache.Get(key)
+	if err != nil || len(b) <= 8 {
+		return Token{}, false
+	}
+	exp := time.Unix(0, int64(binary.LittleEndian.Uint64(b)))
+	if !c.now().Add(c.refresh).Before(exp) {
+		return Token{}, false
+	}
+	// Get returns a copy that nothing else holds or writes: the string
+	// can share its memory.
+	return Token{AccessToken: unsafe.String(&b[8], len(b)-8), ExpiresAt: exp}, true
+}
+
+func (c *Client) store(key string, t Token) {
+	if !c.now().Add(c.refresh).Before(t.ExpiresAt) {
+		return // it would never be used
+	}
+	b := make([]byte, 8+len(t.AccessToken))
+	binary.LittleEndian.PutUint64(b, uint64(t.ExpiresAt.UnixNano()))
+	copy(b[8:], t.AccessToken)
+	// bigcache refuses only an entry larger than a shard: such a token is
+	// obtained anew each time.
+	_ = c.cache.Set(key, b)
+}
+
+// fetch obtains the token under key from the token endpoint, with the form
+// that form returns, and caches it. Callers asking for the same key
+// meanwhile share the one request.
+func (c *Client) fetch(ctx context.Context, key, audience string, exchanged bool, form func() url.Values) (Token, error) {
+	ch := c.flights.DoChan(key, func() (any, error) {
+		// A request that ended between the caller's cache miss and this
+		// one starting has cached the token.
+		if t, ok := c.cached(key); ok {
+			return t, nil
+		}
+		// Detached from the caller's context: other callers may be
+		// waiting on this request, and the first one giving up must not
+		// fail them. Timeout bounds it.
+		rctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+		defer cancel()
+		start := time.Now()
+		t, err := c.request(rctx, form(), exchanged)
+		if err == nil {
+			c.store(key, t)
+		}
+		if c.log.Enabled(rctx, slog.LevelDebug) {
+			grant := clientGrantCredentials
+			if exchanged {
+				grant = "token_exchange"
+			}
+			c.log.LogAttrs(rctx, slog.LevelDebug, "exchange: token request",
+				slog.String("grant", grant), slog.String("audience", audience),
+				slog.Duration("took", time.Since(start)), slog.Any("err", err))
+		}
+		return t, err
+	})
+	select {
+	case r := <-ch:
+		t, _ := r.Val.(Token)
+		return t, r.Err
+	case <-ctx.Done():
+		return Token{}, fmt.Errorf("exchange: waiting for the token endpoint: %w", context.Cause(ctx))
+	}
+}
+
+// request sends form to the token endpoint and reads the answer.
+func (c *Client) request(ctx context.Context, form url.Values, exchanged bool) (Token, error) {
+	// The lifetime is counted from before the request, so that the
+	// token is taken to expire no later than it does.
+	sent := c.now()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.tokenURL, strings.NewReader(form.Encode()))
+	if err != nil {
+		return Token{}, fmt.Errorf("exchange: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("Authorization", c.basic)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		// A *url.Error names the method and URL, never the header or
+		// body: neither the secret nor the subject token.
+		return Token{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswerBytes+1))
+	status := resp.StatusCode
+	switch {
+	case status >= 500 || status == http.StatusRequestTimeout || status == http.StatusTooManyRequests:
+		return Token{}, fmt.Errorf("%w: status %d", ErrUnavailable, status)
+	case err != nil:
+		return Token{}, fmt.Errorf("%w: reading the answer: %w", ErrUnavailable, err)
+	case len(body) > maxAnswerBytes:
+		return Token{}, fmt.Errorf("exchange: token endpoint answer (status %d) over %d bytes", status, maxAnswerBytes)
+	case !isJSON(resp.Header.Get("Content-Type")):
+		// RFC 6749 §5.1, §5.2: both answers are application/json.
+		return Token{}, fmt.Errorf("exchange: token endpoint answer (status %d) is not application/json", status)
+	case status == http.StatusOK:
+		t, err := parseTokenResponse(body, exchanged, sent)
+		if err != nil {
+			return Token{}, fmt.Errorf("exchange: malformed token endpoint answer: %w", err)
+		}
+		return t, nil
+	case status >= 400:
+		re, err := parseErrorResponse(body, status)
+		if err != nil {
+			return Token{}, fmt.Errorf("exchange: malformed token endpoint error answer (status %d): %w", status, err)
+		}
+		return Token{}, re
+	}
+	return Token{}, fmt.Errorf("exchange: unexpected token endpoint status %d", status)
+}
+
+func isJSON(contentType string) bool {
+	mt, _, err := mime.ParseMediaType(contentType)
+	return err == nil && mt == "application/json"
+}
+
+// parseTokenResponse reads a successful answer (RFC 6749 §5.1; RFC 8693
+// §2.2.1 when exchanged) to a request sent at sent. More strict than the
+// RFCs, which only recommend expires_in: a token without a known expiry
+// could not be cached safely, and the next hop will refuse an expired one.
+func parseTokenResponse(body []byte, exchanged bool, sent time.Time) (Token, error) {
+	v, err := objectMembers(body, "access_token", "token_type", "expires_in", "issued_token_type")
+	if err != nil {
+		return Token{}, err
+	}
+	tok, ok := jsonString(v[0])
+	if !ok || !b64token(tok) {
+		// It goes into an Authorization field as is (RFC 6750 §2.1).
+		return Token{}, errors.New("access_token missing or not a bearer token")
+	}
+	// RFC 6749 §5.1: the type is case-insensitive. RFC 8693 §2.2.1: N_A
+	// would mean the token is not an access token.
+	if typ, ok := jsonString(v[1]); !ok || !strings.EqualFold(typ, "Bearer") {
+		return Token{}, errors.New("token_type missing or not Bearer")
+	}
+	secs, ok := positiveInt(v[2])
+	if !ok {
+		return Token{}, errors.New("expires_in missing or not a positive integer")
+	}
+	if exchanged {
+		// RFC 8693 §2.2.1: required, and the type asked for.
+		if itt, ok := jsonString(v[3]); !ok || itt != clientTypeAccessToken {
+			return Token{}, errors.New("issued_token_type missing or not " + clientTypeAccessToken)
+		}
+	}
+	return Token{AccessToken: tok, ExpiresAt: sent.Add(time.Duration(secs) * time.Second)}, nil
+}
+
+// parseErrorResponse reads an error answer (RFC 6749 §5.2) of status.
+func parseErrorResponse(body []byte, status int) (*RefusedError, error) {
+	v, err := objectMembers(body, "error", "error_description")
+	if err != nil {
+		return nil, err
+	}
+	code, ok := jsonString(v[0])
+	if !ok || code == "" || len(code) > maxRefusalCode || strings.ContainsFunc(code, func(r rune) bool { return !nqschar(r) }) {
+		return nil, errors.New(`"error" missing or not an error code`)
+	}
+	// error_description should be NQSCHAR too, but issuers (this one
+	// included) quote values in it. It only ever reaches a JSON body, so
+	// any printable ASCII is kept.
+	desc, _ := jsonString(v[1])
+	if len(desc) > maxRefusalDescription {
+		desc = desc[:maxRefusalDescription]
+	}
+	desc = strings.Map(func(r rune) rune {
+		if r < 0x20 || r > 0x7e {
+			return '?'
+		}
+		return r
+	}, desc)
+	return &RefusedError{Code: code, Description: desc, Status: status}, nil
+}
+
+// objectMembers reads body, which must be one JSON object, and returns the
+// values of the members named, nil for those absent. Other members are
+// ignored (RFC 6749 §5.1). A named member that appears twice is refused:
+// encoding/json would keep the last, another parser the first. Names are
+// matched exactly, not case-insensitively as encoding/json does.
+func objectMembers(body []byte, names ...string) ([]json.RawMessage, error) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil, errors.New("not a JSON object")
+	}
+	values := make([]json.RawMessage, len(names))
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return nil, err
+		}
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return nil, err
+		}
+		name, _ := t.(string) // a member name, since Token checks the syntax
+		if i := slices.Index(names, name); i >= 0 {
+			if values[i] != nil {
+				return nil, fmt.Errorf("member %q repeated", name)
+			}
+			values[i] = v
+		}
+	}
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return nil, err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("data after the JSON object")
+	}
+	return values, nil
+}
+
+// jsonString returns the JSON string v, which must be one.
+func jsonString(v json.RawMessage) (string, bool) {
+	var s string
+	if len(v) == 0 || v[0] != '"' || json.Unmarshal(v, &s) != nil {
+		return "", false
+	}
+	return s, true
+}
+
+// positiveInt returns the JSON number v if it is a positive integer
+// without fraction or exponent, below 2³¹ seconds.
+func positiveInt(v json.RawMessage) (int64, bool) {
+	n, err := strconv.ParseInt(string(v), 10, 32)
+	return n, err == nil && n > 0
+}
+
+// b64token reports whether s is RFC 6750 §2.1's b64token: 1*( ALPHA /
+// DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"=".
+func b64token(s string) bool {
+	t := strings.TrimRight(s, "=")
+	if t == "" {
+		return false
+	}
+	for i := 0; i < len(t); i++ {
+		c := t[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+			c == '-' || c == '.' || c == '_' || c == '~' || c == '+' || c == '/') {
+			return false
+		}
+	}
+	return true
+}
+
+// nqschar reports whether r is RFC 6749 Appendix A's NQSCHAR, the
+// characters of an error code.
+func nqschar(r rune) bool {
+	return r == 0x20 || r == 0x21 || (0x23 <= r && r <= 0x5b) || (0x5d <= r && r <= 0x7e)
+}

@@ -1,0 +1,517 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
+
+	"github.com/meshauth/meshauth/exchange"
+)
+
+// Exchanger obtains the tokens the Egress sends; *exchange.Client is one.
+// Its errors are read as exchange.Client's: a *exchange.RefusedError is the
+// issuer's refusal, one wrapping exchange.ErrUnavailable an issuer that did
+// not answer.
+type Exchanger interface {
+	// Exchange trades subjectToken, the token of the request the service
+	// is serving, for one whose audience is audience (RFC 8693).
+	Exchange(ctx context.Context, subjectToken, audience, scope string) (exchange.Token, error)
+	// ClientCredentials returns the service's own token for audience
+	// (RFC 6749 §4.4).
+	ClientCredentials(ctx context.Context, audience, scope string) (exchange.Token, error)
+}
+
+// EgressConfig configures an Egress.
+type EgressConfig struct {
+	// Routes maps the name of each service the local one may call, its
+	// audience and so its client id, to its base URL,
+	// "http://host:port" or "https://host[:port]": usually the address of
+	// that service's sidecar. A name is letters, digits, '-', '.' and
+	// '_', starting with a letter or digit; names are matched without
+	// regard to case.
+	Routes map[string]string
+	// Scopes optionally gives, by route name, the scope to request for
+	// that route. Without one the issuer grants what its policy allows.
+	Scopes map[string]string
+	// Exchanger obtains the tokens; required.
+	Exchanger Exchanger
+	// Logger receives refusals (at debug level) and failures; nil
+	// discards them.
+	Logger *slog.Logger
+	// Metrics, if not nil, counts every request.
+	Metrics *EgressMetrics
+	// UpstreamTimeout bounds writing a request to a route's service and
+	// reading its response; 0 means DefaultUpstreamTimeout.
+	UpstreamTimeout time.Duration
+}
+
+// Egress is the sidecar's outbound side. The service sends its calls to
+// other services through it, with the token of the request it is serving,
+// if any, in Authorization; the Egress obtains a token for the service
+// called and forwards the call with that token instead. The caller's token
+// never leaves: a token stolen from the next hop is good for that hop
+// only (DESIGN.md, "least privilege per hop").
+//
+// Listen on loopback (or the pod's own network namespace) only: whoever
+// reaches the Egress obtains tokens with the sidecar's client credentials.
+//
+// The route is chosen, in order:
+//
+//  1. An absolute-form request target (RFC 9112 §3.2.2), as sent to a
+//     forward proxy (HTTP_PROXY): "GET http://payments/charge" goes to
+//     route payments, whatever the Host field says. Its host must name a
+//     route. CONNECT is refused with 405: inside a tunnel the token could
+//     not be replaced; call http://NAME/ and give the route an https URL.
+//  2. A Host field naming a route: "Host: payments".
+//  3. A path whose first segment names a route: "/payments/charge" goes
+//     to route payments as "/charge".
+//
+// The port of a host is ignored: the route's URL says where it goes. No
+// route: 404. The request then goes to the route's URL with its path
+// (percent-decoded, dot segments removed, re-encoded, as the Sidecar
+// forwards paths) and query, whatever routing form was used. Since the
+// token requested is always for the route the request goes to, a request
+// that reaches another route than its sender meant still carries a token
+// good for that route only.
+//
+// The token: with a Bearer token in Authorization, Exchange(token, route
+// name, route scope); with no Authorization field, ClientCredentials(route
+// name, route scope). Another scheme, a malformed field, several fields or
+// an access_token in the query (RFC 6750 §2.3) are refused with 400
+// invalid_request: each would either forward a credential or silently
+// change on whose behalf the call is made.
+//
+// Failures to obtain a token are answered without calling the route, with
+// a JSON body {"error", "error_description"}:
+//
+//   - The issuer refused: its RFC 6749 §5.2 code and description, so that
+//     the calling service learns why, with 401 and WWW-Authenticate:
+//     Bearer error="invalid_token" if the code is invalid_grant (the
+//     inbound token is invalid, expired, or may not be exchanged by this
+//     service: the caller's credential is the problem), else 403
+//     (invalid_target, invalid_scope: the call is not allowed; also
+//     invalid_client, which the Egress logs as an error, since it means
+//     the sidecar's own credentials were refused).
+//   - The issuer did not answer (exchange.ErrUnavailable): 503 with
+//     Retry-After: 5 and temporarily_unavailable.
+//   - The issuer's answer was not understood: 502 bad_gateway.
+//
+// Forwarded requests lose their hop-by-hop fields (RFC 9110 §7.6.1) and
+// any X-Meshauth-* field: identity fields are for the next sidecar to set.
+// A route's service that cannot be reached gives 502 bad_gateway; its
+// answers are relayed without their hop-by-hop fields.
+type Egress struct {
+	routes map[string]*egressRoute // by lower-case name
+	none   *egressRoute            // counts the requests that match no route
+	x      Exchanger
+	log    *slog.Logger
+	server *fasthttp.Server
+}
+
+// egressRoute is a destination of the Egress.
+type egressRoute struct {
+	name   string // the audience requested
+	scope  string
+	base   string // scheme://host[:port], before the path of a request
+	client *fasthttp.HostClient
+	counts [numEgressOutcomes]prometheus.Counter // nil without metrics
+}
+
+// NewEgress returns an Egress; call Serve to start it.
+func NewEgress(cfg EgressConfig) (*Egress, error) {
+	if cfg.Exchanger == nil {
+		return nil, errors.New("proxy: egress: no exchanger")
+	}
+	if len(cfg.Routes) == 0 {
+		return nil, errors.New("proxy: egress: no routes")
+	}
+	e := &Egress{routes: make(map[string]*egressRoute, len(cfg.Routes)), none: &egressRoute{}, x: cfg.Exchanger, log: cfg.Logger}
+	if e.log == nil {
+		e.log = slog.New(slog.DiscardHandler)
+	}
+	timeout := cmpOr(cfg.UpstreamTimeout, DefaultUpstreamTimeout)
+	for name, raw := range cfg.Routes {
+		if !routeName(name) {
+			return nil, fmt.Errorf("proxy: egress route name %q: want letters, digits, '-', '.' and '_', starting with a letter or digit", name)
+		}
+		key := strings.ToLower(name)
+		if _, dup := e.routes[key]; dup {
+			return nil, fmt.Errorf("proxy: egress route names differ only in case: %q", name)
+		}
+		base, addr, tls, err := routeURL(raw)
+		if err != nil {
+			return nil, fmt.Errorf("proxy: egress route %q: %w", name, err)
+		}
+		scope := cfg.Scopes[name]
+		if !scopeSyntax(scope) {
+			return nil, fmt.Errorf("proxy: egress route %q: scope %q is not space-separated scope tokens (RFC 6749 §3.3)", name, scope)
+		}
+		r := &egressRoute{name: name, scope: scope, base: base}
+		r.client = &fasthttp.HostClient{
+			Addr:                     addr,
+			IsTLS:                    tls,
+			MaxConns:                 DefaultMaxConns,
+			MaxConnWaitTimeout:       5 * time.Second,
+			MaxIdleConnDuration:      30 * time.Second,
+			ReadTimeout:              timeout,
+			WriteTimeout:             timeout,
+			ReadBufferSize:           readBufferSize,
+			NoDefaultUserAgentHeader: true,
+			SecureErrorLogMessage:    true, // never log request contents: tokens
+		}
+		if m := cfg.Metrics; m != nil {
+			for o := range numEgressOutcomes {
+				r.counts[o] = m.requests.WithLabelValues(name, egressOutcomeNames[o])
+			}
+		}
+		e.routes[key] = r
+	}
+	for name := range cfg.Scopes {
+		if _, ok := cfg.Routes[name]; !ok {
+			return nil, fmt.Errorf("proxy: egress scope for %q, which is not a route", name)
+		}
+	}
+	if m := cfg.Metrics; m != nil {
+		for _, o := range []egressOutcome{egressBadRequest, egressUnknownRoute} {
+			e.none.counts[o] = m.requests.WithLabelValues("", egressOutcomeNames[o])
+		}
+	}
+	e.server = newServer(e.serve, e.log)
+	return e, nil
+}
+
+// routeName reports whether name can name a route: it must be usable as a
+// host name and a path segment as it is.
+func routeName(name string) bool {
+	if name == "" || len(name) > 253 || !isAlnum(name[0]) {
+		return false
+	}
+	for i := 1; i < len(name); i++ {
+		if c := name[i]; !isAlnum(c) && c != '-' && c != '.' && c != '_' {
+			return false
+		}
+	}
+	return true
+}
+
+func isAlnum(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+}
+
+// routeURL checks a route's URL and returns the scheme and authority to
+// put before a path, the host:port to dial, and whether to use TLS.
+func routeURL(raw string) (base, addr string, tls bool, err error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", "", false, err
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Opaque != "" ||
+		(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return "", "", false, fmt.Errorf("%q is not of the form http(s)://host[:port]", raw)
+	}
+	tls = u.Scheme == "https"
+	port := u.Port()
+	switch {
+	case port != "":
+	case tls:
+		port = "443"
+	default:
+		port = "80"
+	}
+	return u.Scheme + "://" + u.Host, net.JoinHostPort(u.Hostname(), port), tls, nil
+}
+
+// scopeSyntax reports whether s is empty or scope-tokens of NQCHAR
+// separated by single spaces (RFC 6749 §3.3).
+func scopeSyntax(s string) bool {
+	if s == "" {
+		return true
+	}
+	for tok := range strings.SplitSeq(s, " ") {
+		if tok == "" || strings.ContainsFunc(tok, func(r rune) bool {
+			return r != 0x21 && (r < 0x23 || r > 0x5b) && (r < 0x5d || r > 0x7e)
+		}) {
+			return false
+		}
+	}
+	return true
+}
+
+// Serve accepts connections on ln until Shutdown. It returns nil after
+// Shutdown.
+func (e *Egress) Serve(ln net.Listener) error {
+	return e.server.Serve(ln)
+}
+
+// Shutdown stops accepting connections and waits until the requests in
+// flight are answered or ctx is done. Call it once Serve has started.
+func (e *Egress) Shutdown(ctx context.Context) error {
+	err := e.server.ShutdownWithContext(ctx)
+	for _, r := range e.routes {
+		r.client.CloseIdleConnections()
+	}
+	if err != nil {
+		return fmt.Errorf("proxy: shutdown: %w", err)
+	}
+	return nil
+}
+
+// egressOutcome names what became of a request, for the metrics.
+type egressOutcome uint8
+
+const (
+	egressExchanged         egressOutcome = iota // forwarded with an exchanged token
+	egressClientCredentials                      // forwarded with the service's own token
+	egressBadRequest                             // refused: 400 or 405
+	egressUnknownRoute                           // 404
+	egressRefused                                // the issuer refused: 401 or 403
+	egressUnavailable                            // the issuer did not answer: 503
+	egressBadExchange                            // the issuer's answer was not understood: 502
+	egressUpstream                               // the route's service could not be reached: 502
+	numEgressOutcomes
+)
+
+var egressOutcomeNames = [numEgressOutcomes]string{
+	"exchanged", "client_credentials", "bad_request", "unknown_route",
+	"refused", "unavailable", "bad_exchange", "upstream",
+}
+
+// EgressMetrics count the Egress's requests:
+// meshauth_egress_requests_total{route, outcome}, where route is the route
+// name ("" when none matched) and outcome one of exchanged,
+// client_credentials (both forwarded), bad_request, unknown_route,
+// refused, unavailable, bad_exchange and upstream.
+type EgressMetrics struct {
+	requests *prometheus.CounterVec
+}
+
+// NewEgressMetrics registers the metrics with reg.
+func NewEgressMetrics(reg prometheus.Registerer) (*EgressMetrics, error) {
+	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meshauth_egress_requests_total",
+		Help: "Outbound requests through the egress, by route and outcome.",
+	}, []string{"route", "outcome"})
+	if err := reg.Register(requests); err != nil {
+		return nil, fmt.Errorf("proxy: registering egress metrics: %w", err)
+	}
+	return &EgressMetrics{requests: requests}, nil
+}
+
+// The Egress's fixed answers.
+var (
+	egressNoRoute     = egressVerdict(404, "", "unknown_route", "no egress route matches this request")
+	egressConnect     = egressVerdict(405, "", "invalid_request", "CONNECT is not supported: send http://NAME/... through the egress")
+	egressMalformed   = egressVerdict(400, "", "invalid_request", "malformed Authorization header: want Bearer and a token, or none")
+	egressMultiple    = egressVerdict(400, "", "invalid_request", "more than one Authorization header")
+	egressQueryToken  = egressVerdict(400, "", "invalid_request", "access_token in the query is not supported")
+	egressNoIssuer    = egressVerdict(503, "", "temporarily_unavailable", "the authorization server is unavailable; retry later")
+	egressBadIssuer   = egressVerdict(502, "", "bad_gateway", "the authorization server's answer was not understood")
+	egressUnreachable = egressVerdict(502, "", "bad_gateway", "the service could not be reached")
+)
+
+// egressAllow lists the methods the Egress forwards, for a 405's Allow
+// field (RFC 9110 §15.5.6): any but CONNECT.
+const egressAllow = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE"
+
+// invalidTokenChallenge answers a refused exchange of the inbound token
+// (RFC 6750 §3.1).
+const invalidTokenChallenge = `Bearer realm="` + realm + `", error="invalid_token"`
+
+func egressVerdict(status int, challenge, code, desc string) verdict {
+	b, err := json.Marshal(struct {
+		Error       string `json:"error"`
+		Description string `json:"error_description,omitempty"`
+	}{code, desc})
+	if err != nil {
+		panic(err) // two strings always encode
+	}
+	return verdict{status: status, challenge: challenge, body: string(b)}
+}
+
+func (e *Egress) serve(ctx *fasthttp.RequestCtx) {
+	req := &ctx.Request
+	if req.Header.IsConnect() {
+		ctx.Response.Header.Set(fasthttp.HeaderAllow, egressAllow)
+		deny(ctx, egressConnect)
+		e.none.count(egressBadRequest)
+		return
+	}
+	r, rest := e.route(req)
+	if r == nil {
+		deny(ctx, egressNoRoute)
+		e.none.count(egressUnknownRoute)
+		return
+	}
+	if req.URI().QueryArgs().Has("access_token") {
+		// Forwarded, it would be the caller's token reaching the next hop.
+		e.refuse(ctx, r, egressQueryToken, "token_in_query")
+		return
+	}
+
+	// The exchange runs under its own timeout rather than ctx, whose Done
+	// closes at Shutdown: requests in flight are finished, not failed.
+	var tok exchange.Token
+	var err error
+	outcome := egressExchanged
+	switch authz := req.Header.PeekAll(fasthttp.HeaderAuthorization); len(authz) {
+	case 0:
+		outcome = egressClientCredentials
+		tok, err = e.x.ClientCredentials(context.Background(), r.name, r.scope)
+	case 1:
+		subject, cd := bearerToken(authz[0])
+		if cd != codeAllowed {
+			e.refuse(ctx, r, egressMalformed, "malformed_authorization")
+			return
+		}
+		// A copy: the request's buffers are reused after this handler
+		// returns, and the exchange may outlive it.
+		tok, err = e.x.Exchange(context.Background(), string(subject), r.name, r.scope)
+	default:
+		e.refuse(ctx, r, egressMultiple, "multiple_authorization")
+		return
+	}
+	if err != nil {
+		e.exchangeFailed(ctx, r, err)
+		return
+	}
+
+	// Only the next sidecar speaks for the caller's identity.
+	stripIdentity(&req.Header)
+	// Hop-by-hop fields go before the token is set, so that a Connection
+	// option cannot remove it.
+	clientClose := req.Header.ConnectionClose()
+	removeHopByHop(&req.Header)
+	// Both values are copied by the setters: one buffer serves both.
+	var buf [2048]byte
+	req.Header.SetBytesV(fasthttp.HeaderAuthorization, append(append(buf[:0], "Bearer "...), tok.AccessToken...))
+	target := append(buf[:0], r.base...)
+	if len(rest) == 0 || rest[0] != '/' {
+		target = append(target, '/')
+	}
+	// The absolute URI sets the Host field and, for an https route, the
+	// scheme HostClient requires.
+	req.SetRequestURIBytes(append(target, rest...))
+
+	resp := &ctx.Response
+	if err := r.client.Do(req, resp); err != nil {
+		resp.Reset()
+		deny(ctx, egressUnreachable)
+		e.log.Warn("proxy: egress: route request failed", "route", r.name, "err", err)
+		outcome = egressUpstream
+	} else {
+		removeHopByHop(&resp.Header)
+	}
+	if clientClose {
+		ctx.SetConnectionClose()
+	}
+	r.count(outcome)
+}
+
+// route returns the route of req and the path and query to send it, a
+// slice of req's URI.
+func (e *Egress) route(req *fasthttp.Request) (*egressRoute, []byte) {
+	uri := req.URI()
+	ru := uri.RequestURI()
+	if absoluteForm(req.Header.RequestURI()) {
+		// RFC 9112 §3.2.2: the target's authority, not the Host field.
+		return e.lookup(hostOnly(uri.Host())), ru
+	}
+	if r := e.lookup(hostOnly(req.Header.Host())); r != nil {
+		return r, ru
+	}
+	if len(ru) < 2 || ru[0] != '/' {
+		return nil, nil
+	}
+	// A route name has no byte that would be percent-encoded, so the
+	// first segment of the encoded path is the name itself.
+	seg := ru[1:]
+	if i := bytes.IndexAny(seg, "/?"); i >= 0 {
+		seg = seg[:i]
+	}
+	if r := e.lookup(seg); r != nil {
+		return r, ru[1+len(seg):]
+	}
+	return nil, nil
+}
+
+// lookup returns the route named name in any case, or nil.
+func (e *Egress) lookup(name []byte) *egressRoute {
+	var buf [253]byte
+	if len(name) == 0 || len(name) > len(buf) {
+		return nil
+	}
+	for i, c := range name {
+		buf[i] = lower(c)
+	}
+	return e.routes[string(buf[:len(name)])]
+}
+
+// absoluteForm reports whether a request target is in absolute form, as
+// sent to a forward proxy.
+func absoluteForm(target []byte) bool {
+	return len(target) >= 7 && equalFold(target[:7], "http://") ||
+		len(target) >= 8 && equalFold(target[:8], "https://")
+}
+
+// hostOnly drops the port of a host, which a route name does not have.
+func hostOnly(host []byte) []byte {
+	if i := bytes.IndexByte(host, ':'); i >= 0 {
+		return host[:i]
+	}
+	return host
+}
+
+// refuse answers a request refused before any token was obtained.
+func (e *Egress) refuse(ctx *fasthttp.RequestCtx, r *egressRoute, v verdict, reason string) {
+	deny(ctx, v)
+	r.count(egressBadRequest)
+	if e.log.Enabled(context.Background(), slog.LevelDebug) {
+		e.log.LogAttrs(context.Background(), slog.LevelDebug, "proxy: egress request refused",
+			slog.String("route", r.name), slog.String("reason", reason))
+	}
+}
+
+// exchangeFailed answers a request for which no token was obtained.
+func (e *Egress) exchangeFailed(ctx *fasthttp.RequestCtx, r *egressRoute, err error) {
+	var re *exchange.RefusedError
+	switch {
+	case errors.As(err, &re):
+		v := egressVerdict(403, "", re.Code, re.Description)
+		if re.Code == "invalid_grant" {
+			v.status, v.challenge = 401, invalidTokenChallenge
+		}
+		deny(ctx, v)
+		r.count(egressRefused)
+		level := slog.LevelDebug
+		if re.Code == "invalid_client" || re.Code == "unauthorized_client" {
+			level = slog.LevelError // the sidecar's own registration is wrong
+		}
+		e.log.LogAttrs(context.Background(), level, "proxy: egress token refused",
+			slog.String("route", r.name), slog.String("error", re.Code), slog.String("error_description", re.Description))
+	case errors.Is(err, exchange.ErrUnavailable):
+		ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "5")
+		deny(ctx, egressNoIssuer)
+		r.count(egressUnavailable)
+		e.log.Warn("proxy: egress: authorization server unavailable", "route", r.name, "err", err)
+	default:
+		deny(ctx, egressBadIssuer)
+		r.count(egressBadExchange)
+		e.log.Error("proxy: egress: token request failed", "route", r.name, "err", err)
+	}
+}
+
+func (r *egressRoute) count(o egressOutcome) {
+	if c := r.counts[o]; c != nil {
+		c.Inc()
+	}
+}
