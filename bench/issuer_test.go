@@ -70,6 +70,15 @@ func BenchmarkClientCredentials(b *testing.B) {
 }
 
 func benchClientCredentials(b *testing.B, st store.Store) {
+	issuerURL := startBenchIssuer(b, st)
+	id := fmt.Sprintf("bench-%d", time.Now().UnixNano())
+	secret := registerBench(b, st, issuer.ClientMetadata{ClientID: id, Scope: "read", AllowedAudiences: []string{"api"}})
+	postTokens(b, issuerURL, basicAuth(id, secret), url.Values{"grant_type": {"client_credentials"}, "audience": {"api"}}.Encode())
+}
+
+// startBenchIssuer serves an issuer on st over loopback until the benchmark
+// ends.
+func startBenchIssuer(b *testing.B, st store.Store) string {
 	ctx := context.Background()
 	sealer, err := jwks.NewSealer(make([]byte, 32))
 	if err != nil {
@@ -91,17 +100,26 @@ func benchClientCredentials(b *testing.B, st store.Store) {
 	}
 	hs.Config.Handler = srv
 	hs.Start()
-	defer hs.Close()
+	b.Cleanup(hs.Close)
+	return issuerURL
+}
 
-	id := fmt.Sprintf("bench-%d", time.Now().UnixNano())
-	reg, err := issuer.RegisterClient(ctx, st, issuer.ClientMetadata{ClientID: id, Scope: "read", AllowedAudiences: []string{"api"}}, time.Now())
+// registerBench registers md straight into the store and returns its secret.
+func registerBench(b *testing.B, st store.Store, md issuer.ClientMetadata) string {
+	reg, err := issuer.RegisterClient(context.Background(), st, md, time.Now())
 	if err != nil {
 		b.Fatal(err)
 	}
-	authz := "Basic " + base64.StdEncoding.EncodeToString([]byte(id+":"+reg.ClientSecret))
-	body := url.Values{"grant_type": {"client_credentials"}, "audience": {"api"}}.Encode()
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	return reg.ClientSecret
+}
 
+func basicAuth(id, secret string) string {
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte(id+":"+secret))
+}
+
+// postTokens sends b.N token requests with body from parallel clients.
+func postTokens(b *testing.B, issuerURL, authz, body string) {
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	b.ReportAllocs()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {

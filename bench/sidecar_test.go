@@ -100,13 +100,13 @@ func BenchmarkProxyHop(b *testing.B) {
 	b.Cleanup(func() { sc.Shutdown(context.Background()) })
 
 	for _, target := range []struct{ name, addr string }{{"floor", floor}, {"sidecar", ln.Addr().String()}} {
-		b.Run(target.name, func(b *testing.B) { loadHTTP(b, target.addr, "Bearer "+tok) })
+		b.Run(target.name, func(b *testing.B) { loadHTTP(b, target.addr, "/charge", "Bearer "+tok) })
 	}
 }
 
-// loadHTTP sends b.N GET requests from loadWorkers keep-alive clients and
+// loadHTTP sends b.N GET requests for path from loadWorkers keep-alive clients and
 // reports p50 and p99 latency.
-func loadHTTP(b *testing.B, addr, authz string) {
+func loadHTTP(b *testing.B, addr, path, authz string) {
 	client := &fasthttp.HostClient{Addr: addr, MaxConns: loadWorkers}
 	var mu sync.Mutex
 	var all []time.Duration
@@ -116,7 +116,7 @@ func loadHTTP(b *testing.B, addr, authz string) {
 		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 		defer fasthttp.ReleaseRequest(req)
 		defer fasthttp.ReleaseResponse(resp)
-		req.SetRequestURI("http://" + addr + "/charge")
+		req.SetRequestURI("http://" + addr + path)
 		req.Header.Set("Authorization", authz)
 		lat := make([]time.Duration, 0, 1024)
 		for pb.Next() {

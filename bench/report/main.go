@@ -42,6 +42,8 @@ var ratios = []ratio{
 	{"verify, cache hit ÷ SHA-256 of the token + map lookup (cost)", "token/BenchmarkAuthenticatorCacheHit/ES256", "token/BenchmarkCacheHitFloor/ES256", true, "≤ 2, 0 allocs"},
 	{"sidecar requests/s over loopback ÷ bare fasthttp proxy hop requests/s", "bench/BenchmarkProxyHop/sidecar", "bench/BenchmarkProxyHop/floor", false, "≥ 0.7"},
 	{"ext_authz gRPC Check/s ÷ always-allow Check/s", "bench/BenchmarkExtAuthzCheck/meshauth", "bench/BenchmarkExtAuthzCheck/floor", false, "≥ 0.8"},
+	{"egress requests/s, warm exchange cache ÷ bare fasthttp proxy hop requests/s", "bench/BenchmarkEgressHop/egress", "bench/BenchmarkEgressHop/floor", false, "≥ 0.7"},
+	{"uncached token exchanges/s over HTTP ÷ bare ES256 signs/s", "bench/BenchmarkTokenExchange", "bench/BenchmarkES256SignFloor", false, ""},
 }
 
 // latencies are benchmarks whose p50/p99 (b.ReportMetric) are listed beside
@@ -49,6 +51,7 @@ var ratios = []ratio{
 var latencies = []struct{ what, subject, floor string }{
 	{"sidecar hop vs bare proxy hop", "bench/BenchmarkProxyHop/sidecar", "bench/BenchmarkProxyHop/floor"},
 	{"ext_authz Check vs always-allow", "bench/BenchmarkExtAuthzCheck/meshauth", "bench/BenchmarkExtAuthzCheck/floor"},
+	{"egress hop (warm cache) vs bare proxy hop", "bench/BenchmarkEgressHop/egress", "bench/BenchmarkEgressHop/floor"},
 }
 
 type result struct {
