@@ -22,7 +22,7 @@ type command struct {
 }
 
 var commands = []command{
-	{"dev", "run an issuer with embedded store and NATS for local development", runDev},
+	{"dev", "run everything on one machine: issuer, embedded store and NATS, demo services behind sidecars", runDev},
 	{"issuer", "run the authorization server", runIssuer},
 	{"clients", "register clients (clients create --id NAME ...)", runClients},
 	{"keys", "manage signing keys (keys rotate)", runKeys},
