@@ -19,6 +19,7 @@ const (
 	defaultCacheMaxBytes = 64 << 20
 	defaultCacheShards   = 256
 	defaultCacheMaxAge   = 10 * time.Minute
+	defaultFrontSlots    = 4096
 	// minShardBytes lets every shard hold two tokens of DefaultMaxSize,
 	// so that a small MaxBytes spread over many shards cannot silently
 	// leave nothing cacheable.
@@ -42,6 +43,13 @@ type CacheConfig struct {
 	// Now returns the current time, against which entries expire; the
 	// same clock as the issuers' Policy.Now. Default: time.Now.
 	Now func() time.Time
+	// FrontSlots is the number of entries, a power of two, kept on the
+	// Go heap in front of the main store so that the tokens seen most
+	// often are answered without copying an entry out of it. An entry
+	// enters the front on its first use from the main store, and holds
+	// a copy of it: the front adds up to FrontSlots entries of memory
+	// beyond MaxBytes. Default: 4096; negative: no front.
+	FrontSlots int
 }
 
 // Cache holds tokens that an Authenticator verified, so that a token seen
@@ -57,6 +65,12 @@ type CacheConfig struct {
 // verification, and only while the issuer's Keys still hold the key that
 // signed it, so that removing a compromised key stops its tokens at once.
 // Only accepted tokens are cached.
+//
+// The tokens used most recently also have a copy of their entry in a small
+// table on the Go heap (CacheConfig.FrontSlots), checked the same way on
+// every use: bigcache's Get copies the key and the entry, two allocations
+// that would otherwise double the cost of a hit. DeleteToken and
+// DeleteFunc drop these copies too.
 type Cache struct {
 	bc     *bigcache.BigCache
 	maxAge time.Duration
@@ -66,6 +80,23 @@ type Cache struct {
 	// tokens do not contend for one counter's cache line.
 	counts []shardCounts
 	mask   uint64
+	// front is a direct-mapped table of entries from bc, indexed by
+	// digest bits that bigcache's shard choice does not use. A slot's
+	// entry never changes: it is replaced or cleared whole, so a hit
+	// reads it without a lock and lends cl its memory.
+	front     []atomic.Pointer[frontEntry]
+	frontMask uint64
+	// deletes counts calls of DeleteToken and DeleteFunc, so that an
+	// entry promoted into the front from a read of bc that such a call
+	// overtook is taken out again, rather than outliving its deletion.
+	deletes atomic.Uint64
+}
+
+// frontEntry is an entry of bc, as store wrote it, for the token whose
+// digest is sum.
+type frontEntry struct {
+	sum [sha256.Size]byte
+	b   []byte
 }
 
 type shardCounts struct {
@@ -86,6 +117,7 @@ func NewCache(cfg CacheConfig) (*Cache, error) {
 	maxBytes := cmp.Or(cfg.MaxBytes, defaultCacheMaxBytes)
 	shards := cmp.Or(cfg.Shards, defaultCacheShards)
 	maxAge := cmp.Or(cfg.MaxAge, defaultCacheMaxAge)
+	frontSlots := cmp.Or(cfg.FrontSlots, defaultFrontSlots)
 	switch {
 	case maxBytes < 1<<20:
 		return nil, fmt.Errorf("token: cache MaxBytes %d below 1 MiB", cfg.MaxBytes)
@@ -95,6 +127,8 @@ func NewCache(cfg CacheConfig) (*Cache, error) {
 		return nil, fmt.Errorf("token: cache shards of %d bytes, below %d", maxBytes>>20<<20/shards, minShardBytes)
 	case maxAge < 0:
 		return nil, fmt.Errorf("token: negative cache MaxAge %v", cfg.MaxAge)
+	case frontSlots > 0 && frontSlots&(frontSlots-1) != 0:
+		return nil, fmt.Errorf("token: cache FrontSlots %d not a power of two", cfg.FrontSlots)
 	}
 	bc, err := bigcache.New(context.Background(), bigcache.Config{
 		Shards: shards,
@@ -120,6 +154,10 @@ func NewCache(cfg CacheConfig) (*Cache, error) {
 	if c.now == nil {
 		c.now = time.Now
 	}
+	if frontSlots > 0 {
+		c.front = make([]atomic.Pointer[frontEntry], frontSlots)
+		c.frontMask = uint64(frontSlots - 1)
+	}
 	return c, nil
 }
 
@@ -136,7 +174,15 @@ func (c *Cache) Stats() CacheStats {
 // DeleteToken drops the token whose SHA-256 digest is sum, and reports
 // whether it was cached.
 func (c *Cache) DeleteToken(sum [sha256.Size]byte) bool {
-	return c.bc.Delete(string(sum[:])) == nil
+	c.deletes.Add(1) // before the entry goes: see promote
+	deleted := c.bc.Delete(string(sum[:])) == nil
+	if c.front != nil {
+		slot := c.frontSlot(&sum)
+		if e := slot.Load(); e != nil && e.sum == sum && slot.CompareAndSwap(e, nil) {
+			deleted = true
+		}
+	}
+	return deleted
 }
 
 // DeleteFunc drops every token whose claims match, and returns how many it
@@ -145,6 +191,26 @@ func (c *Cache) DeleteToken(sum [sha256.Size]byte) bool {
 // token being verified while DeleteFunc runs may still be cached after it
 // returns; revocation must also be enforced where tokens are verified.
 func (c *Cache) DeleteFunc(match func(*Claims) bool) int {
+	c.deletes.Add(1) // before any entry goes: see promote
+	// The front holds copies of entries of bc, which may meanwhile have
+	// left bc: a token dropped from both counts once.
+	var fromFront map[[sha256.Size]byte]struct{}
+	for i := range c.front {
+		e := c.front[i].Load()
+		if e == nil {
+			continue
+		}
+		var cl Claims
+		r := entryReader(e.b)
+		r.header()
+		r.claims(&cl)
+		if match(&cl) && c.front[i].CompareAndSwap(e, nil) {
+			if fromFront == nil {
+				fromFront = make(map[[sha256.Size]byte]struct{})
+			}
+			fromFront[e.sum] = struct{}{}
+		}
+	}
 	n := 0
 	it := c.bc.Iterator()
 	for it.SetNext() {
@@ -158,9 +224,34 @@ func (c *Cache) DeleteFunc(match func(*Claims) bool) int {
 		r.claims(&cl)
 		if match(&cl) && c.bc.Delete(e.Key()) == nil {
 			n++
+			delete(fromFront, [sha256.Size]byte([]byte(e.Key())))
 		}
 	}
-	return n
+	return n + len(fromFront)
+}
+
+// frontSlot returns the front slot of the token whose digest is sum. Its
+// bits are not the first eight bytes, which choose bigcache's shard and
+// the counters: tokens of one shard spread over the front as well.
+func (c *Cache) frontSlot(sum *[sha256.Size]byte) *atomic.Pointer[frontEntry] {
+	return &c.front[binary.LittleEndian.Uint64(sum[8:16])&c.frontMask]
+}
+
+// promote puts b, a copy of the entry of bc for the token whose digest is
+// sum, in the front, replacing whatever token had the slot: the one just
+// used is the likelier to come again. deletes is c.deletes as it was
+// before b was read from bc.
+func (c *Cache) promote(sum *[sha256.Size]byte, b []byte, deletes uint64) {
+	e := &frontEntry{sum: *sum, b: b}
+	slot := c.frontSlot(sum)
+	slot.Store(e)
+	// A deletion that began after b was read may have cleared the slot
+	// before the Store: it would then have left this copy of a deleted
+	// entry behind. One that begins after this check finds the entry in
+	// the slot and clears it itself.
+	if c.deletes.Load() != deletes {
+		slot.CompareAndSwap(e, nil)
+	}
 }
 
 // digestHasher is bigcache's Hasher for keys that are SHA-256 digests,
@@ -183,11 +274,29 @@ var keyBufs = sync.Pool{New: func() any { return new([sha256.Size]byte) }}
 // reports whether it could be used.
 func (c *Cache) load(sum *[sha256.Size]byte, verifiers []*Verifier, cl *Claims) bool {
 	n := &c.counts[binary.LittleEndian.Uint64(sum[:8])&c.mask]
+	if c.front != nil {
+		// The whole digest is compared: a slot is shared by every token
+		// whose digest has its bits, and holds only the latest one used.
+		slot := c.frontSlot(sum)
+		if e := slot.Load(); e != nil && e.sum == *sum {
+			r := entryReader(e.b)
+			if c.usable(&r, verifiers) {
+				r.claims(cl) // the entry never changes: cl may share it
+				n.hits.Add(1)
+				return true
+			}
+			// Expired, or its key is gone: so is the entry of bc, and
+			// the slot may as well free its memory.
+			slot.CompareAndSwap(e, nil)
+		}
+	}
+	deletes := c.deletes.Load()
 	k := keyBufs.Get().(*[sha256.Size]byte)
 	*k = *sum
 	// bigcache keeps no reference to the key once Get returns. Get
-	// returns a copy of the entry, which nothing else refers to and
-	// nothing writes: the strings of cl can share its memory.
+	// returns a copy of the entry, which only cl and the front come to
+	// refer to and nothing writes: the strings of cl can share its
+	// memory.
 	b, err := c.bc.Get(unsafe.String(&k[0], len(k)))
 	keyBufs.Put(k)
 	e := entryReader(b)
@@ -197,6 +306,9 @@ func (c *Cache) load(sum *[sha256.Size]byte, verifiers []*Verifier, cl *Claims) 
 	}
 	e.claims(cl)
 	n.hits.Add(1)
+	if c.front != nil {
+		c.promote(sum, b, deletes)
+	}
 	return true
 }
 

@@ -75,7 +75,7 @@ func TestCacheClaims(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for i, wantHit := range []bool{false, true} {
+			for i, wantHit := range []bool{false, true, true} { // miss, main store, front
 				var c Claims
 				hit, err := verifyHit(a, tok, &c)
 				if err != nil || hit != wantHit {
@@ -187,10 +187,13 @@ func TestCacheKeyRemoved(t *testing.T) {
 			}
 			tok := mint("a1", "at+jwt", claimsOf(issuerA, "orders", ""))
 			var c Claims
-			for range 2 {
+			for range 3 { // miss, main store, front
 				if err := a.VerifyInto(tok, &c); err != nil {
 					t.Fatal(err)
 				}
+			}
+			if !inFront(a.cache, tok) {
+				t.Fatal("not in the front")
 			}
 			keys.set.Store(tt.keys)
 			hit, err := verifyHit(a, tok, &c)
@@ -229,12 +232,20 @@ func TestCacheDelete(t *testing.T) {
 			a := testAuthenticator(t, now, cache)
 			var c Claims
 			for _, tok := range toks {
-				if err := a.VerifyInto(tok, &c); err != nil {
-					t.Fatal(err)
+				for range 2 { // into the main store, then the front
+					if err := a.VerifyInto(tok, &c); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if !inFront(cache, tok) {
+					t.Fatal("not in the front")
 				}
 			}
 			if n := tt.delete(cache); n != 1 {
 				t.Errorf("deleted %d entries, want 1", n)
+			}
+			if inFront(cache, toks[tt.dropped]) {
+				t.Error("deleted token still in the front")
 			}
 			for i, tok := range toks {
 				hit, err := verifyHit(a, tok, &c)
@@ -290,10 +301,22 @@ func TestCacheHitAllocs(t *testing.T) {
 	if err := a.VerifyInto(tok, &c); err != nil {
 		t.Fatal(err)
 	}
-	// bigcache's Get copies the key it compares and the entry it returns:
-	// the strings of c share the latter.
+	// The first run, uncounted, moves the entry into the front; a hit
+	// there lends c the entry's memory and reuses c.Raw.
+	if n := testing.AllocsPerRun(100, func() { a.VerifyInto(tok, &c) }); n != 0 {
+		t.Errorf("front hit: %v allocations, want 0", n)
+	}
+	if !inFront(a.cache, tok) {
+		t.Error("not in the front")
+	}
+	// Without a front, bigcache's Get copies the key it compares and the
+	// entry it returns: the strings of c share the latter.
+	a = testAuthenticator(t, now, testCache(t, CacheConfig{Now: now, FrontSlots: -1}))
+	if err := a.VerifyInto(tok, &c); err != nil {
+		t.Fatal(err)
+	}
 	if n := testing.AllocsPerRun(100, func() { a.VerifyInto(tok, &c) }); n >= 3 {
-		t.Errorf("cache hit: %v allocations, want 2", n)
+		t.Errorf("cache hit without front: %v allocations, want 2", n)
 	}
 }
 
@@ -308,6 +331,7 @@ func TestNewCacheErrors(t *testing.T) {
 		{"negative Shards", CacheConfig{Shards: -4}},
 		{"shards too small", CacheConfig{MaxBytes: 1 << 20, Shards: 128}},
 		{"negative MaxAge", CacheConfig{MaxAge: -time.Second}},
+		{"FrontSlots not a power of two", CacheConfig{FrontSlots: 3}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
