@@ -13,7 +13,6 @@ import (
 	"io"
 	"log/slog"
 	"mime"
-	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -24,6 +23,8 @@ import (
 
 	"github.com/allegro/bigcache/v3"
 	"golang.org/x/sync/singleflight"
+
+	"github.com/meshauth/meshauth/internal/loopback"
 )
 
 // Defaults of ClientConfig.
@@ -238,18 +239,10 @@ func checkTokenURL(raw string) error {
 		return fmt.Errorf("exchange: TokenURL: %w", err)
 	}
 	if u.Host == "" || u.User != nil || u.Fragment != "" || u.Opaque != "" ||
-		(u.Scheme != "https" && (u.Scheme != "http" || !loopbackHost(u.Hostname()))) {
+		(u.Scheme != "https" && (u.Scheme != "http" || !loopback.Host(u.Hostname()))) {
 		return fmt.Errorf("exchange: TokenURL %q must be an https URL (http only on a loopback host) without user or fragment", raw)
 	}
 	return nil
-}
-
-func loopbackHost(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // Kinds of cache entries, the first byte of their key.

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meshauth/meshauth/internal/loopback"
 	"github.com/meshauth/meshauth/issuer/store"
 )
 
@@ -89,7 +90,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || (u.Scheme != "https" && u.Scheme != "http") {
 		return nil, fmt.Errorf("issuer URL %q must be an absolute http(s) URL without query or fragment", cfg.IssuerURL)
 	}
-	if u.Scheme == "http" && !isLoopback(u.Hostname()) {
+	if u.Scheme == "http" && !loopback.Host(u.Hostname()) {
 		return nil, fmt.Errorf("issuer URL %q must use https (http is allowed only for loopback development; RFC 8414 §2)", cfg.IssuerURL)
 	}
 	if cfg.Store == nil || cfg.Keys == nil {
@@ -130,10 +131,6 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.routes()
 	return s, nil
-}
-
-func isLoopback(host string) bool {
-	return host == "localhost" || host == "127.0.0.1" || host == "::1"
 }
 
 // endpoint returns the absolute URL of an endpoint path.

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -14,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meshauth/meshauth/internal/loopback"
 	"github.com/meshauth/meshauth/token"
 )
 
@@ -288,15 +288,5 @@ func parseKeySetURL(name, raw string) (*url.URL, error) {
 
 // plainLoopback reports whether u is an http URL on a loopback host.
 func plainLoopback(u *url.URL) bool {
-	return u.Scheme == "http" && loopbackHost(u.Hostname())
-}
-
-// loopbackHost reports whether host is "localhost" (RFC 6761 §6.3) or a
-// loopback IP address.
-func loopbackHost(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	return u.Scheme == "http" && loopback.Host(u.Hostname())
 }

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -139,7 +140,7 @@ func NewEgress(cfg EgressConfig) (*Egress, error) {
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
 	}
-	timeout := cmpOr(cfg.UpstreamTimeout, DefaultUpstreamTimeout)
+	timeout := cmp.Or(cfg.UpstreamTimeout, DefaultUpstreamTimeout)
 	for name, raw := range cfg.Routes {
 		if !routeName(name) {
 			return nil, fmt.Errorf("proxy: egress route name %q: want letters, digits, '-', '.' and '_', starting with a letter or digit", name)
@@ -157,18 +158,7 @@ func NewEgress(cfg EgressConfig) (*Egress, error) {
 			return nil, fmt.Errorf("proxy: egress route %q: scope %q is not space-separated scope tokens (RFC 6749 §3.3)", name, scope)
 		}
 		r := &egressRoute{name: name, scope: scope, base: base}
-		r.client = &fasthttp.HostClient{
-			Addr:                     addr,
-			IsTLS:                    tls,
-			MaxConns:                 DefaultMaxConns,
-			MaxConnWaitTimeout:       5 * time.Second,
-			MaxIdleConnDuration:      30 * time.Second,
-			ReadTimeout:              timeout,
-			WriteTimeout:             timeout,
-			ReadBufferSize:           readBufferSize,
-			NoDefaultUserAgentHeader: true,
-			SecureErrorLogMessage:    true, // never log request contents: tokens
-		}
+		r.client = newUpstreamClient(addr, tls, DefaultMaxConns, timeout)
 		if m := cfg.Metrics; m != nil {
 			for o := range numEgressOutcomes {
 				r.counts[o] = m.requests.WithLabelValues(name, egressOutcomeNames[o])

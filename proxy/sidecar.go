@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -69,18 +70,7 @@ func NewSidecar(cfg SidecarConfig) (*Sidecar, error) {
 	if err := checkPrefix(s.authPath); err != nil {
 		return nil, fmt.Errorf("proxy: ForwardAuthPath %q: %w", s.authPath, err)
 	}
-	timeout := cmpOr(cfg.UpstreamTimeout, DefaultUpstreamTimeout)
-	s.upstream = &fasthttp.HostClient{
-		Addr:                     addr,
-		MaxConns:                 cmpOr(cfg.MaxConns, DefaultMaxConns),
-		MaxConnWaitTimeout:       5 * time.Second, // rather than failing at once when all are busy
-		MaxIdleConnDuration:      30 * time.Second,
-		ReadTimeout:              timeout,
-		WriteTimeout:             timeout,
-		ReadBufferSize:           readBufferSize,
-		NoDefaultUserAgentHeader: true,
-		SecureErrorLogMessage:    true, // never log request contents: tokens
-	}
+	s.upstream = newUpstreamClient(addr, false, cmp.Or(cfg.MaxConns, DefaultMaxConns), cmp.Or(cfg.UpstreamTimeout, DefaultUpstreamTimeout))
 	s.auth = &authHandler{g: g, entry: entryForwardAuth}
 	s.server = newServer(s.serve, g.log)
 	return s, nil
@@ -99,12 +89,21 @@ func upstreamAddr(raw string) (string, error) {
 	return u.Host, nil
 }
 
-func cmpOr[T comparable](v, dflt T) T {
-	var zero T
-	if v == zero {
-		return dflt
+// newUpstreamClient returns the client of one upstream, the same for the
+// Sidecar's service and the Egress's routes.
+func newUpstreamClient(addr string, tls bool, maxConns int, timeout time.Duration) *fasthttp.HostClient {
+	return &fasthttp.HostClient{
+		Addr:                     addr,
+		IsTLS:                    tls,
+		MaxConns:                 maxConns,
+		MaxConnWaitTimeout:       5 * time.Second, // rather than failing at once when all are busy
+		MaxIdleConnDuration:      30 * time.Second,
+		ReadTimeout:              timeout,
+		WriteTimeout:             timeout,
+		ReadBufferSize:           readBufferSize,
+		NoDefaultUserAgentHeader: true,
+		SecureErrorLogMessage:    true, // never log request contents: tokens
 	}
-	return v
 }
 
 // newServer returns a fasthttp server for h with the limits every
