@@ -63,8 +63,10 @@ type Config struct {
 	// audience; default the issuer URL, which no service accepts, so a token
 	// is only useful for the audience it names.
 	DefaultAudience string
-	Logger          *slog.Logger
-	Now             func() time.Time
+	// Revocations, if set, is told of every stored revocation.
+	Revocations RevocationNotifier
+	Logger      *slog.Logger
+	Now         func() time.Time
 }
 
 // Server serves the issuer's HTTP endpoints.
@@ -79,6 +81,7 @@ type Server struct {
 	defaultAudience string
 	metadata        []byte
 	ownKeys         keyCache // keys verifying tokens presented for exchange
+	notifier        RevocationNotifier
 	log             *slog.Logger
 	now             func() time.Time
 	mux             *http.ServeMux
@@ -103,6 +106,7 @@ func New(cfg Config) (*Server, error) {
 		keys:            cfg.Keys,
 		tokenLifetime:   cfg.AccessTokenLifetime,
 		defaultAudience: cfg.DefaultAudience,
+		notifier:        cfg.Revocations,
 		log:             cfg.Logger,
 		now:             cfg.Now,
 	}

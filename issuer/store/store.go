@@ -113,6 +113,64 @@ type Store interface {
 	// ErrNotFound (also once it has expired).
 	GetAccessToken(ctx context.Context, hash string) (*AccessToken, error)
 
+	// CreateUser stores a new user; ErrExists if the id or the name is
+	// taken.
+	CreateUser(ctx context.Context, u *User) error
+	// GetUserByName returns the user with that name or ErrNotFound. Names
+	// are compared exactly; callers normalise them first.
+	GetUserByName(ctx context.Context, name string) (*User, error)
+	// GetUser returns the user with that id or ErrNotFound.
+	GetUser(ctx context.Context, id string) (*User, error)
+	// UpdateUserPassword replaces a user's password hash; ErrNotFound if
+	// there is no such user.
+	UpdateUserPassword(ctx context.Context, id, passwordHash string) error
+
+	// CreateGrant stores a new grant (the family of tokens that descend
+	// from one user authorization); ErrExists if the id is taken.
+	CreateGrant(ctx context.Context, g *Grant) error
+	// GetGrant returns the grant with that id or ErrNotFound (also once it
+	// has expired). A revoked grant is returned with RevokedAt set.
+	GetGrant(ctx context.Context, id string) (*Grant, error)
+	// RevokeGrant sets the grant's RevokedAt (kept if already set) and, in
+	// the same transaction, deletes every refresh token and reference
+	// access token of the grant. Revoking a missing grant is not an error.
+	RevokeGrant(ctx context.Context, id string, at time.Time) error
+
+	// PutAuthorizationCode stores a code by the hash of its value;
+	// ErrExists if the hash is stored already.
+	PutAuthorizationCode(ctx context.Context, c *AuthorizationCode) error
+	// RedeemAuthorizationCode marks the code used and returns it. If it was
+	// used before, it returns the code and an error wrapping ErrReplay, so
+	// the caller can revoke the grant the first use created (RFC 6749
+	// §4.1.2, RFC 9700 §4.5). ErrNotFound if there is no such code or it
+	// has expired.
+	RedeemAuthorizationCode(ctx context.Context, hash string, at time.Time) (*AuthorizationCode, error)
+
+	// PutRefreshToken stores a refresh token by the hash of its value;
+	// ErrExists if the hash is stored already.
+	PutRefreshToken(ctx context.Context, t *RefreshToken) error
+	// UseRefreshToken marks the token used and returns it. If it was used
+	// before, it returns the token and an error wrapping ErrReplay, so the
+	// caller can revoke its whole grant (RFC 9700 §4.14.2). ErrNotFound if
+	// there is no such token or it has expired.
+	UseRefreshToken(ctx context.Context, hash string, at time.Time) (*RefreshToken, error)
+	// GetRefreshToken returns the refresh token with that hash, used or
+	// not, or ErrNotFound (also once it has expired).
+	GetRefreshToken(ctx context.Context, hash string) (*RefreshToken, error)
+	// DeleteRefreshToken removes one refresh token; a missing one is not an
+	// error.
+	DeleteRefreshToken(ctx context.Context, hash string) error
+
+	// DeleteAccessToken removes a reference access token; a missing one is
+	// not an error.
+	DeleteAccessToken(ctx context.Context, hash string) error
+
+	// AddRevocation records a revocation; ErrExists if its ID is taken.
+	AddRevocation(ctx context.Context, r *Revocation) error
+	// ListRevocations returns the revocations that have not expired at
+	// now, ordered by Seq.
+	ListRevocations(ctx context.Context, now time.Time) ([]*Revocation, error)
+
 	// Ping reports whether the store is reachable.
 	Ping(ctx context.Context) error
 	// Close releases the store's resources.
@@ -122,12 +180,104 @@ type Store interface {
 // AccessToken is a reference (opaque) access token. Only the hash of the
 // token value is stored; the claims are what introspection will answer.
 type AccessToken struct {
-	Hash      string
-	ID        string // jti
+	Hash string
+	ID   string // jti
+	// GrantID is the user authorization the token descends from; empty for
+	// tokens of no user (client_credentials).
+	GrantID   string
 	ClientID  string
 	Subject   string
 	Audience  []string
 	Scope     []string
 	IssuedAt  time.Time
+	ExpiresAt time.Time
+}
+
+// User is an end user who can log in to the authorization endpoint.
+type User struct {
+	// ID is the stable subject identifier (the sub of the user's tokens).
+	ID string
+	// Name is the unique login name.
+	Name string
+	// PasswordHash is the argon2id hash in PHC string format.
+	PasswordHash string
+	CreatedAt    time.Time
+}
+
+// Grant is one user authorization of one client: the family of an
+// authorization code and every refresh and access token descending from it.
+// Revoking it ends them all.
+type Grant struct {
+	ID       string
+	ClientID string
+	Subject  string
+	Scope    []string
+	Audience []string
+	// CreatedAt is when the user authorized; ExpiresAt bounds the family's
+	// life (the absolute refresh token lifetime).
+	CreatedAt time.Time
+	ExpiresAt time.Time
+	// RevokedAt is zero unless the grant was revoked.
+	RevokedAt time.Time
+}
+
+// AuthorizationCode is an RFC 6749 §4.1 code, stored only as a hash.
+type AuthorizationCode struct {
+	Hash     string
+	GrantID  string
+	ClientID string
+	Subject  string
+	// RedirectURI is the redirect_uri of the authorization request, which
+	// the token request must repeat exactly (RFC 6749 §4.1.3).
+	RedirectURI string
+	Scope       []string
+	Audience    []string
+	// CodeChallenge and CodeChallengeMethod are RFC 7636's; empty when the
+	// request had none (confidential clients only).
+	CodeChallenge       string
+	CodeChallengeMethod string
+	IssuedAt            time.Time
+	ExpiresAt           time.Time
+	// UsedAt is zero until the code is redeemed.
+	UsedAt time.Time
+}
+
+// RefreshToken is a refresh token, stored only as a hash. Every use rotates
+// it: the used token is kept (UsedAt set) so that a second use is detected.
+type RefreshToken struct {
+	Hash      string
+	GrantID   string
+	ClientID  string
+	Subject   string
+	Scope     []string
+	Audience  []string
+	IssuedAt  time.Time
+	ExpiresAt time.Time
+	UsedAt    time.Time
+}
+
+// Revocation kinds: what a Revocation's Value matches in a token.
+const (
+	// RevokeToken matches the token whose jti is Value.
+	RevokeToken = "jti"
+	// RevokeClient matches tokens whose client_id is Value.
+	RevokeClient = "client_id"
+	// RevokeSubject matches tokens whose sub is Value.
+	RevokeSubject = "sub"
+	// RevokeGrant matches tokens whose sid (the grant ID) is Value.
+	RevokeGrant = "sid"
+)
+
+// Revocation tells verifiers to refuse matching tokens issued at or before
+// RevokedAt. It is kept until ExpiresAt, when no token it can match is still
+// valid.
+type Revocation struct {
+	ID string
+	// Seq orders revocations; the store assigns it on AddRevocation,
+	// increasing.
+	Seq       int64
+	Kind      string
+	Value     string
+	RevokedAt time.Time
 	ExpiresAt time.Time
 }

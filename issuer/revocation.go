@@ -1,0 +1,45 @@
+package issuer
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+
+	"github.com/meshauth/meshauth/issuer/store"
+	"github.com/meshauth/meshauth/token"
+)
+
+// RevocationNotifier learns of each revocation once it is stored, so that
+// verifiers elsewhere (sidecars, edges) refuse matching tokens before they
+// expire. Package jwks's distributor implements it over NATS. Notify must not
+// block for long; the stored revocation is the source of truth and a
+// notifier that fails must resend it later from the store.
+type RevocationNotifier interface {
+	NotifyRevocation(ctx context.Context, r *store.Revocation)
+}
+
+// recordRevocation stores a revocation of the tokens matching kind and value
+// (store.RevokeToken etc.) issued up to now and tells the notifier. It lives
+// as long as the longest-lived access token it can match, plus the
+// verifiers' clock leeway.
+func (s *Server) recordRevocation(ctx context.Context, kind, value string) (*store.Revocation, error) {
+	now := s.now().UTC()
+	r := &store.Revocation{
+		ID:        rand.Text(),
+		Kind:      kind,
+		Value:     value,
+		RevokedAt: now,
+		ExpiresAt: now.Add(s.tokenLifetime + revocationLeeway),
+	}
+	if err := s.store.AddRevocation(ctx, r); err != nil {
+		return nil, fmt.Errorf("store revocation of %s: %w", kind, err)
+	}
+	if s.notifier != nil {
+		s.notifier.NotifyRevocation(ctx, r)
+	}
+	return r, nil
+}
+
+// revocationLeeway covers the largest clock skew a verifier may allow on
+// exp.
+const revocationLeeway = token.MaxLeeway
