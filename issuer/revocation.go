@@ -43,3 +43,14 @@ func (s *Server) recordRevocation(ctx context.Context, kind, value string) (*sto
 // revocationLeeway covers the largest clock skew a verifier may allow on
 // exp.
 const revocationLeeway = token.MaxLeeway
+
+// revokeGrant ends a user authorization: the store drops the grant's refresh
+// and reference tokens, and a revocation by sid tells verifiers to refuse its
+// JWT access tokens (RFC 7009 §2.1, RFC 9700 §4.14.2).
+func (s *Server) revokeGrant(ctx context.Context, grantID string) error {
+	if err := s.store.RevokeGrant(ctx, grantID, s.now().UTC()); err != nil {
+		return fmt.Errorf("revoke grant: %w", err)
+	}
+	_, err := s.recordRevocation(ctx, store.RevokeGrant, grantID)
+	return err
+}

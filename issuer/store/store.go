@@ -171,6 +171,11 @@ type Store interface {
 	// now, ordered by Seq.
 	ListRevocations(ctx context.Context, now time.Time) ([]*Revocation, error)
 
+	// IsRevoked reports whether a revocation that has not expired at now
+	// matches one of keys and was made at or after issuedAt (the token's
+	// iat). Introspection asks it for every token it answers active.
+	IsRevoked(ctx context.Context, keys []RevocationKey, issuedAt, now time.Time) (bool, error)
+
 	// Ping reports whether the store is reachable.
 	Ping(ctx context.Context) error
 	// Close releases the store's resources.
@@ -267,6 +272,12 @@ const (
 	// RevokeGrant matches tokens whose sid (the grant ID) is Value.
 	RevokeGrant = "sid"
 )
+
+// RevocationKey is what a revocation matches: a kind and its value.
+type RevocationKey struct {
+	Kind  string
+	Value string
+}
 
 // Revocation tells verifiers to refuse matching tokens issued at or before
 // RevokedAt. It is kept until ExpiresAt, when no token it can match is still
