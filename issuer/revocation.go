@@ -1,6 +1,7 @@
 package issuer
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"fmt"
@@ -53,4 +54,30 @@ func (s *Server) revokeGrant(ctx context.Context, grantID string) error {
 	}
 	_, err := s.recordRevocation(ctx, store.RevokeGrant, grantID)
 	return err
+}
+
+// revoked reports whether a stored revocation matches a token with these
+// claims (RFC 7009 §2: revocation takes effect at once, on every replica,
+// because it is read from the store). grantID is the reference token's grant
+// when the claims carry no sid.
+func (s *Server) revoked(ctx context.Context, c *token.Claims, grantID string) (bool, error) {
+	keys := make([]store.RevocationKey, 0, 4)
+	for _, k := range [...]store.RevocationKey{
+		{Kind: store.RevokeToken, Value: c.ID},
+		{Kind: store.RevokeClient, Value: c.ClientID},
+		{Kind: store.RevokeSubject, Value: c.Subject},
+		{Kind: store.RevokeGrant, Value: cmp.Or(c.SessionID, grantID)},
+	} {
+		if k.Value != "" {
+			keys = append(keys, k)
+		}
+	}
+	if len(keys) == 0 {
+		return false, nil
+	}
+	r, err := s.store.IsRevoked(ctx, keys, c.IssuedAt, s.now())
+	if err != nil {
+		return false, fmt.Errorf("check revocations: %w", err)
+	}
+	return r, nil
 }

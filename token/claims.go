@@ -19,6 +19,9 @@ type Claims struct {
 	ID        string    // "jti"
 	ClientID  string    // "client_id"
 	Scope     string    // "scope": space-separated scope tokens (RFC 6749 §3.3)
+	// SessionID is "sid": the user authorization (grant) a token descends
+	// from, so that revoking the grant reaches its JWTs; empty if absent.
+	SessionID string
 	// Act is the "act" claim (RFC 8693 §4.1), the JSON object naming the
 	// current actor and, nested, the prior ones; nil if absent.
 	Act json.RawMessage
@@ -120,6 +123,8 @@ func decodeClaims(raw []byte, c *Claims) error {
 			c.ClientID, err = p.stringClaim(str)
 		case "scope":
 			c.Scope, err = p.stringClaim(str)
+		case "sid":
+			c.SessionID, err = p.stringClaim(str)
 		case "act":
 			c.Act, err = p.objectClaim(raw)
 		case "may_act":

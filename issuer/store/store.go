@@ -8,6 +8,8 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/meshauth/meshauth/token"
 )
 
 // Sentinel errors. Implementations wrap them so callers can use errors.Is.
@@ -261,16 +263,13 @@ type RefreshToken struct {
 	UsedAt    time.Time
 }
 
-// Revocation kinds: what a Revocation's Value matches in a token.
+// Revocation kinds: what a Revocation's Value matches in a token. They are
+// the claim names package token matches.
 const (
-	// RevokeToken matches the token whose jti is Value.
-	RevokeToken = "jti"
-	// RevokeClient matches tokens whose client_id is Value.
-	RevokeClient = "client_id"
-	// RevokeSubject matches tokens whose sub is Value.
-	RevokeSubject = "sub"
-	// RevokeGrant matches tokens whose sid (the grant ID) is Value.
-	RevokeGrant = "sid"
+	RevokeToken   = token.RevokeTokenID
+	RevokeClient  = token.RevokeClientID
+	RevokeSubject = token.RevokeSubject
+	RevokeGrant   = token.RevokeSession
 )
 
 // RevocationKey is what a revocation matches: a kind and its value.
