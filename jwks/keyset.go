@@ -112,6 +112,9 @@ type KeySetCache struct {
 	client *http.Client
 
 	keys atomic.Pointer[token.KeySet]
+	// changed is closed, under mu, when new keys are installed, and
+	// replaced; see Changed.
+	changed chan struct{}
 
 	// reset tells the refresh loop that Set installed keys; buffered, so
 	// that Set never blocks.
@@ -379,7 +382,7 @@ func (c *KeySetCache) fetch(ctx context.Context, f *keySetFetch, sets uint64) {
 	default:
 		c.lastErr = ""
 		c.interval = interval
-		c.keys.Store(token.NewKeySet(keys))
+		c.install(token.NewKeySet(keys))
 		c.keySource, c.loadedAt = c.source, now
 	}
 	c.mu.Unlock()
@@ -391,6 +394,31 @@ func (c *KeySetCache) fetch(ctx context.Context, f *keySetFetch, sets uint64) {
 	f.err, f.interval = err, interval
 	close(f.done)
 }
+
+// install makes ks the current keys and wakes whoever waits on Changed.
+// c.mu must be held.
+func (c *KeySetCache) install(ks *token.KeySet) {
+	c.keys.Store(ks)
+	if c.changed != nil {
+		close(c.changed)
+		c.changed = nil
+	}
+}
+
+// Changed returns a channel that is closed the next time keys are installed
+// (by a refresh or Set), so that consumers such as the xDS server can react
+// to a rotation at once instead of polling. Call it again after each close.
+func (c *KeySetCache) Changed() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.changed == nil {
+		c.changed = make(chan struct{})
+	}
+	return c.changed
+}
+
+// Keys returns the current key set, or nil before the first load.
+func (c *KeySetCache) Keys() *token.KeySet { return c.keys.Load() }
 
 // Ready reports whether keys have been loaded at least once.
 func (c *KeySetCache) Ready() bool {
@@ -425,7 +453,7 @@ func (c *KeySetCache) Set(keys []token.Key, source string) {
 	ks := token.NewKeySet(keys)
 	now := c.cfg.Now()
 	c.mu.Lock()
-	c.keys.Store(ks)
+	c.install(ks)
 	c.keySource, c.loadedAt = source, now
 	c.sets++
 	c.mu.Unlock()

@@ -3,6 +3,7 @@ package token
 import (
 	"crypto"
 	"fmt"
+	"slices"
 )
 
 // Key is a public verification key bound to exactly one algorithm.
@@ -43,6 +44,7 @@ type Keys interface {
 // KeySet is an immutable set of keys indexed by ID. It is safe for
 // concurrent use; build a new one when the keys change.
 type KeySet struct {
+	all  []Key
 	byID map[string]Key
 	only *Key // the key, when the set holds exactly one
 	n    int
@@ -54,7 +56,7 @@ type KeySet struct {
 // not checked here but on each use: a token whose key does not fit its
 // algorithm is refused (ParseJWKS reports such keys as errors).
 func NewKeySet(keys []Key) *KeySet {
-	s := &KeySet{byID: make(map[string]Key, len(keys)), n: len(keys)}
+	s := &KeySet{all: slices.Clone(keys), byID: make(map[string]Key, len(keys)), n: len(keys)}
 	shared := map[string]bool{}
 	for _, k := range keys {
 		if k.ID == "" {
@@ -87,6 +89,10 @@ func (s *KeySet) Lookup(kid string) (Key, bool) {
 	k, ok := s.byID[kid]
 	return k, ok
 }
+
+// All returns the keys of the set, in the order given to NewKeySet. The
+// caller must not modify the slice.
+func (s *KeySet) All() []Key { return s.all }
 
 // Len returns the number of keys in the set.
 func (s *KeySet) Len() int { return s.n }
