@@ -56,8 +56,8 @@ const (
 )
 
 // handleAdminRevoke revokes tokens by id, client, subject or grant. Revoking
-// a client does not delete it: it refuses the tokens it holds, and it may
-// get new ones.
+// a client does not disable it: the tokens it holds are refused, not the
+// ones it gets next.
 func (s *Server) handleAdminRevoke(w http.ResponseWriter, r *http.Request) {
 	if !s.checkAdmin(w, r) {
 		return
