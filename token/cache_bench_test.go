@@ -64,3 +64,32 @@ func BenchmarkCacheHitFloor(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkRevocationCheck measures what revocations add to every
+// verification: the check of a token that none matches, with none held and
+// with 10,000 (of every kind).
+func BenchmarkRevocationCheck(b *testing.B) {
+	for _, revocations := range []int{0, 10000} {
+		a, err := NewAuthenticator([]Issuer{{
+			Policy: Policy{Issuer: "https://issuer.meshauth.example", Audiences: []string{"payments"}},
+			Keys:   fixture().set,
+		}}, AuthenticatorOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		var c Claims
+		if err := a.VerifyInto(benchToken("ES256"), &c); err != nil {
+			b.Fatal(err)
+		}
+		c.SessionID = "g-bench" // a lookup for every kind
+		revokeMany(a, revocations/4, time.Now())
+		b.Run(fmt.Sprintf("revocations=%d", revocations), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if a.denied.check(&c, a.now) != nil {
+					b.Fatal("refused")
+				}
+			}
+		})
+	}
+}
