@@ -96,7 +96,10 @@ func NewAuthenticator(issuers []Issuer, opts AuthenticatorOptions) (*Authenticat
 // AddIssuer trusts iss from now on, replacing the issuer of the same
 // Policy.Issuer if there is one: a federated provider registered at run
 // time, say. Tokens that a replaced issuer's Verifier accepted are
-// verified again, against the new Policy and Keys, when next seen.
+// verified again, against the new Policy and Keys, when next seen. Each
+// call keeps a pointer's worth of memory for the Authenticator's life:
+// replace an issuer when its Policy changes, not to update its keys, which
+// its Keys do.
 func (a *Authenticator) AddIssuer(iss Issuer) error {
 	v, err := NewVerifier(iss.Policy, iss.Keys)
 	if err != nil {
@@ -117,9 +120,9 @@ func (a *Authenticator) AddIssuer(iss Issuer) error {
 		t.verifiers[i] = nil
 	}
 	t.byIssuer[v.issuer] = len(t.verifiers) - 1
-	for _, v := range t.verifiers {
-		if v != nil {
-			t.maxSize = max(t.maxSize, v.maxSize)
+	for _, w := range t.verifiers {
+		if w != nil {
+			t.maxSize = max(t.maxSize, w.maxSize)
 		}
 	}
 	a.trust.Store(t)
