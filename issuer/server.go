@@ -28,6 +28,9 @@ const (
 	pathRegister = "/register"
 	pathJWKS     = "/jwks.json"
 	pathRotate   = "/admin/keys/rotate"
+	// RFC 7662 introspection and RFC 7009 revocation.
+	pathIntrospect = "/introspect"
+	pathRevoke     = "/revoke"
 )
 
 // Keys is what the issuer needs of its signing keys (package jwks's Keyring).
@@ -150,6 +153,8 @@ func (s *Server) routes() {
 	m.Handle("GET "+p+pathJWKS, s.keys)
 	m.HandleFunc("POST "+p+pathToken, s.handleToken)
 	m.HandleFunc("POST "+p+pathRegister, s.handleRegister)
+	m.HandleFunc("POST "+p+pathIntrospect, s.handleIntrospect)
+	m.HandleFunc("POST "+p+pathRevoke, s.handleRevoke)
 	m.HandleFunc("POST "+p+pathRotate, s.handleRotate)
 	m.HandleFunc("GET /healthz", s.handleHealthz)
 	m.HandleFunc("GET /readyz", s.handleReadyz)
