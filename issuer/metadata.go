@@ -14,14 +14,19 @@ var signingAlgorithms = []string{"ES256", "ES384", "ES512", "EdDSA", "RS256", "R
 // for the life of the server.
 func (s *Server) buildMetadata() ([]byte, error) {
 	md := map[string]any{
-		"issuer":                                s.issuerURL,
-		"token_endpoint":                        s.endpoint(pathToken),
-		"jwks_uri":                              s.endpoint(pathJWKS),
-		"registration_endpoint":                 s.endpoint(pathRegister),
-		"grant_types_supported":                 GrantTypesSupported,
-		"response_types_supported":              []string{},
-		"token_endpoint_auth_methods_supported": AuthMethodsSupported,
+		"issuer":                                           s.issuerURL,
+		"authorization_endpoint":                           s.endpoint(pathAuthorize),
+		"token_endpoint":                                   s.endpoint(pathToken),
+		"jwks_uri":                                         s.endpoint(pathJWKS),
+		"registration_endpoint":                            s.endpoint(pathRegister),
+		"grant_types_supported":                            GrantTypesSupported,
+		"response_types_supported":                         []string{responseTypeCode},
+		"response_modes_supported":                         []string{"query"},
+		"code_challenge_methods_supported":                 []string{pkceS256},
+		"token_endpoint_auth_methods_supported":            AuthMethodsSupported,
 		"token_endpoint_auth_signing_alg_values_supported": signingAlgorithms,
+		// RFC 9207 §3: every authorization response carries iss.
+		"authorization_response_iss_parameter_supported": true,
 	}
 	b, err := json.MarshalIndent(md, "", "  ")
 	if err != nil {
