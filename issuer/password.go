@@ -167,7 +167,7 @@ func CreateUser(ctx context.Context, st store.Store, name, password string, now 
 	u := &store.User{ID: randomID(), Name: n, PasswordHash: HashPassword(password), CreatedAt: now.UTC()}
 	if err := st.CreateUser(ctx, u); err != nil {
 		if errors.Is(err, store.ErrExists) {
-			return nil, fmt.Errorf("user %q already exists: %w", n, err)
+			return nil, fmt.Errorf("user %q: %w", n, store.ErrExists)
 		}
 		return nil, fmt.Errorf("store user: %w", err)
 	}
