@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -37,6 +38,15 @@ type env struct {
 	logs   *syncBuffer
 	dir    string
 	sealer *jwks.Sealer
+	// skew moves the issuer's clock (nanoseconds ahead of the real one).
+	skew atomic.Int64
+}
+
+// advance moves the issuer's clock d ahead of real time until t (the test
+// or subtest) ends.
+func (e *env) advance(t *testing.T, d time.Duration) {
+	e.skew.Store(int64(d))
+	t.Cleanup(func() { e.skew.Store(0) })
 }
 
 type syncBuffer struct {
@@ -103,7 +113,8 @@ func serveEnv(t *testing.T, keyStore, st store.Store, issuerURL string) *env {
 	e := &env{t: t, store: st, keys: keys, logs: logs, sealer: sealer}
 	hs := httptest.NewUnstartedServer(nil)
 	e.url = "http://" + hs.Listener.Addr().String()
-	e.srv, err = New(Config{IssuerURL: cmp.Or(issuerURL, e.url), Store: st, Keys: keys, AdminToken: testAdminToken, Logger: log})
+	e.srv, err = New(Config{IssuerURL: cmp.Or(issuerURL, e.url), Store: st, Keys: keys, AdminToken: testAdminToken, Logger: log,
+		Now: func() time.Time { return time.Now().Add(time.Duration(e.skew.Load())) }})
 	if err != nil {
 		t.Fatal(err)
 	}
