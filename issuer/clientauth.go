@@ -76,7 +76,19 @@ var publicClientGrants = []string{GrantTypeAuthorizationCode, GrantTypeRefreshTo
 // credentials only from a public client (token_endpoint_auth_method none,
 // RFC 6749 §2.1), by its client_id, and only for publicClientGrants.
 func (s *Server) identifyPublicClient(ctx context.Context, form url.Values) (*store.Client, error) {
-	id := form.Get("client_id")
+	c, err := s.publicClient(ctx, form.Get("client_id"))
+	if err != nil {
+		return nil, err
+	}
+	if !slices.Contains(publicClientGrants, form.Get("grant_type")) {
+		return nil, errUnauthorizedClient("a public client may use only the authorization_code and refresh_token grants")
+	}
+	return c, nil
+}
+
+// publicClient returns the client id names if it is a public client; a
+// request naming none, or a client with credentials, must authenticate.
+func (s *Server) publicClient(ctx context.Context, id string) (*store.Client, error) {
 	if id == "" {
 		return nil, errInvalidClient("client authentication required", true)
 	}
@@ -89,9 +101,6 @@ func (s *Server) identifyPublicClient(ctx context.Context, form url.Values) (*st
 	}
 	if c.TokenEndpointAuthMethod != authNone {
 		return nil, errInvalidClient(fmt.Sprintf("client authentication required: client is registered for %s", c.TokenEndpointAuthMethod), true)
-	}
-	if !slices.Contains(publicClientGrants, form.Get("grant_type")) {
-		return nil, errUnauthorizedClient("a public client may use only the authorization_code and refresh_token grants")
 	}
 	return c, nil
 }

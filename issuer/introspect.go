@@ -114,14 +114,14 @@ func (s *Server) introspect(ctx context.Context, w http.ResponseWriter, r *http.
 	if value == "" {
 		return nil, nil, errInvalidRequest("token missing")
 	}
+	// RFC 7662 §2.1 requires authorization of the caller, and a public
+	// client proves nothing: it could be anyone holding its client_id.
+	if !presentsCredentials(r, form) {
+		return nil, nil, errInvalidClient("client authentication required; public clients may not introspect tokens", true)
+	}
 	caller, err := s.authenticateClient(ctx, r, form)
 	if err != nil {
 		return nil, nil, err
-	}
-	// RFC 7662 §2.1 requires authorization of the caller, and a public
-	// client proves nothing: it could be anyone holding its client_id.
-	if caller.TokenEndpointAuthMethod == authMethodNone {
-		return nil, nil, errInvalidClient("public clients may not introspect tokens", false)
 	}
 	claims, err := s.activeToken(ctx, value)
 	if err != nil || claims == nil {

@@ -76,7 +76,7 @@ func introspectionSetup(e *env) map[string]string {
 	} {
 		auth[md.ClientID] = basic(md.ClientID, e.register(md).ClientSecret)
 	}
-	err := e.store.CreateClient(context.Background(), &store.Client{ID: "pub", TokenEndpointAuthMethod: authMethodNone,
+	err := e.store.CreateClient(context.Background(), &store.Client{ID: "pub", TokenEndpointAuthMethod: authNone,
 		GrantTypes: []string{}, Scope: []string{"read"}, AllowedAudiences: []string{"orders"}, AccessTokenFormat: formatReference,
 		RedirectURIs: []string{"http://127.0.0.1/cb"}, CreatedAt: time.Now()})
 	if err != nil {
@@ -496,8 +496,8 @@ func TestMetadataIntrospection(t *testing.T) {
 	}{
 		{"introspection_endpoint_auth_methods_supported", authSecretBasic, true},
 		{"introspection_endpoint_auth_methods_supported", authPrivateKeyJWT, true},
-		{"introspection_endpoint_auth_methods_supported", authMethodNone, false},
-		{"revocation_endpoint_auth_methods_supported", authMethodNone, true},
+		{"introspection_endpoint_auth_methods_supported", authNone, false},
+		{"revocation_endpoint_auth_methods_supported", authNone, true},
 		{"revocation_endpoint_auth_methods_supported", authSecretPost, true},
 		{"introspection_signing_alg_values_supported", "ES256", true},
 		{"introspection_endpoint_auth_signing_alg_values_supported", "ES256", true},

@@ -13,10 +13,6 @@ import (
 	"github.com/meshauth/meshauth/token"
 )
 
-// authMethodNone is the token_endpoint_auth_method of public clients
-// (RFC 7591 §2), which hold no credentials.
-const authMethodNone = "none"
-
 // handleRevoke serves RFC 7009 token revocation. Every request that is well
 // formed and comes from an authenticated client is answered 200 with an
 // empty body, whether the token was revoked, unknown, already invalid or
@@ -66,23 +62,18 @@ func (s *Server) revoke(ctx context.Context, w http.ResponseWriter, r *http.Requ
 // (RFC 7009 §2.1): it can revoke only its own tokens, which is no more than
 // anyone holding them could do.
 func (s *Server) revokingClient(ctx context.Context, r *http.Request, form url.Values) (*store.Client, error) {
-	id := form.Get("client_id")
-	credentials := len(r.Header.Values("Authorization")) > 0 || form.Get("client_secret") != "" ||
+	if !presentsCredentials(r, form) {
+		return s.publicClient(ctx, form.Get("client_id"))
+	}
+	return s.authenticateClient(ctx, r, form)
+}
+
+// presentsCredentials reports whether a request carries client credentials
+// of any method: an Authorization header, a client_secret or a client
+// assertion.
+func presentsCredentials(r *http.Request, form url.Values) bool {
+	return len(r.Header.Values("Authorization")) > 0 || form.Get("client_secret") != "" ||
 		form.Get("client_assertion") != "" || form.Get("client_assertion_type") != ""
-	if credentials || id == "" {
-		return s.authenticateClient(ctx, r, form)
-	}
-	c, err := s.store.GetClient(ctx, id)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, errInvalidClient("client authentication failed", false)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("look up client: %w", err)
-	}
-	if c.TokenEndpointAuthMethod != authMethodNone {
-		return nil, errInvalidClient("client authentication required", false)
-	}
-	return c, nil
 }
 
 // revokeJWT revokes a JWT access token of this issuer by its jti: the

@@ -203,8 +203,8 @@ func TestRevocationRequest(t *testing.T) {
 		{name: "no token", form: url.Values{"token_type_hint": {"access_token"}}, authz: auth["web"], status: 400, errCode: "invalid_request"},
 		{name: "repeated token", form: url.Values{"token": {tok, tok}}, authz: auth["web"], status: 400, errCode: "invalid_request"},
 		{name: "no client authentication", form: url.Values{"token": {tok}}, status: 401, errCode: "invalid_client", challenge: true},
-		{name: "confidential client without its secret", form: url.Values{"token": {tok}, "client_id": {"web"}}, status: 401, errCode: "invalid_client"},
-		{name: "unknown client", form: url.Values{"token": {tok}, "client_id": {"nobody"}}, status: 401, errCode: "invalid_client"},
+		{name: "confidential client without its secret", form: url.Values{"token": {tok}, "client_id": {"web"}}, status: 401, errCode: "invalid_client", challenge: true},
+		{name: "unknown client", form: url.Values{"token": {tok}, "client_id": {"nobody"}}, status: 401, errCode: "invalid_client", challenge: true},
 		{name: "wrong secret", form: url.Values{"token": {tok}}, authz: basic("web", "wrong"), status: 401, errCode: "invalid_client", challenge: true},
 		{name: "public client with a secret", form: url.Values{"token": {tok}, "client_id": {"pub"}, "client_secret": {"x"}}, status: 401, errCode: "invalid_client"},
 	})
@@ -370,5 +370,64 @@ func TestIntrospectionStoreFailure(t *testing.T) {
 		if strings.Contains(e.logs.String(), secret) {
 			t.Error("a client secret appeared in the logs")
 		}
+	}
+}
+
+// TestBrowserFlowToRevocation is the whole flow over loopback, for
+// each access token format: authorize → login → consent → code → token
+// with PKCE → introspect → refresh → revoke the access token → revoke the
+// refresh token → introspect, as a public client and a resource server
+// would.
+func TestBrowserFlowToRevocation(t *testing.T) {
+	e := newEnv(t)
+	userID := e.addUser()
+	ordersAuth := basic("orders", e.register(ClientMetadata{ClientID: "orders"}).ClientSecret)
+	for _, format := range []string{formatJWT, formatReference} {
+		t.Run(format, func(t *testing.T) {
+			app := "app-" + format
+			e.register(ClientMetadata{ClientID: app, TokenEndpointAuthMethod: authNone, AccessTokenFormat: format,
+				GrantTypes:   []string{GrantTypeAuthorizationCode, GrantTypeRefreshToken},
+				RedirectURIs: []string{testRedirect}, Scope: "orders.read", AllowedAudiences: []string{"orders"}})
+			status, tok := e.redeem(app, e.browser().code(app, "audience", "orders"))
+			if status != http.StatusOK {
+				t.Fatalf("token: %d %v", status, tok)
+			}
+			access1, refresh1 := tok["access_token"].(string), tok["refresh_token"].(string)
+			m := e.introspect(access1, ordersAuth)
+			if m["active"] != true || m["sub"] != userID || m["client_id"] != app || m["aud"] != "orders" || m["sid"] == nil {
+				t.Fatalf("introspection of the first access token: %v", m)
+			}
+			grant := m["sid"].(string)
+
+			status, tok = e.refresh(app, refresh1)
+			if status != http.StatusOK {
+				t.Fatalf("refresh: %d %v", status, tok)
+			}
+			access2, refresh2 := tok["access_token"].(string), tok["refresh_token"].(string)
+			if m := e.introspect(access2, ordersAuth); m["active"] != true || m["sid"] != grant {
+				t.Fatalf("introspection of the refreshed access token: %v", m)
+			}
+
+			revoke := func(tok, hint string) {
+				t.Helper()
+				form := url.Values{"token": {tok}, "client_id": {app}, "token_type_hint": {hint}}
+				if status, _, body := e.postForm(pathRevoke, form, "", ""); status != http.StatusOK {
+					t.Fatalf("revoke: %d %s", status, body)
+				}
+			}
+			// Revoking one access token leaves the grant.
+			revoke(access2, "access_token")
+			if e.active(access2, ordersAuth) || !e.active(access1, ordersAuth) {
+				t.Fatal("revoking an access token did not end it alone")
+			}
+			// Revoking the refresh token ends the grant.
+			revoke(refresh2, "refresh_token")
+			if e.active(access1, ordersAuth) {
+				t.Error("an access token of the revoked grant is active")
+			}
+			if status, m := e.refresh(app, refresh2); status != http.StatusBadRequest || m["error"] != "invalid_grant" {
+				t.Errorf("refresh with the revoked token: %d %v", status, m)
+			}
+		})
 	}
 }
