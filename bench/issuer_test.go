@@ -47,13 +47,20 @@ func BenchmarkES256SignFloor(b *testing.B) {
 // BenchmarkClientCredentials measures client_credentials tokens through the
 // real HTTP endpoint over loopback, with each store.
 func BenchmarkClientCredentials(b *testing.B) {
+	eachStore(b, benchClientCredentials)
+}
+
+// eachStore runs bench as the sub-benchmarks store=file, on a new embedded
+// store, and store=postgres, on the database MESHAUTH_TEST_POSTGRES_URL
+// names (skipped without it).
+func eachStore(b *testing.B, bench func(*testing.B, store.Store)) {
 	b.Run("store=file", func(b *testing.B) {
 		st, err := filestore.Open(b.TempDir())
 		if err != nil {
 			b.Fatal(err)
 		}
 		defer st.Close()
-		benchClientCredentials(b, st)
+		bench(b, st)
 	})
 	b.Run("store=postgres", func(b *testing.B) {
 		pgURL := os.Getenv("MESHAUTH_TEST_POSTGRES_URL")
@@ -65,7 +72,7 @@ func BenchmarkClientCredentials(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer st.Close()
-		benchClientCredentials(b, st)
+		bench(b, st)
 	})
 }
 
@@ -119,14 +126,24 @@ func basicAuth(id, secret string) string {
 
 // postTokens sends b.N token requests with body from parallel clients.
 func postTokens(b *testing.B, issuerURL, authz, body string) {
+	postForms(b, issuerURL+"/token", authz, "", body)
+}
+
+// postForms sends b.N form posts of body to endpoint from parallel
+// clients, with an Accept header if accept is not empty, and fails on any
+// answer but 200.
+func postForms(b *testing.B, endpoint, authz, accept, body string) {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	b.ReportAllocs()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			req, _ := http.NewRequest(http.MethodPost, issuerURL+"/token", strings.NewReader(body))
+			req, _ := http.NewRequest(http.MethodPost, endpoint, strings.NewReader(body))
 			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 			req.Header.Set("Authorization", authz)
+			if accept != "" {
+				req.Header.Set("Accept", accept)
+			}
 			resp, err := client.Do(req)
 			if err != nil {
 				b.Error(err)
@@ -135,7 +152,7 @@ func postTokens(b *testing.B, issuerURL, authz, body string) {
 			_, _ = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 			if resp.StatusCode != http.StatusOK {
-				b.Errorf("token endpoint answered %d", resp.StatusCode)
+				b.Errorf("%s answered %d", endpoint, resp.StatusCode)
 				return
 			}
 		}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -20,6 +21,9 @@ const (
 	authSecretBasic   = "client_secret_basic"
 	authSecretPost    = "client_secret_post"
 	authPrivateKeyJWT = "private_key_jwt"
+	// authNone is a public client's (RFC 7591 §2): it has no credentials
+	// and is identified by client_id alone.
+	authNone = "none"
 )
 
 const jwtBearerAssertionType = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -58,8 +62,47 @@ func (s *Server) authenticateClient(ctx context.Context, r *http.Request, form u
 	case hasAssertion:
 		return s.authenticateAssertion(ctx, form)
 	default:
+		return s.identifyPublicClient(ctx, form)
+	}
+}
+
+// publicClientGrants are the grants a client without credentials may use:
+// those whose tokens are bound to the client by other means, the code by
+// PKCE (RFC 7636) and the refresh token by rotation with reuse detection
+// (RFC 9700 §4.14.2).
+var publicClientGrants = []string{GrantTypeAuthorizationCode, GrantTypeRefreshToken}
+
+// identifyPublicClient accepts a request that carries no client
+// credentials only from a public client (token_endpoint_auth_method none,
+// RFC 6749 §2.1), by its client_id, and only for publicClientGrants.
+func (s *Server) identifyPublicClient(ctx context.Context, form url.Values) (*store.Client, error) {
+	c, err := s.publicClient(ctx, form.Get("client_id"))
+	if err != nil {
+		return nil, err
+	}
+	if !slices.Contains(publicClientGrants, form.Get("grant_type")) {
+		return nil, errUnauthorizedClient("a public client may use only the authorization_code and refresh_token grants")
+	}
+	return c, nil
+}
+
+// publicClient returns the client id names if it is a public client; a
+// request naming none, or a client with credentials, must authenticate.
+func (s *Server) publicClient(ctx context.Context, id string) (*store.Client, error) {
+	if id == "" {
 		return nil, errInvalidClient("client authentication required", true)
 	}
+	c, err := s.store.GetClient(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, errInvalidClient("client authentication failed", true)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("identify client: %w", err)
+	}
+	if c.TokenEndpointAuthMethod != authNone {
+		return nil, errInvalidClient(fmt.Sprintf("client authentication required: client is registered for %s", c.TokenEndpointAuthMethod), true)
+	}
+	return c, nil
 }
 
 // parseBasic decodes HTTP Basic credentials; RFC 6749 §2.3.1 form-encodes

@@ -2,6 +2,7 @@ package issuer
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -16,6 +17,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -36,6 +38,15 @@ type env struct {
 	logs   *syncBuffer
 	dir    string
 	sealer *jwks.Sealer
+	// skew moves the issuer's clock (nanoseconds ahead of the real one).
+	skew atomic.Int64
+}
+
+// advance moves the issuer's clock d ahead of real time until t (the test
+// or subtest) ends.
+func (e *env) advance(t *testing.T, d time.Duration) {
+	e.skew.Store(int64(d))
+	t.Cleanup(func() { e.skew.Store(0) })
 }
 
 type syncBuffer struct {
@@ -70,27 +81,40 @@ func newEnvOn(t *testing.T, dir string, wrap func(store.Store) store.Store) *env
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { fst.Close() })
 	var st store.Store = fst
 	if wrap != nil {
 		st = wrap(st)
 	}
+	e := serveEnv(t, fst, st, "")
+	e.dir = dir
+	return e
+}
+
+// serveEnv serves an issuer on st, loading its signing keys from keyStore
+// (st unwrapped, so that injected failures spare the keys). Several may
+// serve one store, as replicas do: a replica is given the issuer URL of the
+// first, while its env's url stays its own address.
+func serveEnv(t *testing.T, keyStore, st store.Store, issuerURL string) *env {
+	t.Helper()
 	sealer, err := jwks.NewSealer(testKEK)
 	if err != nil {
 		t.Fatal(err)
 	}
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	keys, err := jwks.NewKeyring(jwks.KeyringConfig{Store: fst, Sealer: sealer, Logger: log, MaxTokenLifetime: 5 * time.Minute})
+	keys, err := jwks.NewKeyring(jwks.KeyringConfig{Store: keyStore, Sealer: sealer, Logger: log, MaxTokenLifetime: 5 * time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := keys.Load(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, store: st, keys: keys, logs: logs, dir: dir, sealer: sealer}
+	e := &env{t: t, store: st, keys: keys, logs: logs, sealer: sealer}
 	hs := httptest.NewUnstartedServer(nil)
 	e.url = "http://" + hs.Listener.Addr().String()
-	e.srv, err = New(Config{IssuerURL: e.url, Store: st, Keys: keys, AdminToken: testAdminToken, Logger: log})
+	e.srv, err = New(Config{IssuerURL: cmp.Or(issuerURL, e.url), Store: st, Keys: keys, AdminToken: testAdminToken, Logger: log,
+		Now: func() time.Time { return time.Now().Add(time.Duration(e.skew.Load())) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +122,6 @@ func newEnvOn(t *testing.T, dir string, wrap func(store.Store) store.Store) *env
 	hs.Start()
 	t.Cleanup(func() {
 		hs.Close()
-		fst.Close()
 		if strings.Contains(logs.String(), testAdminToken) {
 			t.Error("the admin token appeared in the logs")
 		}
@@ -132,16 +155,25 @@ func (e *env) do(method, path, contentType string, body []byte, authz string) (i
 
 func (e *env) doHeader(method, path, contentType string, body []byte, authz string) (int, http.Header, []byte) {
 	e.t.Helper()
+	h := http.Header{}
+	if contentType != "" {
+		h.Set("Content-Type", contentType)
+	}
+	if authz != "" {
+		h.Set("Authorization", authz)
+	}
+	return e.send(method, path, body, h)
+}
+
+// send sends one request with the header h and returns the status, header
+// and body of the answer.
+func (e *env) send(method, path string, body []byte, h http.Header) (int, http.Header, []byte) {
+	e.t.Helper()
 	req, err := http.NewRequest(method, e.url+path, bytes.NewReader(body))
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
-	}
-	if authz != "" {
-		req.Header.Set("Authorization", authz)
-	}
+	req.Header = h
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		e.t.Fatal(err)

@@ -12,13 +12,16 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meshauth/meshauth/internal/loopback"
 	"github.com/meshauth/meshauth/issuer/store"
 	"github.com/meshauth/meshauth/token"
 )
 
 // ClientMetadata is an RFC 7591 §2 registration request, with meshauth's
 // extensions client_id (an operator-chosen id; registration needs the admin
-// token anyway), access_token_format and allowed_audiences.
+// token anyway), access_token_format and allowed_audiences. A public client
+// (a browser or native app) registers token_endpoint_auth_method none,
+// grant_types authorization_code (and refresh_token) and its redirect_uris.
 type ClientMetadata struct {
 	ClientID                string          `json:"client_id,omitempty"`
 	ClientName              string          `json:"client_name,omitempty"`
@@ -28,6 +31,7 @@ type ClientMetadata struct {
 	JWKS                    json.RawMessage `json:"jwks,omitempty"`
 	JWKSURI                 string          `json:"jwks_uri,omitempty"`
 	RedirectURIs            []string        `json:"redirect_uris,omitempty"`
+	ResponseTypes           []string        `json:"response_types,omitempty"`
 	AccessTokenFormat       string          `json:"access_token_format,omitempty"`
 	AllowedAudiences        []string        `json:"allowed_audiences,omitempty"`
 	// ExchangeScopes limits, per target audience, the scopes the client may
@@ -48,10 +52,10 @@ type Registration struct {
 }
 
 // GrantTypesSupported lists the grants this issuer serves.
-var GrantTypesSupported = []string{"client_credentials", GrantTypeTokenExchange}
+var GrantTypesSupported = []string{GrantTypeAuthorizationCode, GrantTypeRefreshToken, "client_credentials", GrantTypeTokenExchange}
 
 // AuthMethodsSupported lists the token endpoint authentication methods.
-var AuthMethodsSupported = []string{authSecretBasic, authSecretPost, authPrivateKeyJWT}
+var AuthMethodsSupported = []string{authSecretBasic, authSecretPost, authPrivateKeyJWT, authNone}
 
 var clientIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
 
@@ -65,7 +69,7 @@ func RegisterClient(ctx context.Context, st store.Store, md ClientMetadata, now 
 	}
 	c.CreatedAt = now.UTC()
 	var secret string
-	if c.TokenEndpointAuthMethod != authPrivateKeyJWT {
+	if c.TokenEndpointAuthMethod != authPrivateKeyJWT && c.TokenEndpointAuthMethod != authNone {
 		secret = newSecret()
 		c.SecretHash = hashSecret(secret)
 	}
@@ -138,11 +142,8 @@ func clientFromMetadata(md *ClientMetadata) (*store.Client, error) {
 	case len(md.JWKS) > 0:
 		return nil, errInvalidClientMetadata("jwks is only used with token_endpoint_auth_method private_key_jwt")
 	}
-	for _, u := range md.RedirectURIs {
-		if err := checkRedirectURI(u); err != nil {
-			// RFC 7591 §3.2.2 has its own code for this.
-			return nil, &oauthError{Status: http.StatusBadRequest, Code: "invalid_redirect_uri", Description: err.Error()}
-		}
+	if err := checkBrowserGrants(md); err != nil {
+		return nil, err
 	}
 	switch md.AccessTokenFormat {
 	case "":
@@ -186,10 +187,69 @@ func clientFromMetadata(md *ClientMetadata) (*store.Client, error) {
 	}, nil
 }
 
+// checkBrowserGrants validates what a client of the authorization
+// endpoint registers: its redirect URIs, response types, and the grants a
+// public client may have. It fills in response_types.
+func checkBrowserGrants(md *ClientMetadata) error {
+	for _, u := range md.RedirectURIs {
+		if err := checkRedirectURI(u); err != nil {
+			// RFC 7591 §3.2.2 has its own code for this.
+			return &oauthError{Status: http.StatusBadRequest, Code: "invalid_redirect_uri", Description: err.Error()}
+		}
+	}
+	md.RedirectURIs = dedupe(md.RedirectURIs)
+	code := slices.Contains(md.GrantTypes, GrantTypeAuthorizationCode)
+	for _, rt := range md.ResponseTypes {
+		if rt != responseTypeCode {
+			return errInvalidClientMetadata(fmt.Sprintf("response type %q is not supported; only code is", truncate(rt, 64)))
+		}
+	}
+	switch {
+	case len(md.ResponseTypes) > 0 && !code:
+		// RFC 7591 §2.1: response type code goes with that grant.
+		return errInvalidClientMetadata("response_types code needs grant_types authorization_code")
+	case code && len(md.RedirectURIs) == 0:
+		return &oauthError{Status: http.StatusBadRequest, Code: "invalid_redirect_uri", Description: "the authorization_code grant needs at least one redirect_uri"}
+	case slices.Contains(md.GrantTypes, GrantTypeRefreshToken) && !code:
+		return errInvalidClientMetadata("refresh_token needs authorization_code: refresh tokens are issued only with that grant")
+	}
+	if code {
+		md.ResponseTypes = []string{responseTypeCode}
+	}
+	if md.TokenEndpointAuthMethod == authNone {
+		for _, g := range md.GrantTypes {
+			if !slices.Contains(publicClientGrants, g) {
+				return errInvalidClientMetadata(fmt.Sprintf("a public client (token_endpoint_auth_method none) may use only authorization_code and refresh_token, not %s", g))
+			}
+		}
+	}
+	return nil
+}
+
+// checkRedirectURI accepts the redirect URIs of RFC 9700 §2.1 and RFC 8252
+// §7: https; http only to a loopback host (a native app's local listener);
+// or a private-use scheme in reverse domain notation (a native app's own
+// scheme, RFC 8252 §7.1). Never a fragment (RFC 6749 §3.1.2) or userinfo.
 func checkRedirectURI(raw string) error {
 	u, err := url.Parse(raw)
-	if err != nil || !u.IsAbs() || u.Fragment != "" || u.Host == "" {
-		return fmt.Errorf("redirect_uri %q must be an absolute URL without a fragment", truncate(raw, 128))
+	bad := func(why string) error { return fmt.Errorf("redirect_uri %q %s", truncate(raw, 128), why) }
+	switch {
+	case err != nil || !u.IsAbs():
+		return bad("must be an absolute URI")
+	case u.Fragment != "" || strings.Contains(raw, "#"):
+		return bad("must not have a fragment")
+	case u.User != nil:
+		return bad("must not have userinfo")
+	case u.Scheme == "https" && u.Host != "":
+	case u.Scheme == "http" && u.Host != "":
+		if !loopback.Host(u.Hostname()) {
+			return bad("must use https (http only to a loopback address)")
+		}
+	case u.Scheme == "http" || u.Scheme == "https":
+		return bad("must name a host")
+	case strings.Contains(u.Scheme, "."):
+	default:
+		return bad("must use https, http on loopback, or a private-use scheme in reverse domain notation such as com.example.app:/callback")
 	}
 	return nil
 }

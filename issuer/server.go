@@ -2,12 +2,17 @@
 // JWKS, RFC 7591 dynamic client registration and the token endpoint
 // (RFC 6749) with client_credentials, issuing RFC 9068 JWT access tokens or
 // reference tokens, and RFC 8693 token exchange, issuing JWTs for the next
-// hop of a request with an act chain. State lives in a store.Store, so
+// hop of a request with an act chain; for people, the authorization
+// endpoint with its login and consent pages, the authorization_code grant
+// with PKCE and rotating refresh tokens. State lives in a store.Store, so
 // replicas over one PostgreSQL database are interchangeable.
 package issuer
 
 import (
+	"cmp"
 	"context"
+	"crypto/cipher"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
@@ -18,16 +23,24 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/crypto/chacha20poly1305"
+
 	"github.com/meshauth/meshauth/internal/loopback"
 	"github.com/meshauth/meshauth/issuer/store"
 )
 
 // Endpoint paths, relative to the issuer URL's path.
 const (
-	pathToken    = "/token"
-	pathRegister = "/register"
-	pathJWKS     = "/jwks.json"
-	pathRotate   = "/admin/keys/rotate"
+	pathAuthorize = "/authorize"
+	pathLogin     = "/authorize/login"
+	pathConsent   = "/authorize/consent"
+	pathToken     = "/token"
+	pathRegister  = "/register"
+	pathJWKS      = "/jwks.json"
+	pathRotate    = "/admin/keys/rotate"
+	// RFC 7662 introspection and RFC 7009 revocation.
+	pathIntrospect = "/introspect"
+	pathRevoke     = "/revoke"
 )
 
 // Keys is what the issuer needs of its signing keys (package jwks's Keyring).
@@ -63,6 +76,16 @@ type Config struct {
 	// audience; default the issuer URL, which no service accepts, so a token
 	// is only useful for the audience it names.
 	DefaultAudience string
+	// RefreshTokenLifetime is the absolute lifetime of a user's
+	// authorization (a grant): its refresh tokens stop working this long
+	// after the user allowed it, however often they are rotated; default
+	// 24h.
+	RefreshTokenLifetime time.Duration
+	// FormKey (32 bytes) seals the pending authorization that the login
+	// and consent forms carry. Replicas must share it, so that a form
+	// shown by one can be answered at another; empty means a random key,
+	// for a single issuer process.
+	FormKey []byte
 	// Revocations, if set, is told of every stored revocation.
 	Revocations RevocationNotifier
 	Logger      *slog.Logger
@@ -81,6 +104,11 @@ type Server struct {
 	defaultAudience string
 	metadata        []byte
 	ownKeys         keyCache // keys verifying tokens presented for exchange
+	grantLifetime   time.Duration
+	formAEAD        cipher.AEAD // seals login and consent form state
+	secureCookies   bool
+	issuerHost      string
+	throttle        *loginThrottle
 	notifier        RevocationNotifier
 	log             *slog.Logger
 	now             func() time.Time
@@ -106,9 +134,21 @@ func New(cfg Config) (*Server, error) {
 		keys:            cfg.Keys,
 		tokenLifetime:   cfg.AccessTokenLifetime,
 		defaultAudience: cfg.DefaultAudience,
+		grantLifetime:   cmp.Or(cfg.RefreshTokenLifetime, 24*time.Hour),
+		secureCookies:   u.Scheme == "https",
+		issuerHost:      u.Host,
+		throttle:        newLoginThrottle(),
 		notifier:        cfg.Revocations,
 		log:             cfg.Logger,
 		now:             cfg.Now,
+	}
+	formKey := cfg.FormKey
+	if len(formKey) == 0 {
+		formKey = make([]byte, formKeySize)
+		_, _ = rand.Read(formKey)
+	}
+	if s.formAEAD, err = chacha20poly1305.NewX(formKey); err != nil {
+		return nil, fmt.Errorf("form key must be %d bytes", formKeySize)
 	}
 	s.ownKeys.src = cfg.Keys
 	if cfg.AdminToken != "" {
@@ -120,6 +160,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if s.tokenLifetime < 0 {
 		return nil, errors.New("access token lifetime must be positive")
+	}
+	if s.grantLifetime < s.tokenLifetime {
+		return nil, errors.New("refresh token lifetime must be at least the access token lifetime")
 	}
 	if s.defaultAudience == "" {
 		s.defaultAudience = s.issuerURL
@@ -148,8 +191,14 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /.well-known/oauth-authorization-server"+p, s.handleMetadata)
 	m.HandleFunc("GET "+p+"/.well-known/openid-configuration", s.handleMetadata)
 	m.Handle("GET "+p+pathJWKS, s.keys)
+	m.HandleFunc("GET "+p+pathAuthorize, s.handleAuthorize)
+	m.HandleFunc("POST "+p+pathAuthorize, s.handleAuthorize)
+	m.HandleFunc("POST "+p+pathLogin, s.handleLogin)
+	m.HandleFunc("POST "+p+pathConsent, s.handleConsent)
 	m.HandleFunc("POST "+p+pathToken, s.handleToken)
 	m.HandleFunc("POST "+p+pathRegister, s.handleRegister)
+	m.HandleFunc("POST "+p+pathIntrospect, s.handleIntrospect)
+	m.HandleFunc("POST "+p+pathRevoke, s.handleRevoke)
 	m.HandleFunc("POST "+p+pathRotate, s.handleRotate)
 	m.HandleFunc("POST "+p+pathAdminRevoke, s.handleAdminRevoke)
 	m.HandleFunc("GET /healthz", s.handleHealthz)

@@ -29,6 +29,7 @@ type tokenResponse struct {
 	IssuedTokenType string `json:"issued_token_type,omitempty"`
 	TokenType       string `json:"token_type"`
 	ExpiresIn       int64  `json:"expires_in"`
+	RefreshToken    string `json:"refresh_token,omitempty"`
 	Scope           string `json:"scope,omitempty"`
 }
 
@@ -60,8 +61,13 @@ func (s *Server) token(ctx context.Context, w http.ResponseWriter, r *http.Reque
 	if !slices.Contains(client.GrantTypes, grant) {
 		return nil, errUnauthorizedClient(fmt.Sprintf("client is not registered for the %s grant", grant))
 	}
-	if grant == GrantTypeTokenExchange {
+	switch grant {
+	case GrantTypeTokenExchange:
 		return s.tokenExchange(ctx, client, form)
+	case GrantTypeAuthorizationCode:
+		return s.authorizationCodeGrant(ctx, client, form)
+	case GrantTypeRefreshToken:
+		return s.refreshTokenGrant(ctx, client, form)
 	}
 	return s.clientCredentials(ctx, client, form)
 }
@@ -147,6 +153,10 @@ type accessTokenClaims struct {
 	ID        string `json:"jti"`
 	ClientID  string `json:"client_id"`
 	Scope     string `json:"scope,omitempty"`
+	// SessionID names the user authorization (grant) the token descends
+	// from, so that revoking the grant reaches it; RFC 9068 §2.2 allows
+	// further claims, and sid is OpenID Connect's name for a session.
+	SessionID string `json:"sid,omitempty"`
 	// Act names the actor chain of an exchanged token (RFC 8693 §4.1).
 	Act json.RawMessage `json:"act,omitempty"`
 }
@@ -158,6 +168,7 @@ type grantedToken struct {
 	scope     []string
 	expiresAt time.Time
 	act       json.RawMessage
+	grantID   string // the user authorization, if any
 }
 
 // issueAccessToken mints g for client c, issued at now, in format (jwt or
@@ -170,7 +181,7 @@ func (s *Server) issueAccessToken(ctx context.Context, c *store.Client, format s
 	if format == formatReference {
 		value := referenceToken()
 		err := s.store.PutAccessToken(ctx, &store.AccessToken{
-			Hash: ReferenceTokenHash(value), ID: randomID(), ClientID: c.ID, Subject: g.subject,
+			Hash: ReferenceTokenHash(value), ID: randomID(), GrantID: g.grantID, ClientID: c.ID, Subject: g.subject,
 			Audience: aud, Scope: g.scope, IssuedAt: now, ExpiresAt: exp,
 		})
 		if err != nil {
@@ -181,7 +192,7 @@ func (s *Server) issueAccessToken(ctx context.Context, c *store.Client, format s
 	}
 	claims := accessTokenClaims{
 		Issuer: s.issuerURL, Subject: g.subject, ExpiresAt: exp.Unix(), IssuedAt: now.Unix(),
-		ID: randomID(), ClientID: c.ID, Scope: scope, Audience: aud, Act: g.act,
+		ID: randomID(), ClientID: c.ID, Scope: scope, Audience: aud, SessionID: g.grantID, Act: g.act,
 	}
 	if len(aud) == 1 {
 		claims.Audience = aud[0]
@@ -198,7 +209,8 @@ func (s *Server) issueAccessToken(ctx context.Context, c *store.Client, format s
 }
 
 // referenceToken returns a new opaque access token: 256 random bits and
-// nothing readable.
+// nothing readable. Authorization codes and refresh tokens have the same
+// form.
 func referenceToken() string {
 	b := make([]byte, 32)
 	_, _ = rand.Read(b)
@@ -206,7 +218,8 @@ func referenceToken() string {
 }
 
 // ReferenceTokenHash is the key under which a reference token is stored: the
-// token itself is never stored.
+// token itself is never stored. Authorization codes and refresh tokens are
+// stored under the same hash of their value.
 func ReferenceTokenHash(value string) string {
 	sum := sha256.Sum256([]byte(value))
 	return base64.RawURLEncoding.EncodeToString(sum[:])

@@ -224,6 +224,7 @@ func (s *Server) referenceClaims(ctx context.Context, value string) (*token.Clai
 	return &token.Claims{
 		Issuer: s.issuerURL, Subject: rec.Subject, Audience: rec.Audience, ExpiresAt: rec.ExpiresAt,
 		IssuedAt: rec.IssuedAt, ID: rec.ID, ClientID: rec.ClientID, Scope: strings.Join(rec.Scope, " "),
+		SessionID: rec.GrantID,
 	}, nil
 }
 

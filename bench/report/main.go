@@ -44,6 +44,10 @@ var ratios = []ratio{
 	{"ext_authz gRPC Check/s ÷ always-allow Check/s", "bench/BenchmarkExtAuthzCheck/meshauth", "bench/BenchmarkExtAuthzCheck/floor", false, "≥ 0.8"},
 	{"egress requests/s, warm exchange cache ÷ bare fasthttp proxy hop requests/s", "bench/BenchmarkEgressHop/egress", "bench/BenchmarkEgressHop/floor", false, "≥ 0.7"},
 	{"uncached token exchanges/s over HTTP ÷ bare ES256 signs/s", "bench/BenchmarkTokenExchange", "bench/BenchmarkES256SignFloor", false, ""},
+	{"introspections/s of a reference token (JSON), file store ÷ client_credentials tokens/s, file store", "bench/BenchmarkIntrospection/store=file/format=json", "bench/BenchmarkClientCredentials/store=file", false, ""},
+	{"introspections/s of a reference token (RFC 9701 JWT), file store ÷ client_credentials tokens/s, file store", "bench/BenchmarkIntrospection/store=file/format=jwt", "bench/BenchmarkClientCredentials/store=file", false, ""},
+	{"introspections/s of a reference token (JSON), PostgreSQL ÷ client_credentials tokens/s, PostgreSQL", "bench/BenchmarkIntrospection/store=postgres/format=json", "bench/BenchmarkClientCredentials/store=postgres", false, ""},
+	{"introspections/s of a reference token (RFC 9701 JWT), PostgreSQL ÷ client_credentials tokens/s, PostgreSQL", "bench/BenchmarkIntrospection/store=postgres/format=jwt", "bench/BenchmarkClientCredentials/store=postgres", false, ""},
 }
 
 // latencies are benchmarks whose p50/p99 (b.ReportMetric) are listed beside

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,6 +23,8 @@ import (
 	"github.com/meshauth/meshauth/internal/demo"
 	"github.com/meshauth/meshauth/internal/flagconf"
 	"github.com/meshauth/meshauth/issuer"
+	"github.com/meshauth/meshauth/issuer/store"
+	"github.com/meshauth/meshauth/issuer/store/storeurl"
 	"github.com/meshauth/meshauth/proxy"
 )
 
@@ -78,6 +81,10 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 			log.Warn("generated a key-encryption key for development and stored it beside the data it protects; production issuers must get theirs from a secret store", "file", path)
 		}
 		kek = key
+	}
+
+	if err := setUpBrowserDemo(ctx, f.storeURL, *dir, log); err != nil {
+		return err
 	}
 
 	ns, err := startNATS(*natsListen, filepath.Join(*dir, "nats"))
@@ -176,6 +183,56 @@ func runOrdersDemo(ctx context.Context, listen, paymentsSidecar, issuerURL, admi
 	return serveSidecar(ctx, &f, trusted, proxy.Policy{}, strings.TrimSpace(string(secret)), log, nil)
 }
 
+// The browser demo: a person, and a public client to sign in to.
+const (
+	demoUser        = "demo"
+	demoClientID    = "demo-app"
+	demoRedirectURI = "http://127.0.0.1:8765/callback"
+)
+
+// setUpBrowserDemo gives meshauth dev someone to sign in as and an app to
+// sign in to: the user demo, with a generated password kept in dir, and
+// the public client demo-app, whose redirect URI is on loopback as a
+// native app's would be. Both are made on first use only. It runs before
+// the issuer opens the store, which an embedded store allows only once.
+func setUpBrowserDemo(ctx context.Context, storeURL, dir string, log *slog.Logger) error {
+	st, err := storeurl.Open(ctx, storeURL)
+	if err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	defer st.Close()
+	_, err = st.GetClient(ctx, demoClientID)
+	if errors.Is(err, store.ErrNotFound) {
+		_, err = issuer.RegisterClient(ctx, st, issuer.ClientMetadata{
+			ClientID: demoClientID, ClientName: "meshauth demo app", TokenEndpointAuthMethod: "none",
+			GrantTypes:   []string{issuer.GrantTypeAuthorizationCode, issuer.GrantTypeRefreshToken},
+			RedirectURIs: []string{demoRedirectURI}, Scope: "payments.charge payments.read",
+			AllowedAudiences: []string{"orders", "payments"},
+		}, time.Now())
+	}
+	if err != nil {
+		return fmt.Errorf("demo client %s: %w", demoClientID, err)
+	}
+	path := filepath.Join(dir, "demo-user-password")
+	if _, err := os.Stat(path); err == nil {
+		return nil // made on an earlier run
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	password := rand.Text()
+	if _, err := issuer.CreateUser(ctx, st, demoUser, password, time.Now()); errors.Is(err, store.ErrExists) {
+		log.Warn("the demo user exists but its password file is gone; set a new password with meshauth users passwd", "user", demoUser, "file", path)
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("demo user: %w", err)
+	}
+	if err := os.WriteFile(path, []byte(password+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	log.Info("created the demo user", "user", demoUser, "password_file", path)
+	return nil
+}
+
 // devSecret reads a 32-byte base64 secret from path, creating it (0600) on
 // first use. created reports whether it was made now.
 func devSecret(path string) (created bool, secret string, err error) {
@@ -247,7 +304,23 @@ Quick start, in another shell:
   TOKEN=...
   echo "$TOKEN" | cut -d. -f2 | basenc -d --base64url 2>/dev/null; echo
 
-`, issuerURL, natsURL, dir)
+Sign in as a person (authorization code with PKCE, as the public client %[4]s):
+
+  # a. a PKCE pair, and the authorization URL to open in a browser
+  VERIFIER=$(openssl rand -base64 48 | tr '+/' '-_' | tr -d '=\n')
+  CHALLENGE=$(printf %%s "$VERIFIER" | openssl dgst -sha256 -binary | basenc --base64url | tr -d '=')
+  echo "%[1]s/authorize?response_type=code&client_id=%[4]s&redirect_uri=%[5]s&scope=payments.charge&audience=orders&state=s1&code_challenge=$CHALLENGE&code_challenge_method=S256"
+
+  # b. sign in as %[6]s with the password in %[3]s/demo-user-password and allow;
+  #    the browser goes to %[7]s?code=...  (nothing listens there: copy the code
+  #    from the address bar)
+  CODE=...
+
+  # c. the tokens: an access token for orders and a refresh token
+  curl -s -d grant_type=authorization_code -d client_id=%[4]s -d code=$CODE \
+      -d redirect_uri=%[7]s -d code_verifier=$VERIFIER %[1]s/token
+
+`, issuerURL, natsURL, dir, demoClientID, url.QueryEscape(demoRedirectURI), demoUser, demoRedirectURI)
 	if sidecar == "" {
 		return
 	}

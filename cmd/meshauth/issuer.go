@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/hkdf"
+	"crypto/sha256"
 	"errors"
 	"flag"
 	"fmt"
@@ -34,6 +36,7 @@ type issuerFlags struct {
 	kekFile         string
 	algorithm       string
 	tokenLifetime   time.Duration
+	refreshLifetime time.Duration
 	keyRotation     time.Duration
 	keyPrePublish   time.Duration
 	jwksMaxAge      time.Duration
@@ -51,6 +54,7 @@ func (f *issuerFlags) register(fs *flag.FlagSet, listen, storeURL string) {
 	fs.StringVar(&f.kekFile, "key-encryption-key-file", "", "file holding the base64 32-byte key that encrypts signing keys at rest (or set "+envKEK+")")
 	fs.StringVar(&f.algorithm, "signing-alg", "ES256", "algorithm of new signing keys: ES256, EdDSA or RS256")
 	fs.DurationVar(&f.tokenLifetime, "token-lifetime", 5*time.Minute, "access token lifetime")
+	fs.DurationVar(&f.refreshLifetime, "refresh-token-lifetime", 24*time.Hour, "absolute lifetime of a user's authorization: its refresh tokens, however often rotated, stop working this long after the login")
 	fs.DurationVar(&f.keyRotation, "key-rotation", 24*time.Hour, "age at which the signing key is replaced")
 	fs.DurationVar(&f.keyPrePublish, "key-prepublish", 10*time.Minute, "how long a new key is published in the JWKS before it signs")
 	fs.DurationVar(&f.jwksMaxAge, "jwks-max-age", 5*time.Minute, "Cache-Control max-age of the JWKS; must be shorter than --key-prepublish")
@@ -119,6 +123,12 @@ func serveIssuer(ctx context.Context, f *issuerFlags, adminToken, kek string, lo
 	if err != nil {
 		return err
 	}
+	// Replicas share the key-encryption key, so a key derived from it lets
+	// any replica open the login forms another one sealed.
+	formKey, err := hkdf.Key(sha256.New, kekBytes, nil, "meshauth login form key", 32)
+	if err != nil {
+		return fmt.Errorf("derive the login form key: %w", err)
+	}
 	st, err := storeurl.Open(ctx, f.storeURL)
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
@@ -142,13 +152,15 @@ func serveIssuer(ctx context.Context, f *issuerFlags, adminToken, kek string, lo
 		return fmt.Errorf("load signing keys: %w", err)
 	}
 	srv, err := issuer.New(issuer.Config{
-		IssuerURL:           f.issuerURL,
-		Store:               st,
-		Keys:                keys,
-		AdminToken:          adminToken,
-		AccessTokenLifetime: f.tokenLifetime,
-		DefaultAudience:     f.defaultAudience,
-		Logger:              log,
+		IssuerURL:            f.issuerURL,
+		Store:                st,
+		Keys:                 keys,
+		AdminToken:           adminToken,
+		AccessTokenLifetime:  f.tokenLifetime,
+		RefreshTokenLifetime: f.refreshLifetime,
+		FormKey:              formKey,
+		DefaultAudience:      f.defaultAudience,
+		Logger:               log,
 	})
 	if err != nil {
 		return err

@@ -1,0 +1,127 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/term"
+
+	"github.com/meshauth/meshauth/issuer/store/filestore"
+)
+
+func TestUsers(t *testing.T) {
+	dir := t.TempDir()
+	storeURL := "file:" + dir
+	ctx := context.Background()
+	users := func(args ...string) (string, error) {
+		var out bytes.Buffer
+		err := run(ctx, append([]string{"users"}, args...), &out, io.Discard)
+		return out.String(), err
+	}
+
+	t.Setenv(envUserPassword, "a passphrase long enough")
+	id, err := users("add", "--store", storeURL, "--name", "Alice")
+	if err != nil || len(strings.TrimSpace(id)) < 16 || strings.Contains(id, "passphrase") {
+		t.Fatalf("users add: %q %v", id, err)
+	}
+	if _, err := users("add", "--store", storeURL, "--name", "alice"); err == nil || !strings.Contains(err.Error(), "already exists") {
+		t.Errorf("duplicate name: %v", err)
+	}
+	t.Setenv(envUserPassword, "too short")
+	if _, err := users("add", "--store", storeURL, "--name", "bob"); err == nil || !strings.Contains(err.Error(), "too weak") {
+		t.Errorf("weak password: %v", err)
+	}
+	if _, err := users("add", "--store", storeURL); err == nil || !strings.Contains(err.Error(), "--name") {
+		t.Errorf("no name: %v", err)
+	}
+
+	file := filepath.Join(t.TempDir(), "pw")
+	if err := os.WriteFile(file, []byte("another long passphrase\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := users("passwd", "--store", storeURL, "--name", "alice", "--password-file", file); err == nil || !strings.Contains(err.Error(), "both") {
+		t.Errorf("password in both the environment and a file: %v", err)
+	}
+	t.Setenv(envUserPassword, "")
+	st, err := filestore.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := st.GetUserByName(ctx, "alice")
+	st.Close()
+	if err != nil || before.ID != strings.TrimSpace(id) {
+		t.Fatalf("stored user %+v: %v", before, err)
+	}
+	if out, err := users("passwd", "--store", storeURL, "--name", "ALICE", "--password-file", file); err != nil || !strings.Contains(out, "changed") {
+		t.Fatalf("users passwd: %q %v", out, err)
+	}
+	st, err = filestore.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, err := st.GetUserByName(ctx, "alice")
+	st.Close()
+	if err != nil || after.PasswordHash == before.PasswordHash || strings.Contains(after.PasswordHash, "another") {
+		t.Errorf("password not replaced: %v", err)
+	}
+	if _, err := users("passwd", "--store", storeURL, "--name", "nobody", "--password-file", file); err == nil {
+		t.Error("passwd of a missing user succeeded")
+	}
+	if !term.IsTerminal(int(os.Stdin.Fd())) {
+		if _, err := users("add", "--store", storeURL, "--name", "carol"); err == nil || !strings.Contains(err.Error(), envUserPassword) {
+			t.Errorf("no password and no terminal: %v", err)
+		}
+	}
+
+	help := captureStderr(t, func() {
+		if err := run(ctx, []string{"users", "add", "--help"}, io.Discard, io.Discard); err == nil {
+			t.Error("--help did not stop")
+		}
+	})
+	for _, want := range []string{"--store", "--name", "--password-file", "MESHAUTH_"} {
+		if !strings.Contains(help, want) {
+			t.Errorf("help lacks %s:\n%s", want, help)
+		}
+	}
+}
+
+// TestBrowserDemoSetUp: meshauth dev makes the demo user and client once,
+// and a second start keeps them and the password file.
+func TestBrowserDemoSetUp(t *testing.T) {
+	dir := t.TempDir()
+	storeURL := "file:" + filepath.Join(dir, "store")
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ctx := context.Background()
+	if err := setUpBrowserDemo(ctx, storeURL, dir, log); err != nil {
+		t.Fatal(err)
+	}
+	first, err := os.ReadFile(filepath.Join(dir, "demo-user-password"))
+	if err != nil || len(strings.TrimSpace(string(first))) < 12 {
+		t.Fatalf("password file %q: %v", first, err)
+	}
+	if err := setUpBrowserDemo(ctx, storeURL, dir, log); err != nil {
+		t.Fatalf("second start: %v", err)
+	}
+	second, _ := os.ReadFile(filepath.Join(dir, "demo-user-password"))
+	if !bytes.Equal(first, second) {
+		t.Error("the second start replaced the demo password")
+	}
+	st, err := filestore.Open(filepath.Join(dir, "store"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	c, err := st.GetClient(ctx, demoClientID)
+	if err != nil || c.TokenEndpointAuthMethod != "none" || c.RedirectURIs[0] != demoRedirectURI {
+		t.Errorf("demo client %+v: %v", c, err)
+	}
+	if _, err := st.GetUserByName(ctx, demoUser); err != nil {
+		t.Errorf("demo user: %v", err)
+	}
+}

@@ -1,0 +1,446 @@
+package issuer
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"embed"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html/template"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/chacha20poly1305"
+
+	"github.com/meshauth/meshauth/issuer/store"
+)
+
+// The login and consent pages are server-rendered HTML without JavaScript,
+// styled by one inline stylesheet that the Content-Security-Policy admits
+// by its hash.
+//
+//go:embed web/pages.html web/style.css
+var webFiles embed.FS
+
+var (
+	pageTemplate = template.Must(template.ParseFS(webFiles, "web/pages.html"))
+	pageCSS      = mustReadWeb("web/style.css")
+	pageCSSHash  = func() string {
+		sum := sha256.Sum256(pageCSS)
+		return "'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'"
+	}()
+)
+
+func mustReadWeb(name string) []byte {
+	b, err := webFiles.ReadFile(name)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// Form purposes: the associated data of each sealed form token, so that a
+// login form's token cannot be submitted as a consent.
+const (
+	purposeLogin   = "meshauth login form v1"
+	purposeConsent = "meshauth consent form v1"
+)
+
+// How long a form may be answered: a login waits for a person to type; a
+// consent only for a click.
+const (
+	loginFormLifetime   = 15 * time.Minute
+	consentFormLifetime = 5 * time.Minute
+)
+
+// formState is what a login or consent form carries in its form_token,
+// sealed: the validated authorization request, the browser it was shown
+// to, and until when it may be submitted. The browser can neither read nor
+// change it, and any replica holding the form key can open it, so no
+// replica needs to remember a pending authorization.
+type formState struct {
+	Request authorizationRequest `json:"req"`
+	// Binding is the hash of the browser's CSRF cookie: a form submitted
+	// from another browser does not match (RFC 9700 §4.7).
+	Binding   string `json:"bind"`
+	ExpiresAt int64  `json:"exp"`
+	// The consent form also names the signed-in user and has an id that
+	// makes it single-use.
+	ID       string `json:"id,omitempty"`
+	UserID   string `json:"uid,omitempty"`
+	UserName string `json:"name,omitempty"`
+}
+
+// formKeySize is the size of Config.FormKey. Forms are sealed with
+// XChaCha20-Poly1305, whose 192-bit random nonces cannot collide however
+// many forms a long-lived key seals.
+const formKeySize = chacha20poly1305.KeySize
+
+// maxFormTokenBytes bounds a form token before it is decoded.
+const maxFormTokenBytes = 16 << 10
+
+// sealForm returns st sealed for purpose, as base64url.
+func (s *Server) sealForm(purpose string, st *formState) (string, error) {
+	pt, err := json.Marshal(st)
+	if err != nil {
+		return "", fmt.Errorf("encode form state: %w", err)
+	}
+	n := s.formAEAD.NonceSize()
+	nonce := make([]byte, n, n+len(pt)+s.formAEAD.Overhead())
+	_, _ = rand.Read(nonce)
+	return base64.RawURLEncoding.EncodeToString(s.formAEAD.Seal(nonce, nonce, pt, []byte(purpose))), nil
+}
+
+var errBadFormToken = errors.New("form token is not valid")
+
+// openForm opens a form token sealed for purpose.
+func (s *Server) openForm(purpose, token string) (*formState, error) {
+	if len(token) > maxFormTokenBytes {
+		return nil, errBadFormToken
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(token)
+	n := s.formAEAD.NonceSize()
+	if err != nil || len(raw) < n+s.formAEAD.Overhead() {
+		return nil, errBadFormToken
+	}
+	pt, err := s.formAEAD.Open(nil, raw[:n], raw[n:], []byte(purpose))
+	if err != nil {
+		return nil, errBadFormToken
+	}
+	var st formState
+	if err := json.Unmarshal(pt, &st); err != nil {
+		return nil, errBadFormToken
+	}
+	return &st, nil
+}
+
+// csrfCookieName is the cookie that binds forms to a browser. Over https it
+// has the __Host- prefix, so that no sibling host can plant one.
+func (s *Server) csrfCookieName() string {
+	if s.secureCookies {
+		return "__Host-meshauth-csrf"
+	}
+	return "meshauth-csrf"
+}
+
+// browserBinding returns the binding of the browser's CSRF cookie, setting
+// a new cookie if the browser has none. Reusing a cookie keeps forms open
+// in other tabs valid.
+func (s *Server) browserBinding(w http.ResponseWriter, r *http.Request) string {
+	if v, ok := s.csrfCookie(r); ok {
+		return ReferenceTokenHash(v)
+	}
+	v := referenceToken()
+	http.SetCookie(w, &http.Cookie{
+		Name: s.csrfCookieName(), Value: v, Path: "/", HttpOnly: true, Secure: s.secureCookies,
+		// Lax, not Strict: the authorization request arrives by a
+		// cross-site navigation, and with Strict the browser would hide
+		// the cookie it has. Cross-site POSTs still go without it.
+		SameSite: http.SameSiteLaxMode,
+	})
+	return ReferenceTokenHash(v)
+}
+
+// csrfCookie returns the browser's CSRF cookie if it has one of the form
+// this server sets.
+func (s *Server) csrfCookie(r *http.Request) (string, bool) {
+	c, err := r.Cookie(s.csrfCookieName())
+	if err != nil || len(c.Value) != 43 || !isBase64URL(c.Value) {
+		return "", false
+	}
+	return c.Value, true
+}
+
+// pageData is what the page templates show.
+type pageData struct {
+	Kind       string // login, consent or error
+	Title      string
+	IssuerHost string
+	CSS        template.CSS
+	// login and consent
+	ClientName   string
+	RedirectHost string
+	Action       string
+	FormToken    string
+	UserName     string
+	Error        string
+	// consent
+	Scopes    []string
+	Audiences []string
+	Until     string
+	// error
+	Message string
+}
+
+// render writes a page with the headers every page gets: no caching, no
+// framing (clickjacking, RFC 9700 §4.16), no referrer (the authorization
+// request's query must not leak), and a Content-Security-Policy that admits
+// the inline stylesheet and form posts to this server, and, because a
+// browser checks the redirect that answers a form post too, to the
+// client's redirect URI.
+func (s *Server) render(w http.ResponseWriter, status int, redirectURI string, d *pageData) {
+	d.IssuerHost, d.CSS = s.issuerHost, template.CSS(pageCSS)
+	var buf bytes.Buffer
+	if err := pageTemplate.ExecuteTemplate(&buf, "page", d); err != nil {
+		s.log.Error("render page", "kind", d.Kind, "error", err)
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	formAction := "'self'"
+	if src := formActionSource(redirectURI); src != "" {
+		formAction += " " + src
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src "+pageCSSHash+"; form-action "+formAction+"; frame-ancestors 'none'; base-uri 'none'")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Pragma", "no-cache")
+	h.Set("Referrer-Policy", "no-referrer")
+	w.WriteHeader(status)
+	_, _ = w.Write(buf.Bytes())
+}
+
+// cspSourcePattern admits the CSP source expressions formActionSource may
+// produce: a scheme with an optional host and port, nothing that could end
+// the directive.
+var cspSourcePattern = regexp.MustCompile(`^[a-z][a-z0-9+.-]*:(//([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?)?$`)
+
+// formActionSource is the CSP source expression of a redirect URI: its
+// origin, or for a private-use scheme (RFC 8252 §7.1) the scheme alone; ""
+// if it cannot be written safely.
+func formActionSource(redirectURI string) string {
+	u, err := url.Parse(redirectURI)
+	if err != nil || redirectURI == "" {
+		return ""
+	}
+	src := u.Scheme + ":"
+	if u.Host != "" {
+		src += "//" + u.Host
+	}
+	if !cspSourcePattern.MatchString(src) {
+		return ""
+	}
+	return src
+}
+
+// redirectHost names where a redirect URI leads, for the user to read.
+func redirectHost(redirectURI string) string {
+	u, err := url.Parse(redirectURI)
+	if err != nil {
+		return redirectURI
+	}
+	return cmp.Or(u.Host, u.Scheme)
+}
+
+func clientName(c *store.Client) string { return cmp.Or(c.Name, c.ID) }
+
+// showError renders an error page.
+func (s *Server) showError(w http.ResponseWriter, status int, message string) {
+	title := "Sign-in failed"
+	if status == http.StatusServiceUnavailable {
+		title = "Temporarily unavailable"
+	}
+	s.render(w, status, "", &pageData{Kind: "error", Title: title, Message: message})
+}
+
+// showLogin renders the login form for req, with problem, if any, shown
+// above the fields.
+func (s *Server) showLogin(w http.ResponseWriter, r *http.Request, c *store.Client, req *authorizationRequest, status int, userName, problem string) {
+	token, err := s.sealForm(purposeLogin, &formState{
+		Request: *req, Binding: s.browserBinding(w, r), ExpiresAt: s.now().Add(loginFormLifetime).Unix(),
+	})
+	if err != nil {
+		s.authorizeFailed(w, r, err)
+		return
+	}
+	s.render(w, status, req.RedirectURI, &pageData{
+		Kind: "login", Title: "Sign in to " + clientName(c), ClientName: clientName(c), RedirectHost: redirectHost(req.RedirectURI),
+		Action: s.prefix + pathLogin, FormToken: token, UserName: userName, Error: problem,
+	})
+}
+
+// showConsent renders what the client asks of the signed-in user, with
+// Allow and Deny.
+func (s *Server) showConsent(w http.ResponseWriter, r *http.Request, c *store.Client, st *formState, user *store.User) {
+	now := s.now()
+	token, err := s.sealForm(purposeConsent, &formState{
+		Request: st.Request, Binding: st.Binding, ExpiresAt: now.Add(consentFormLifetime).Unix(),
+		ID: randomID(), UserID: user.ID, UserName: user.Name,
+	})
+	if err != nil {
+		s.authorizeFailed(w, r, err)
+		return
+	}
+	s.render(w, http.StatusOK, st.Request.RedirectURI, &pageData{
+		Kind: "consent", Title: "Allow " + clientName(c) + "?", ClientName: clientName(c), RedirectHost: redirectHost(st.Request.RedirectURI),
+		Action: s.prefix + pathConsent, FormToken: token, UserName: user.Name,
+		Scopes: st.Request.Scope, Audiences: st.Request.Audience,
+		Until: now.Add(s.grantLifetime).UTC().Format("2 January 2006, 15:04 UTC"),
+	})
+}
+
+// crossOrigin refuses form posts that a browser marks as coming from
+// another site (Sec-Fetch-Site, Origin): a second guard beside the form
+// binding.
+var crossOrigin = http.NewCrossOriginProtection()
+
+// submittedForm checks a login or consent form post: sent by this site's
+// page, from the browser the form was shown to, not expired, for a client
+// that still exists. Failures are answered here with a page, never a
+// redirect to the client.
+func (s *Server) submittedForm(w http.ResponseWriter, r *http.Request, purpose string) (url.Values, *formState, *store.Client, bool) {
+	fail := func(status int, msg string) (url.Values, *formState, *store.Client, bool) {
+		s.showError(w, status, msg)
+		return nil, nil, nil, false
+	}
+	if crossOrigin.Check(r) != nil {
+		return fail(http.StatusForbidden, "This form was submitted from another site, so it was refused.")
+	}
+	form, err := readForm(w, r)
+	if err != nil {
+		return fail(http.StatusBadRequest, "The form could not be read.")
+	}
+	cookie, ok := s.csrfCookie(r)
+	if !ok {
+		return fail(http.StatusForbidden, "Your browser did not send this site's cookie, which protects the form from forgery. Allow cookies for "+s.issuerHost+" and start again from the application.")
+	}
+	st, err := s.openForm(purpose, form.Get("form_token"))
+	if err != nil {
+		return fail(http.StatusBadRequest, "The form is incomplete or has been altered.")
+	}
+	if subtle.ConstantTimeCompare([]byte(st.Binding), []byte(ReferenceTokenHash(cookie))) != 1 {
+		return fail(http.StatusForbidden, "This form was not issued to this browser, so it was refused (cross-site request forgery protection).")
+	}
+	if !s.now().Before(time.Unix(st.ExpiresAt, 0)) {
+		return fail(http.StatusBadRequest, "The form has expired.")
+	}
+	c, err := s.store.GetClient(r.Context(), st.Request.ClientID)
+	if errors.Is(err, store.ErrNotFound) {
+		return fail(http.StatusBadRequest, "The application is no longer registered.")
+	}
+	if err != nil {
+		s.authorizeFailed(w, r, fmt.Errorf("look up client: %w", err))
+		return nil, nil, nil, false
+	}
+	return form, st, c, true
+}
+
+// handleLogin checks the user's name and password. Unknown names and wrong
+// passwords get the same answer after the same work; repeated failures are
+// slowed per account name and per client address.
+func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
+	form, st, c, ok := s.submittedForm(w, r, purposeLogin)
+	if !ok {
+		return
+	}
+	req := &st.Request
+	switch form.Get("action") {
+	case "login":
+	case "cancel":
+		s.redirectToClient(w, r, req, url.Values{"error": {"access_denied"}, "error_description": {"the user cancelled the sign-in"}})
+		return
+	default:
+		s.showError(w, http.StatusBadRequest, "The form was submitted without a known action.")
+		return
+	}
+	name, password := form.Get("username"), form.Get("password")
+	if name == "" || password == "" {
+		s.showLogin(w, r, c, req, http.StatusBadRequest, name, "Enter your user name and password.")
+		return
+	}
+	folded := truncate(strings.ToLower(strings.TrimSpace(name)), 128)
+	account, address := accountKey(folded), addressKey(r)
+	now := s.now()
+	if wait := s.throttle.wait(now, account, address); wait > 0 {
+		secs := int((wait + time.Second - 1) / time.Second)
+		w.Header().Set("Retry-After", strconv.Itoa(secs))
+		s.showLogin(w, r, c, req, http.StatusTooManyRequests, name, fmt.Sprintf("Too many failed sign-in attempts. Wait %d seconds, then try again.", secs))
+		return
+	}
+	user, err := s.checkLogin(r.Context(), name, password)
+	if err != nil {
+		s.log.ErrorContext(r.Context(), "login failed", "error", err)
+		s.showLogin(w, r, c, req, http.StatusServiceUnavailable, name, "Signing in is temporarily unavailable. Please try again in a moment.")
+		return
+	}
+	if user == nil {
+		s.throttle.fail(now, account, accountFreeFailures)
+		s.throttle.fail(now, address, addressFreeFailures)
+		s.log.InfoContext(r.Context(), "login failed: wrong user name or password", "client_id", c.ID, "address", address)
+		s.showLogin(w, r, c, req, http.StatusUnauthorized, name, "The user name or password is incorrect.")
+		return
+	}
+	s.throttle.succeed(account)
+	s.showConsent(w, r, c, st, user)
+}
+
+// checkLogin returns the user whose name and password these are, or nil.
+// A name that is invalid or unknown is checked against a dummy hash, so it
+// takes as long as a wrong password.
+func (s *Server) checkLogin(ctx context.Context, name, password string) (*store.User, error) {
+	n, err := NormalizeUserName(name)
+	if err != nil {
+		passwordMatches(dummyPasswordHash, password)
+		return nil, nil
+	}
+	u, err := s.store.GetUserByName(ctx, n)
+	if errors.Is(err, store.ErrNotFound) {
+		passwordMatches(dummyPasswordHash, password)
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look up user: %w", err)
+	}
+	if !passwordMatches(u.PasswordHash, password) {
+		return nil, nil
+	}
+	return u, nil
+}
+
+// handleConsent answers the consent form: Allow issues an authorization
+// code to the client, Deny tells it access_denied. Each consent form counts
+// once.
+func (s *Server) handleConsent(w http.ResponseWriter, r *http.Request) {
+	form, st, c, ok := s.submittedForm(w, r, purposeConsent)
+	if !ok {
+		return
+	}
+	action := form.Get("action")
+	if action != "allow" && action != "deny" {
+		s.showError(w, http.StatusBadRequest, "The form was submitted without a known action.")
+		return
+	}
+	ctx, req := r.Context(), &st.Request
+	err := s.store.UseOnce(ctx, "consent/"+st.ID, time.Unix(st.ExpiresAt, 0).Add(time.Minute))
+	if errors.Is(err, store.ErrReplay) {
+		s.showError(w, http.StatusBadRequest, "This request was already answered.")
+		return
+	}
+	if err != nil {
+		s.authorizeFailed(w, r, s.storeFailure(ctx, req, fmt.Errorf("record consent: %w", err)))
+		return
+	}
+	if action == "deny" {
+		s.redirectToClient(w, r, req, url.Values{"error": {"access_denied"}, "error_description": {"the user denied the request"}})
+		return
+	}
+	code, err := s.issueCode(ctx, req, st.UserID)
+	if err != nil {
+		s.authorizeFailed(w, r, s.storeFailure(ctx, req, err))
+		return
+	}
+	s.log.InfoContext(ctx, "authorization granted", "client_id", c.ID, "sub", st.UserID, "scope", strings.Join(req.Scope, " "))
+	s.redirectToClient(w, r, req, url.Values{"code": {code}})
+}
