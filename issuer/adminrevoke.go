@@ -104,17 +104,18 @@ func (s *Server) handleAdminRevoke(w http.ResponseWriter, r *http.Request) {
 		}
 		value = c.ID
 	}
-	if req.Kind == "grant" {
-		// As revokeGrant: the grant's refresh and reference tokens go.
-		if err := s.store.RevokeGrant(ctx, value, s.now().UTC()); err != nil {
-			s.writeError(w, r, fmt.Errorf("revoke grant: %w", err))
-			return
-		}
-	}
 	rev, err := s.recordRevocation(ctx, kind, value)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
+	}
+	if req.Kind == "grant" {
+		// As revokeGrant: after the revocation, the grant's refresh and
+		// reference tokens go.
+		if err := s.store.RevokeGrant(ctx, value, s.now().UTC()); err != nil {
+			s.writeError(w, r, fmt.Errorf("revoke grant: %w", err))
+			return
+		}
 	}
 	if req.Token != "" && !strings.Contains(req.Token, ".") {
 		// A reference token is refused at once by being gone.

@@ -45,15 +45,19 @@ func (s *Server) recordRevocation(ctx context.Context, kind, value string) (*sto
 // exp.
 const revocationLeeway = token.MaxLeeway
 
-// revokeGrant ends a user authorization: the store drops the grant's refresh
-// and reference tokens, and a revocation by sid tells verifiers to refuse its
-// JWT access tokens (RFC 7009 §2.1, RFC 9700 §4.14.2).
+// revokeGrant ends a user authorization: a revocation by sid tells
+// verifiers to refuse its JWT access tokens, and the store drops the
+// grant's refresh and reference tokens (RFC 7009 §2.1, RFC 9700 §4.14.2).
+// The revocation is recorded first: if dropping the tokens then fails, a
+// retry with the same refresh token finds it and finishes the job.
 func (s *Server) revokeGrant(ctx context.Context, grantID string) error {
+	if _, err := s.recordRevocation(ctx, store.RevokeGrant, grantID); err != nil {
+		return err
+	}
 	if err := s.store.RevokeGrant(ctx, grantID, s.now().UTC()); err != nil {
 		return fmt.Errorf("revoke grant: %w", err)
 	}
-	_, err := s.recordRevocation(ctx, store.RevokeGrant, grantID)
-	return err
+	return nil
 }
 
 // revoked reports whether a stored revocation matches a token with these
