@@ -343,7 +343,7 @@ func TestIntrospectionStoreFailure(t *testing.T) {
 		{"revoke refresh token, grant not revoked", []string{"RevokeGrant"}, pathRevoke, func() (string, string, string) {
 			_, refresh, _, jwt := e.userGrant("web")
 			return refresh, auth["web"], jwt
-		}, false},
+		}, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
