@@ -3,6 +3,7 @@ package issuer
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
@@ -12,12 +13,16 @@ import (
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/meshauth/meshauth/issuer/store"
+	"github.com/meshauth/meshauth/issuer/store/pgstore"
 )
 
 const (
@@ -224,9 +229,50 @@ func (e *env) revokedJWT(tok, aud string) bool {
 // TestAuthorizationCodeFlow is the whole browser flow over loopback:
 // authorize, login form (with its CSRF-bound token), consent, redirect
 // with code, state and iss, token with PKCE, refresh with rotation, and
-// reuse of a rotated refresh token revoking the family.
+// reuse of a rotated refresh token revoking the family; on the embedded
+// store, and on PostgreSQL when MESHAUTH_TEST_POSTGRES_URL is set.
 func TestAuthorizationCodeFlow(t *testing.T) {
-	e := newEnv(t)
+	t.Run("store=file", func(t *testing.T) { testAuthorizationCodeFlow(t, newEnv(t)) })
+	t.Run("store=postgres", func(t *testing.T) { testAuthorizationCodeFlow(t, newPostgresEnv(t)) })
+}
+
+// newPostgresEnv serves an issuer on a fresh schema, dropped at the end of
+// the test, of the database MESHAUTH_TEST_POSTGRES_URL names.
+func newPostgresEnv(t *testing.T) *env {
+	base := os.Getenv("MESHAUTH_TEST_POSTGRES_URL")
+	if base == "" {
+		t.Skip("MESHAUTH_TEST_POSTGRES_URL not set; skipping the PostgreSQL variant")
+	}
+	schema := "t_" + strings.ToLower(rand.Text())
+	execSQL := func(sql string) {
+		conn, err := pgx.Connect(context.Background(), base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(context.Background())
+		if _, err := conn.Exec(context.Background(), sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	execSQL("CREATE SCHEMA " + schema)
+	t.Cleanup(func() { execSQL("DROP SCHEMA " + schema + " CASCADE") })
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	q.Set("pool_max_conns", "4")
+	u.RawQuery = q.Encode()
+	st, err := pgstore.Open(context.Background(), u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return newEnvStore(t, st, st)
+}
+
+func testAuthorizationCodeFlow(t *testing.T, e *env) {
 	userID := e.addUser()
 	e.publicClient("orders-app")
 	b := e.browser()
@@ -315,6 +361,9 @@ func TestAuthorizationCodeFlow(t *testing.T) {
 	g, err := e.store.GetGrant(context.Background(), claims.SessionID)
 	if err != nil || g.RevokedAt.IsZero() {
 		t.Errorf("grant after reuse: %+v %v", g, err)
+	}
+	if status, m := e.redeem("orders-app", q.Get("code")); status != http.StatusBadRequest || !strings.Contains(m["error_description"].(string), "already used") {
+		t.Errorf("the code a second time: %d %v", status, m)
 	}
 }
 

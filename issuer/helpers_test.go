@@ -80,24 +80,34 @@ func newEnvOn(t *testing.T, dir string, wrap func(store.Store) store.Store) *env
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { fst.Close() })
 	var st store.Store = fst
 	if wrap != nil {
 		st = wrap(st)
 	}
+	e := newEnvStore(t, st, fst)
+	e.dir = dir
+	return e
+}
+
+// newEnvStore serves an issuer on st, its keys kept in keyStore (st
+// unwrapped). The caller closes the stores.
+func newEnvStore(t *testing.T, st, keyStore store.Store) *env {
+	t.Helper()
 	sealer, err := jwks.NewSealer(testKEK)
 	if err != nil {
 		t.Fatal(err)
 	}
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	keys, err := jwks.NewKeyring(jwks.KeyringConfig{Store: fst, Sealer: sealer, Logger: log, MaxTokenLifetime: 5 * time.Minute})
+	keys, err := jwks.NewKeyring(jwks.KeyringConfig{Store: keyStore, Sealer: sealer, Logger: log, MaxTokenLifetime: 5 * time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := keys.Load(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, store: st, keys: keys, logs: logs, dir: dir, sealer: sealer}
+	e := &env{t: t, store: st, keys: keys, logs: logs, sealer: sealer}
 	hs := httptest.NewUnstartedServer(nil)
 	e.url = "http://" + hs.Listener.Addr().String()
 	e.srv, err = New(Config{IssuerURL: e.url, Store: st, Keys: keys, AdminToken: testAdminToken, Logger: log,
@@ -109,7 +119,6 @@ func newEnvOn(t *testing.T, dir string, wrap func(store.Store) store.Store) *env
 	hs.Start()
 	t.Cleanup(func() {
 		hs.Close()
-		fst.Close()
 		if strings.Contains(logs.String(), testAdminToken) {
 			t.Error("the admin token appeared in the logs")
 		}
