@@ -1,20 +1,28 @@
 package issuer
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/cookiejar"
+	"net/http/httptest"
 	"net/url"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/meshauth/meshauth/issuer/store"
+	"github.com/meshauth/meshauth/issuer/store/pgstore"
 )
 
 const (
@@ -221,9 +229,50 @@ func (e *env) revokedJWT(tok, aud string) bool {
 // TestAuthorizationCodeFlow is the whole browser flow over loopback:
 // authorize, login form (with its CSRF-bound token), consent, redirect
 // with code, state and iss, token with PKCE, refresh with rotation, and
-// reuse of a rotated refresh token revoking the family.
+// reuse of a rotated refresh token revoking the family; on the embedded
+// store, and on PostgreSQL when MESHAUTH_TEST_POSTGRES_URL is set.
 func TestAuthorizationCodeFlow(t *testing.T) {
-	e := newEnv(t)
+	t.Run("store=file", func(t *testing.T) { testAuthorizationCodeFlow(t, newEnv(t)) })
+	t.Run("store=postgres", func(t *testing.T) { testAuthorizationCodeFlow(t, newPostgresEnv(t)) })
+}
+
+// newPostgresEnv serves an issuer on a fresh schema, dropped at the end of
+// the test, of the database MESHAUTH_TEST_POSTGRES_URL names.
+func newPostgresEnv(t *testing.T) *env {
+	base := os.Getenv("MESHAUTH_TEST_POSTGRES_URL")
+	if base == "" {
+		t.Skip("MESHAUTH_TEST_POSTGRES_URL not set; skipping the PostgreSQL variant")
+	}
+	schema := "t_" + strings.ToLower(rand.Text())
+	execSQL := func(sql string) {
+		conn, err := pgx.Connect(context.Background(), base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(context.Background())
+		if _, err := conn.Exec(context.Background(), sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	execSQL("CREATE SCHEMA " + schema)
+	t.Cleanup(func() { execSQL("DROP SCHEMA " + schema + " CASCADE") })
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	q.Set("pool_max_conns", "4")
+	u.RawQuery = q.Encode()
+	st, err := pgstore.Open(context.Background(), u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return serveEnv(t, st, st, "")
+}
+
+func testAuthorizationCodeFlow(t *testing.T, e *env) {
 	userID := e.addUser()
 	e.publicClient("orders-app")
 	b := e.browser()
@@ -312,6 +361,9 @@ func TestAuthorizationCodeFlow(t *testing.T) {
 	g, err := e.store.GetGrant(context.Background(), claims.SessionID)
 	if err != nil || g.RevokedAt.IsZero() {
 		t.Errorf("grant after reuse: %+v %v", g, err)
+	}
+	if status, m := e.redeem("orders-app", q.Get("code")); status != http.StatusBadRequest || !strings.Contains(m["error_description"].(string), "already used") {
+		t.Errorf("the code a second time: %d %v", status, m)
 	}
 }
 
@@ -766,5 +818,134 @@ func TestUsersAndPasswords(t *testing.T) {
 	}
 	if _, err := SetUserPassword(ctx, e.store, "nobody", testPassword); err == nil {
 		t.Error("password set for a missing user")
+	}
+}
+
+// TestLoginAcrossReplicas: replicas sharing the form key answer each
+// other's forms; a replica with another key refuses them.
+func TestLoginAcrossReplicas(t *testing.T) {
+	e := newEnv(t)
+	e.addUser()
+	e.publicClient("app")
+	replica := func(key []byte) *env {
+		hs := httptest.NewUnstartedServer(nil)
+		r := &env{t: t, url: "http://" + hs.Listener.Addr().String(), store: e.store, keys: e.keys, logs: e.logs}
+		srv, err := New(Config{IssuerURL: e.url, Store: e.store, Keys: e.keys, FormKey: key, Logger: slog.New(slog.NewTextHandler(e.logs, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		hs.Config.Handler = srv
+		hs.Start()
+		t.Cleanup(hs.Close)
+		return r
+	}
+	key := bytes.Repeat([]byte{9}, formKeySize)
+	a, b, other := replica(key), replica(key), replica(bytes.Repeat([]byte{8}, formKeySize))
+	if _, err := New(Config{IssuerURL: e.url, Store: e.store, Keys: e.keys, FormKey: key[:16]}); err == nil {
+		t.Error("a 16-byte form key was accepted")
+	}
+
+	browserA := a.browser()
+	login := browserA.authorize("app")
+	// The cookie was set for host 127.0.0.1, which every replica shares.
+	browserA.e = b
+	consent := browserA.login(login, testUser, testPassword)
+	if consent.status != http.StatusOK {
+		t.Fatalf("login form of replica a at replica b: %d %s", consent.status, consent.body)
+	}
+	browserA.e = other
+	if p := browserA.consent(consent, "allow"); p.status != http.StatusBadRequest {
+		t.Errorf("consent form at a replica with another key: %d", p.status)
+	}
+	browserA.e = a
+	if p := browserA.consent(consent, "allow"); p.status != http.StatusSeeOther || p.location(t).Query().Get("code") == "" {
+		t.Errorf("consent at replica a: %d %s", p.status, p.body)
+	}
+}
+
+// The store calls of the browser flow, failing while the failingStore is
+// broken.
+
+func (f *failingStore) GetUserByName(ctx context.Context, name string) (*store.User, error) {
+	if f.fail() {
+		return nil, errDown
+	}
+	return f.Store.GetUserByName(ctx, name)
+}
+
+func (f *failingStore) CreateGrant(ctx context.Context, g *store.Grant) error {
+	if f.fail() {
+		return errDown
+	}
+	return f.Store.CreateGrant(ctx, g)
+}
+
+func (f *failingStore) RedeemAuthorizationCode(ctx context.Context, hash string, at time.Time) (*store.AuthorizationCode, error) {
+	if f.fail() {
+		return nil, errDown
+	}
+	return f.Store.RedeemAuthorizationCode(ctx, hash, at)
+}
+
+func (f *failingStore) GetRefreshToken(ctx context.Context, hash string) (*store.RefreshToken, error) {
+	if f.fail() {
+		return nil, errDown
+	}
+	return f.Store.GetRefreshToken(ctx, hash)
+}
+
+// TestBrowserFlowStoreDown: with the store unreachable every step answers
+// "temporarily unavailable" (to the person as a page, to the client as
+// JSON) and loses nothing: the same steps work once the store is back.
+func TestBrowserFlowStoreDown(t *testing.T) {
+	var fs *failingStore
+	e := newEnvOn(t, t.TempDir(), func(s store.Store) store.Store { fs = &failingStore{Store: s}; return fs })
+	e.addUser()
+	e.publicClient("app")
+	b := e.browser()
+
+	fs.set(true)
+	if p := b.authorize("app"); p.status != http.StatusServiceUnavailable || p.header.Get("Location") != "" {
+		t.Errorf("authorize: %d", p.status)
+	}
+	fs.set(false)
+	login := b.authorize("app")
+	fs.set(true)
+	if p := b.login(login, testUser, testPassword); p.status != http.StatusServiceUnavailable {
+		t.Errorf("login: %d", p.status)
+	}
+	fs.set(false)
+	consent := b.login(login, testUser, testPassword)
+	fs.set(true)
+	if p := b.consent(consent, "allow"); p.status != http.StatusServiceUnavailable || p.header.Get("Location") != "" {
+		t.Errorf("consent: %d", p.status)
+	}
+	fs.set(false)
+	// The consent form is still good: the user can send it again.
+	if p := b.consent(consent, "allow"); p.status != http.StatusSeeOther {
+		t.Errorf("consent after the outage: %d", p.status)
+	}
+	code := b.code("app")
+	fs.set(true)
+	if status, m := e.redeem("app", code); status != http.StatusServiceUnavailable || m["error"] != "temporarily_unavailable" {
+		t.Errorf("token: %d %v", status, m)
+	}
+	fs.set(false)
+	status, tok := e.redeem("app", code)
+	if status != http.StatusOK {
+		t.Fatalf("the code did not survive the outage: %d %v", status, tok)
+	}
+	fs.set(true)
+	if status, m := e.refresh("app", tok["refresh_token"].(string)); status != http.StatusServiceUnavailable {
+		t.Errorf("refresh: %d %v", status, m)
+	}
+	fs.set(false)
+	if status, m := e.refresh("app", tok["refresh_token"].(string)); status != http.StatusOK {
+		t.Errorf("the refresh token did not survive the outage: %d %v", status, m)
+	}
+	for _, secret := range []string{testPassword, code, tok["refresh_token"].(string), tok["access_token"].(string)} {
+		if strings.Contains(e.logs.String(), secret) {
+			t.Errorf("a secret reached the logs: %.12s...", secret)
+		}
 	}
 }

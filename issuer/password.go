@@ -19,14 +19,13 @@ import (
 	"github.com/meshauth/meshauth/issuer/store"
 )
 
-// Argon2id parameters of new password hashes: OWASP's first recommended
-// configuration (m=19 MiB, t=2, p=1), which OWASP rates equal in strength
-// to RFC 9106's second option (64 MiB, t=3) by trading memory for passes.
-// The smaller memory matters here: every login attempt costs the issuer
-// one hash, and a replica must survive a burst of attempts without running
-// out of memory (verifications are also limited to a few at a time, see
-// hashSlots). The parameters are stored in each hash, so hashes made with
-// other parameters keep verifying.
+// Argon2id parameters of new password hashes: OWASP's recommended
+// configuration (m=19 MiB, t=2, p=1). RFC 9106's second option (64 MiB,
+// t=3) costs an offline attacker more, but costs the issuer three times the
+// memory for every login attempt anyone can make; with the login backoff
+// and hashSlots bounding concurrent hashes, the smaller figure keeps a
+// burst of logins from exhausting a replica. The parameters are stored in
+// each hash, so hashes made with other parameters keep verifying.
 const (
 	argonMemoryKiB = 19456
 	argonTime      = 2

@@ -40,9 +40,6 @@ func runUsers(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := issuer.CheckPassword(password); err != nil {
-		return err
-	}
 	st, err := storeurl.Open(ctx, *storeURL)
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
