@@ -113,6 +113,8 @@ func (s *Server) tokenExchange(ctx context.Context, c *store.Client, form url.Va
 	}
 	resp, err := s.issueAccessToken(ctx, c, formatJWT, now, grantedToken{
 		subject: subject.Subject, audience: d.Audience, scope: d.Scope, expiresAt: d.ExpiresAt, act: d.Act,
+		// The grant travels on, so that revoking it reaches every hop.
+		grantID: subject.SessionID,
 	})
 	if err != nil {
 		return nil, err

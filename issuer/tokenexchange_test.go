@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -313,5 +314,41 @@ func TestMetadataTokenExchange(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(md.Grants, " "), GrantTypeTokenExchange) {
 		t.Errorf("grant_types_supported = %v", md.Grants)
+	}
+}
+
+// TestTokenExchangeKeepsGrant checks that a token exchanged from a user's
+// token carries the user's grant as sid, so that revoking the grant
+// (a refresh token revoked, a reused code) reaches every hop.
+func TestTokenExchangeKeepsGrant(t *testing.T) {
+	e := newEnv(t)
+	e.register(ClientMetadata{ClientID: "web", Scope: "read", AllowedAudiences: []string{"orders"}})
+	orders := e.register(ClientMetadata{ClientID: "orders", GrantTypes: []string{GrantTypeTokenExchange}, Scope: "read", AllowedAudiences: []string{"payments"}})
+	payments := e.register(ClientMetadata{ClientID: "payments", GrantTypes: []string{GrantTypeTokenExchange}, Scope: "read", AllowedAudiences: []string{"ledger"}})
+	grant, _, _, _ := e.userGrant("web")
+	user := e.mint(map[string]any{"sub": "alice", "client_id": "web", "sid": grant, "scope": "read"})
+	status, _, m := e.tokenRequest(exchangeForm(user, "audience", "payments"), basic("orders", orders.ClientSecret))
+	if status != http.StatusOK {
+		t.Fatalf("exchange: %d %v", status, m)
+	}
+	exchanged := m["access_token"].(string)
+	if c := e.verifyAccessToken(exchanged, "payments"); c.SessionID != grant {
+		t.Fatalf("exchanged token sid = %q, want the grant %q", c.SessionID, grant)
+	}
+	nextHop := func() (int, map[string]any) {
+		status, _, m := e.tokenRequest(exchangeForm(exchanged, "audience", "ledger"), basic("payments", payments.ClientSecret))
+		return status, m
+	}
+	if status, m := nextHop(); status != http.StatusOK {
+		t.Fatalf("next hop before the grant is revoked: %d %v", status, m)
+	}
+	if err := e.srv.revokeGrant(context.Background(), grant); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.revocations(store.RevokeGrant); !slices.Contains(got, grant) {
+		t.Fatalf("revocations by sid: %v", got)
+	}
+	if status, m := nextHop(); status != http.StatusBadRequest || m["error"] != "invalid_grant" {
+		t.Errorf("next hop after the grant is revoked: %d %v", status, m)
 	}
 }
