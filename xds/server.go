@@ -68,13 +68,13 @@ type Server struct {
 
 	mu      sync.Mutex
 	cfg     *Config
-	stamp   os.FileInfo             // of the config file last read
-	keySets map[string]*issuerKeys  // by issuer
-	built   map[string]*resources   // by Node.key(), of entries whose keys are loaded
-	served  map[string]servedNode   // by node id, the nodes that have a snapshot
-	nodes   map[string]*openNode    // by node id, the nodes with open streams
-	streams map[streamID]string     // the node id of each open stream
-	refused string                  // the last config refusal logged
+	stamp   os.FileInfo            // of the config file last read
+	keySets map[string]*issuerKeys // by issuer
+	built   map[string]*resources  // by Node.key(), of entries whose keys are loaded
+	served  map[string]servedNode  // by node id, the nodes that have a snapshot
+	nodes   map[string]*openNode   // by node id, the nodes with open streams
+	streams map[streamID]string    // the node id of each open stream
+	refused string                 // the last config refusal logged
 }
 
 // openNode is a node with streams open.
