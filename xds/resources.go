@@ -3,6 +3,7 @@ package xds
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -45,6 +46,10 @@ const http2Options = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 // clusterConnectTimeout bounds connecting to the upstream and the sidecar,
 // both on the same host or pod.
 const clusterConnectTimeout = 250 * time.Millisecond
+
+// errNoKeys: the keys of an issuer a node's jwt_authn names are not loaded
+// yet, so its resources wait.
+var errNoKeys = errors.New("no keys loaded yet")
 
 // Names of a node's resources, all derived from its service.
 func listenerName(service string) string { return service + "-ingress" }
@@ -220,7 +225,7 @@ func jwtAuthentication(j *JWTAuthn, jwks map[string][]byte) (*jwtauthn.JwtAuthen
 	for i, iss := range j.Issuers {
 		doc, ok := jwks[iss]
 		if !ok {
-			return nil, fmt.Errorf("no keys of issuer %s yet", iss)
+			return nil, fmt.Errorf("issuer %s: %w", iss, errNoKeys)
 		}
 		name := "issuer-" + strconv.Itoa(i)
 		authn.Providers[name] = &jwtauthn.JwtProvider{

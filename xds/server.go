@@ -361,7 +361,11 @@ func (s *Server) update() {
 			if prev, ok := s.built[n.key()]; ok {
 				built[n.key()] = prev
 			}
-			s.log.Warn("no new resources for node", "node", n.key(), "err", err)
+			if errors.Is(err, errNoKeys) {
+				s.log.Info("node waits for keys", "node", n.key(), "err", err)
+			} else {
+				s.log.Error("no new resources for node", "node", n.key(), "err", err)
+			}
 			continue
 		}
 		built[n.key()] = r

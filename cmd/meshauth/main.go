@@ -27,6 +27,7 @@ var commands = []command{
 	{"clients", "register clients (clients create --id NAME ...)", runClients},
 	{"keys", "manage signing keys (keys rotate)", runKeys},
 	{"sidecar", "verify tokens in front of a service: reverse proxy, forward-auth, Envoy ext_authz", runSidecar},
+	{"xds", "Envoy control plane: listeners with ext_authz (and jwt_authn with pushed keys) for every node", runXDS},
 }
 
 func main() {
