@@ -58,20 +58,13 @@ func upstreamName(service string) string { return service + "-upstream" }
 func sidecarName(service string) string  { return service + "-meshauth" }
 
 // resources are the xDS resources of one Node, each type with the version
-// of its content.
+// of its content, and the cache snapshot of them that every node of the
+// entry shares. Sharing is safe: the cache fills a snapshot's version map
+// (for delta streams) only under its own exclusive lock.
 type resources struct {
 	byType   map[resource.Type][]cachetypes.Resource
 	versions map[resource.Type]string
-}
-
-// snapshot returns a new cache snapshot of r: per node, since the cache
-// builds version maps inside it for delta streams.
-func (r *resources) snapshot() *cachev3.Snapshot {
-	var s cachev3.Snapshot
-	for typ, items := range r.byType {
-		s.Resources[cachev3.GetResponseType(typ)] = cachev3.NewResources(r.versions[typ], items)
-	}
-	return &s
+	snapshot *cachev3.Snapshot
 }
 
 // buildResources returns the listener, route configuration and clusters of
@@ -166,7 +159,11 @@ func buildResources(n *Node, jwks map[string][]byte) (*resources, error) {
 		}
 		r.versions[typ] = hex.EncodeToString(h.Sum(nil)[:8])
 	}
-	if err := r.snapshot().Consistent(); err != nil {
+	r.snapshot = new(cachev3.Snapshot)
+	for typ, items := range r.byType {
+		r.snapshot.Resources[cachev3.GetResponseType(typ)] = cachev3.NewResources(r.versions[typ], items)
+	}
+	if err := r.snapshot.Consistent(); err != nil {
 		return nil, fmt.Errorf("service %s: inconsistent snapshot: %w", n.Service, err)
 	}
 	return r, nil

@@ -401,7 +401,7 @@ func (s *Server) serve(id string, n *Node) {
 	if sn, ok := s.served[id]; ok && sn.key == n.key() && maps.Equal(sn.versions, r.versions) {
 		return
 	}
-	if err := s.cache.SetSnapshot(s.ctx, id, r.snapshot()); err != nil {
+	if err := s.cache.SetSnapshot(s.ctx, id, r.snapshot); err != nil {
 		s.log.Error("set snapshot", "node", id, "err", err)
 		return
 	}
