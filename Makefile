@@ -18,7 +18,7 @@ test:
 
 # Packages with goroutines, locks or shared caches run under the race detector.
 race:
-	$(GO) test -race -count=1 ./issuer/... ./jwks/... ./token/... ./proxy/... ./exchange/... ./internal/... ./cmd/...
+	$(GO) test -race -count=1 ./issuer/... ./jwks/... ./token/... ./proxy/... ./exchange/... ./internal/... ./cmd/... ./xds/...
 
 bench:
 	$(GO) run ./bench/report
@@ -34,6 +34,7 @@ fuzz:
 	for t in FuzzVerify FuzzClaims FuzzParseJWKS FuzzSignedToken FuzzAuthenticator; do $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) ./token/ || exit 1; done
 	$(GO) test -run='^$$' -fuzz='^FuzzBearer$$' -fuzztime=$(FUZZTIME) ./proxy/
 	for t in FuzzDecide FuzzParseTokenResponse; do $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) ./exchange/ || exit 1; done
+	$(GO) test -run='^$$' -fuzz='^FuzzParseConfig$$' -fuzztime=$(FUZZTIME) ./xds/
 
 clean:
 	rm -rf bin

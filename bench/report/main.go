@@ -73,7 +73,18 @@ var pairedRatios = []struct{ what, bench, metric, target string }{
 	{"verify RS256 ÷ bare stdlib check, interleaved in one loop", "bench/BenchmarkVerifyPaired/RS256", "verify/floor", "≤ 1.3"},
 }
 
-var metricPair = regexp.MustCompile(`([\d.]+) ([^\s]+/[^\s]+|p\d+-µs)`)
+// rotations are the deliveries of a key rotation to N subscribed Envoy
+// nodes (bench/BenchmarkXDSRotation): absolute times, since a ratio means
+// nothing here, beside their floor, one node's resource build.
+var rotations = []struct{ nodes, bench string }{
+	{"1", "bench/BenchmarkXDSRotation/nodes=1"},
+	{"100", "bench/BenchmarkXDSRotation/nodes=100"},
+	{"1000", "bench/BenchmarkXDSRotation/nodes=1000"},
+}
+
+const rotationFloor = "xds/BenchmarkBuildResources"
+
+var metricPair = regexp.MustCompile(`([\d.]+) ([^\s]+/[^\s]+|p\d+-µs|max-µs)`)
 
 func main() {
 	count := flag.Int("count", 3, "runs of each benchmark; the median is reported")
@@ -81,7 +92,7 @@ func main() {
 	out := flag.String("out", "bench/out/report.md", "report file")
 	flag.Parse()
 
-	args := []string{"test", "-run", "^$", "-bench", ".", "-benchmem", "-count", strconv.Itoa(*count), "-benchtime", *benchtime, "./bench/", "./token/", "./jwks/"}
+	args := []string{"test", "-run", "^$", "-bench", ".", "-benchmem", "-count", strconv.Itoa(*count), "-benchtime", *benchtime, "./bench/", "./token/", "./jwks/", "./xds/"}
 	fmt.Fprintln(os.Stderr, "go", strings.Join(args, " "))
 	var raw bytes.Buffer
 	cmd := exec.Command("go", args...)
@@ -189,6 +200,19 @@ func render(results map[string]*result, raw string) string {
 		s50, s99 := median(sr.metrics["p50-µs"]), median(sr.metrics["p99-µs"])
 		f50, f99 := median(fr.metrics["p50-µs"]), median(fr.metrics["p99-µs"])
 		fmt.Fprintf(&b, "| %s | %.0f / %.0f | %.0f / %.0f | %.0f / %.0f |\n", l.what, s50, s99, f50, f99, s50-f50, s99-f99)
+	}
+	b.WriteString("\n| key rotation → new snapshot received, per subscribed Envoy node | p50 µs | p99 µs | max µs | per rotation ms | per node µs |\n|---|---|---|---|---|---|\n")
+	for _, r := range rotations {
+		res := results[r.bench]
+		if res == nil || len(res.metrics["p50-µs"]) == 0 {
+			fmt.Fprintf(&b, "| %s nodes | not run | | | | |\n", r.nodes)
+			continue
+		}
+		fmt.Fprintf(&b, "| %s nodes | %.0f | %.0f | %.0f | %.1f | %.1f |\n", r.nodes, median(res.metrics["p50-µs"]), median(res.metrics["p99-µs"]),
+			median(res.metrics["max-µs"]), median(res.nsPerOp)/1e6, median(res.metrics["µs/node"]))
+	}
+	if f := results[rotationFloor]; f != nil {
+		fmt.Fprintf(&b, "| floor: one node's resources built (JWKS, validation, snapshot) | | | | %.3f | |\n", median(f.nsPerOp)/1e6)
 	}
 	b.WriteString("\n<details><summary>raw go test output</summary>\n\n```\n" + raw + "```\n</details>\n")
 	return b.String()

@@ -1,0 +1,175 @@
+package xds
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/meshauth/meshauth/jwks"
+	"github.com/meshauth/meshauth/token"
+)
+
+// newKey returns a fresh ES256 verification key.
+func newKey(t testing.TB, kid string) token.Key {
+	t.Helper()
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return token.Key{ID: kid, Algorithm: "ES256", Public: priv.Public()}
+}
+
+// jwksServer serves a JWK Set that a test can replace, or fail.
+type jwksServer struct {
+	*httptest.Server
+	doc    atomic.Pointer[[]byte]
+	failed atomic.Bool
+}
+
+func newJWKSServer(t testing.TB, keys ...token.Key) *jwksServer {
+	t.Helper()
+	js := &jwksServer{}
+	js.set(t, keys...)
+	js.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if js.failed.Load() {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/jwk-set+json")
+		w.Write(*js.doc.Load())
+	}))
+	t.Cleanup(js.Close)
+	return js
+}
+
+func (js *jwksServer) set(t testing.TB, keys ...token.Key) {
+	t.Helper()
+	doc, err := jwks.PublicJWKS(keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js.doc.Store(&doc)
+}
+
+// syncBuffer is a log destination safe for concurrent writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// waitLog waits until the log holds want.
+func waitLog(t testing.TB, logs *syncBuffer, want string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(logs.String(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("log never said %q; log:\n%s", want, logs)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func writeFile(t testing.TB, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// testEnv is a running xDS server over loopback gRPC.
+type testEnv struct {
+	srv     *Server
+	conn    *grpc.ClientConn
+	logs    *syncBuffer
+	config  string
+	keySets sync.Map // issuer → *jwks.KeySetCache
+}
+
+// startServer runs a Server on config (YAML) over loopback gRPC. Issuers
+// without jwks_url or jwks_file get their keys from jwksURL.
+func startServer(t testing.TB, config, jwksURL string) *testEnv {
+	t.Helper()
+	env := &testEnv{logs: &syncBuffer{}, config: filepath.Join(t.TempDir(), "xds.yaml")}
+	writeFile(t, env.config, config)
+	log := slog.New(slog.NewTextHandler(env.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	srv, err := New(Options{
+		ConfigFile:   env.config,
+		PollInterval: 10 * time.Millisecond,
+		Logger:       log,
+		KeySet: func(iss Issuer) (*jwks.KeySetCache, error) {
+			cfg := jwks.KeySetConfig{JWKSURL: iss.JWKSURL, JWKSFile: iss.JWKSFile, Logger: log, UnknownKIDInterval: time.Nanosecond}
+			if cfg.JWKSURL == "" && cfg.JWKSFile == "" {
+				cfg.JWKSURL = jwksURL
+			}
+			c, err := jwks.NewKeySetCache(cfg)
+			if err == nil {
+				env.keySets.Store(iss.Issuer, c)
+			}
+			return c, err
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.srv = srv
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer()
+	srv.Register(g)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); g.Serve(lis) }()
+	go func() { defer wg.Done(); srv.Run(ctx) }()
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.conn = conn
+	t.Cleanup(func() {
+		conn.Close()
+		cancel()
+		g.Stop()
+		wg.Wait()
+	})
+	return env
+}
+
+func (env *testEnv) keySet(t testing.TB, issuer string) *jwks.KeySetCache {
+	t.Helper()
+	c, ok := env.keySets.Load(issuer)
+	if !ok {
+		t.Fatalf("no key set for %s", issuer)
+	}
+	return c.(*jwks.KeySetCache)
+}

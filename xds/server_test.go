@@ -1,0 +1,318 @@
+package xds
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	jwtauthn "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
+	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/meshauth/meshauth/token"
+)
+
+const issuerURL = "https://auth.example.com"
+
+const serverConfig = `issuers:
+  - issuer: https://auth.example.com
+nodes:
+  - node: payments-0
+    service: payments
+    listen: 0.0.0.0:8080
+    upstream: 127.0.0.1:9000
+    ext_authz: 127.0.0.1:9001
+    jwt_authn:
+      issuers: [https://auth.example.com]
+  - cluster: orders
+    service: orders
+    listen: 0.0.0.0:8080
+    upstream: 127.0.0.1:9100
+    ext_authz: 127.0.0.1:9101
+`
+
+// localJWKSKids returns the kids of the local_jwks of the listener in a.
+func localJWKSKids(t *testing.T, a *anypb.Any) []string {
+	t.Helper()
+	lis := unpack[*listener.Listener](t, a)
+	manager := unpack[*hcm.HttpConnectionManager](t, lis.GetFilterChains()[0].GetFilters()[0].GetTypedConfig())
+	var kids []string
+	for _, f := range manager.GetHttpFilters() {
+		if f.GetName() != FilterJWTAuthn {
+			continue
+		}
+		for _, p := range unpack[*jwtauthn.JwtAuthentication](t, f.GetTypedConfig()).GetProviders() {
+			keys, err := token.ParseJWKS([]byte(p.GetLocalJwks().GetInlineString()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, k := range keys {
+				kids = append(kids, k.ID)
+			}
+		}
+	}
+	return kids
+}
+
+// sotwClient is one Envoy node on an ADS state-of-the-world stream.
+type sotwClient struct {
+	t      *testing.T
+	stream discoverygrpc.AggregatedDiscoveryService_StreamAggregatedResourcesClient
+	node   *core.Node
+}
+
+func newSotwClient(t *testing.T, env *testEnv, node *core.Node) *sotwClient {
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	stream, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(env.conn).StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &sotwClient{t: t, stream: stream, node: node}
+}
+
+func (c *sotwClient) send(req *discoverygrpc.DiscoveryRequest) {
+	c.t.Helper()
+	if err := c.stream.Send(req); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// recv waits for a response, failing after a few seconds.
+func (c *sotwClient) recv() *discoverygrpc.DiscoveryResponse {
+	c.t.Helper()
+	resp, err := recvWithin(c.stream.Recv, 5*time.Second)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return resp
+}
+
+func recvWithin[T any](recv func() (T, error), d time.Duration) (T, error) {
+	type result struct {
+		v   T
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		v, err := recv()
+		ch <- result{v, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.v, r.err
+	case <-time.After(d):
+		var zero T
+		return zero, context.DeadlineExceeded
+	}
+}
+
+// ack acknowledges resp, as Envoy does after applying it.
+func (c *sotwClient) ack(resp *discoverygrpc.DiscoveryResponse, names ...string) {
+	c.send(&discoverygrpc.DiscoveryRequest{TypeUrl: resp.GetTypeUrl(), VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp.GetNonce(), ResourceNames: names})
+}
+
+func TestADSStateOfTheWorld(t *testing.T) {
+	js := newJWKSServer(t, newKey(t, "k1"))
+	env := startServer(t, serverConfig, js.URL)
+	c := newSotwClient(t, env, &core.Node{Id: "payments-0"})
+
+	c.send(&discoverygrpc.DiscoveryRequest{Node: c.node, TypeUrl: resource.ClusterType})
+	clusters := c.recv()
+	if len(clusters.GetResources()) != 2 {
+		t.Fatalf("%d clusters", len(clusters.GetResources()))
+	}
+	c.ack(clusters)
+	c.send(&discoverygrpc.DiscoveryRequest{TypeUrl: resource.ListenerType})
+	listeners := c.recv()
+	if len(listeners.GetResources()) != 1 {
+		t.Fatalf("%d listeners", len(listeners.GetResources()))
+	}
+	if kids := localJWKSKids(t, listeners.GetResources()[0]); len(kids) != 1 || kids[0] != "k1" {
+		t.Fatalf("local_jwks kids %v", kids)
+	}
+	c.ack(listeners)
+	c.send(&discoverygrpc.DiscoveryRequest{TypeUrl: resource.RouteType, ResourceNames: []string{routeName("payments")}})
+	routes := c.recv()
+	if len(routes.GetResources()) != 1 {
+		t.Fatalf("%d routes", len(routes.GetResources()))
+	}
+	c.ack(routes, routeName("payments"))
+
+	// A rotation (as a push from the issuer would install it): a new
+	// listener version with the new key; clusters do not change.
+	env.keySet(t, issuerURL).Set([]token.Key{newKey(t, "k1"), newKey(t, "k2")}, "test push")
+	rotated := c.recv()
+	if rotated.GetTypeUrl() != resource.ListenerType || rotated.GetVersionInfo() == listeners.GetVersionInfo() {
+		t.Fatalf("after rotation: %s version %s (was %s)", rotated.GetTypeUrl(), rotated.GetVersionInfo(), listeners.GetVersionInfo())
+	}
+	if kids := localJWKSKids(t, rotated.GetResources()[0]); len(kids) != 2 || kids[1] != "k2" {
+		t.Fatalf("after rotation, local_jwks kids %v", kids)
+	}
+
+	// A NACK is logged and the stream goes on: the next rotation arrives.
+	c.send(&discoverygrpc.DiscoveryRequest{
+		TypeUrl: resource.ListenerType, VersionInfo: listeners.GetVersionInfo(), ResponseNonce: rotated.GetNonce(),
+		ErrorDetail: &status.Status{Code: 3, Message: "listener payments-ingress: bad filter"},
+	})
+	waitLog(t, env.logs, "NACK")
+	waitLog(t, env.logs, "bad filter")
+	// The NACK names the last version applied, so the server sends the
+	// current one again (what Envoy retries on).
+	resend := c.recv()
+	if resend.GetVersionInfo() != rotated.GetVersionInfo() {
+		t.Fatalf("after NACK: version %s, want %s again", resend.GetVersionInfo(), rotated.GetVersionInfo())
+	}
+	c.ack(resend)
+	env.keySet(t, issuerURL).Set([]token.Key{newKey(t, "k3")}, "test push")
+	again := c.recv()
+	if kids := localJWKSKids(t, again.GetResources()[0]); len(kids) != 1 || kids[0] != "k3" {
+		t.Fatalf("after NACK and rotation, local_jwks kids %v", kids)
+	}
+}
+
+func TestADSDelta(t *testing.T) {
+	js := newJWKSServer(t, newKey(t, "k1"))
+	env := startServer(t, serverConfig, js.URL)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stream, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(env.conn).DeltaAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recv := func() *discoverygrpc.DeltaDiscoveryResponse {
+		t.Helper()
+		resp, err := recvWithin(stream.Recv, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	if err := stream.Send(&discoverygrpc.DeltaDiscoveryRequest{Node: &core.Node{Id: "payments-0"}, TypeUrl: resource.ListenerType}); err != nil {
+		t.Fatal(err)
+	}
+	first := recv()
+	if len(first.GetResources()) != 1 || first.GetResources()[0].GetName() != listenerName("payments") {
+		t.Fatalf("delta response %v", first.GetResources())
+	}
+	if err := stream.Send(&discoverygrpc.DeltaDiscoveryRequest{TypeUrl: resource.ListenerType, ResponseNonce: first.GetNonce()}); err != nil {
+		t.Fatal(err)
+	}
+	env.keySet(t, issuerURL).Set([]token.Key{newKey(t, "k2")}, "test push")
+	rotated := recv()
+	if len(rotated.GetResources()) != 1 || rotated.GetResources()[0].GetVersion() == first.GetResources()[0].GetVersion() {
+		t.Fatalf("after rotation, delta response %v", rotated.GetResources())
+	}
+	if kids := localJWKSKids(t, rotated.GetResources()[0].GetResource()); len(kids) != 1 || kids[0] != "k2" {
+		t.Fatalf("after rotation, local_jwks kids %v", kids)
+	}
+	// A delta NACK is logged too, and the stream stays.
+	if err := stream.Send(&discoverygrpc.DeltaDiscoveryRequest{TypeUrl: resource.ListenerType, ResponseNonce: rotated.GetNonce(), ErrorDetail: &status.Status{Code: 3, Message: "delta says no"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, env.logs, "delta says no")
+	env.keySet(t, issuerURL).Set([]token.Key{newKey(t, "k3")}, "test push")
+	if kids := localJWKSKids(t, recv().GetResources()[0].GetResource()); len(kids) != 1 || kids[0] != "k3" {
+		t.Fatalf("after NACK and rotation, local_jwks kids %v", kids)
+	}
+}
+
+// TestADSClusterAndUnknownNodes: a node of a configured cluster gets its
+// cluster's resources; a node nobody configured gets none, and a log line.
+func TestADSClusterAndUnknownNodes(t *testing.T) {
+	js := newJWKSServer(t, newKey(t, "k1"))
+	env := startServer(t, serverConfig, js.URL)
+
+	orders := newSotwClient(t, env, &core.Node{Id: "orders-7f9c", Cluster: "orders"})
+	orders.send(&discoverygrpc.DiscoveryRequest{Node: orders.node, TypeUrl: resource.ListenerType})
+	resp := orders.recv()
+	lis := unpack[*listener.Listener](t, resp.GetResources()[0])
+	if lis.GetName() != listenerName("orders") {
+		t.Fatalf("node of cluster orders got listener %s", lis.GetName())
+	}
+
+	stranger := newSotwClient(t, env, &core.Node{Id: "stranger", Cluster: "elsewhere"})
+	stranger.send(&discoverygrpc.DiscoveryRequest{Node: stranger.node, TypeUrl: resource.ListenerType})
+	waitLog(t, env.logs, "node=stranger cluster=elsewhere")
+	if resp, err := recvWithin(stranger.stream.Recv, 300*time.Millisecond); err == nil {
+		t.Fatalf("unknown node got %v", resp)
+	}
+	if n := strings.Count(env.logs.String(), "node=stranger"); n != 1 {
+		t.Fatalf("unknown node logged %d times", n)
+	}
+}
+
+// TestKeyFetchFailureKeepsSnapshot: when keys cannot be refreshed (the
+// issuer, or NATS, is down), the last good keys stay, and so does the
+// snapshot; a refresh that brings the same keys changes nothing either.
+func TestKeyFetchFailureKeepsSnapshot(t *testing.T) {
+	js := newJWKSServer(t, newKey(t, "k1"))
+	env := startServer(t, serverConfig, js.URL)
+	c := newSotwClient(t, env, &core.Node{Id: "payments-0"})
+	c.send(&discoverygrpc.DiscoveryRequest{Node: c.node, TypeUrl: resource.ListenerType})
+	first := c.recv()
+	c.ack(first)
+
+	keys := env.keySet(t, issuerURL)
+	js.failed.Store(true)
+	fetches := keys.Status().Fetches
+	keys.Lookup("unknown-kid") // starts a refresh, which fails
+	for keys.Status().LastError == "" || keys.Status().Fetches == fetches {
+		time.Sleep(5 * time.Millisecond)
+	}
+	js.failed.Store(false)
+	keys.Lookup("another-unknown-kid") // a refresh with the same keys
+	for keys.Status().LastError != "" {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if resp, err := recvWithin(c.stream.Recv, 300*time.Millisecond); err == nil {
+		t.Fatalf("snapshot changed after a failed and an identical refresh: %v", resp.GetVersionInfo())
+	}
+	snap, err := env.srv.cache.GetSnapshot("payments-0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := snap.GetVersion(resource.ListenerType); v != first.GetVersionInfo() {
+		t.Fatalf("listener version %s, want %s", v, first.GetVersionInfo())
+	}
+}
+
+// TestConfigReload: a changed config file becomes a new snapshot; a
+// malformed one is refused and logged, and the last good one stays.
+func TestConfigReload(t *testing.T) {
+	js := newJWKSServer(t, newKey(t, "k1"))
+	env := startServer(t, serverConfig, js.URL)
+	c := newSotwClient(t, env, &core.Node{Id: "payments-0"})
+	c.send(&discoverygrpc.DiscoveryRequest{Node: c.node, TypeUrl: resource.ListenerType})
+	first := c.recv()
+	c.ack(first)
+
+	writeFile(t, env.config, strings.Replace(serverConfig, "0.0.0.0:8080", "0.0.0.0:8443", 1))
+	changed := c.recv()
+	if port := unpack[*listener.Listener](t, changed.GetResources()[0]).GetAddress().GetSocketAddress().GetPortValue(); port != 8443 || changed.GetVersionInfo() == first.GetVersionInfo() {
+		t.Fatalf("after reload: port %d, version %s", port, changed.GetVersionInfo())
+	}
+	c.ack(changed)
+
+	writeFile(t, env.config, serverConfig+"    bogus: 1\n")
+	waitLog(t, env.logs, `line 16: nodes[1].bogus: unknown key`)
+	if resp, err := recvWithin(c.stream.Recv, 300*time.Millisecond); err == nil {
+		t.Fatalf("malformed config changed the snapshot: %v", resp.GetVersionInfo())
+	}
+	snap, err := env.srv.cache.GetSnapshot("payments-0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := snap.GetVersion(resource.ListenerType); v != changed.GetVersionInfo() {
+		t.Fatalf("listener version %s after a refused config, want %s", v, changed.GetVersionInfo())
+	}
+	if !env.srv.Ready() {
+		t.Fatal("not ready")
+	}
+}
