@@ -31,7 +31,7 @@ lint:
 FUZZTIME ?= 20s
 fuzz:
 	for t in FuzzParseForm FuzzAssertionSubject FuzzUnverifiedAudience; do $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) ./issuer/ || exit 1; done
-	for t in FuzzVerify FuzzClaims FuzzParseJWKS FuzzSignedToken FuzzAuthenticator; do $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) ./token/ || exit 1; done
+	for t in FuzzVerify FuzzClaims FuzzParseJWKS FuzzSignedToken FuzzAuthenticator FuzzVerifyJWS; do $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) ./token/ || exit 1; done
 	$(GO) test -run='^$$' -fuzz='^FuzzBearer$$' -fuzztime=$(FUZZTIME) ./proxy/
 	for t in FuzzDecide FuzzParseTokenResponse; do $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) ./exchange/ || exit 1; done
 
