@@ -14,8 +14,10 @@ import (
 var errNotImplemented = errors.New("not implemented by the fake store")
 
 // fakeStore is an in-memory store.Store. Only the signing-key methods have
-// real behaviour, including AddSigningKey's compare-and-swap.
+// real behaviour, including AddSigningKey's compare-and-swap. The methods
+// a key ring never calls come from the nil embedded Store and panic.
 type fakeStore struct {
+	store.Store
 	mu   sync.Mutex
 	keys map[string]*store.SigningKey
 	// fail, if set, is returned by every signing-key method.

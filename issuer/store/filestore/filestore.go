@@ -2,8 +2,13 @@
 // meshauth.db, in a directory, for `meshauth dev` and single-node issuers.
 //
 // Records are JSON, one bucket per kind. Only one process may open the file
-// at a time; bbolt's file lock enforces that. Expired one-time values and
-// access tokens are purged by a sweep that Open starts and Close stops.
+// at a time; bbolt's file lock enforces that. Expired records (one-time
+// values, access and refresh tokens, authorization codes, grants and
+// revocations) are purged by a sweep that Open starts and Close stops.
+//
+// Index buckets let the lookups that run per request avoid scanning: a
+// grant's tokens (grant_tokens), users by name (user_names), revocations by
+// kind and value (revocation_index) and by ID (revocation_ids).
 package filestore
 
 import (
@@ -37,11 +42,26 @@ const (
 )
 
 var (
-	bucketClients = []byte("clients")
-	bucketKeys    = []byte("signing_keys")
-	bucketOnce    = []byte("once")
-	bucketTokens  = []byte("access_tokens")
+	bucketClients         = []byte("clients")
+	bucketKeys            = []byte("signing_keys")
+	bucketOnce            = []byte("once")
+	bucketTokens          = []byte("access_tokens")
+	bucketUsers           = []byte("users")
+	bucketUserNames       = []byte("user_names")
+	bucketGrants          = []byte("grants")
+	bucketGrantTokens     = []byte("grant_tokens")
+	bucketCodes           = []byte("authorization_codes")
+	bucketRefreshTokens   = []byte("refresh_tokens")
+	bucketRevocations     = []byte("revocations")
+	bucketRevocationIDs   = []byte("revocation_ids")
+	bucketRevocationIndex = []byte("revocation_index")
 )
+
+var allBuckets = [][]byte{
+	bucketClients, bucketKeys, bucketOnce, bucketTokens, bucketUsers, bucketUserNames,
+	bucketGrants, bucketGrantTokens, bucketCodes, bucketRefreshTokens,
+	bucketRevocations, bucketRevocationIDs, bucketRevocationIndex,
+}
 
 // Store is a store.Store in a bbolt file. It is safe for concurrent use.
 type Store struct {
@@ -67,7 +87,7 @@ func Open(dir string) (*Store, error) {
 		return nil, fmt.Errorf("store file:%s: %w", dir, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketClients, bucketKeys, bucketOnce, bucketTokens} {
+		for _, b := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -118,8 +138,8 @@ func (s *Store) update(ctx context.Context, fn func(*bolt.Tx) error) error {
 	return s.db.Update(fn)
 }
 
-// clientRecord, keyRecord and tokenRecord are the JSON forms of the store
-// types. They have the same fields, so that conversion between them is a
+// clientRecord, keyRecord, tokenRecord and the other records are the JSON
+// forms of the store types. They have the same fields, so that conversion between them is a
 // type conversion and a new field that is not added here fails to compile.
 type clientRecord struct {
 	ID                      string              `json:"id"`
@@ -149,6 +169,7 @@ type keyRecord struct {
 type tokenRecord struct {
 	Hash      string    `json:"hash"`
 	ID        string    `json:"jti"`
+	GrantID   string    `json:"grant_id"`
 	ClientID  string    `json:"client_id"`
 	Subject   string    `json:"sub"`
 	Audience  []string  `json:"aud"`
@@ -353,12 +374,40 @@ func (s *Store) PutAccessToken(ctx context.Context, t *store.AccessToken) error 
 		if b.Get([]byte(t.Hash)) != nil {
 			return store.ErrExists
 		}
+		if err := indexGrantToken(tx, t.GrantID, kindAccess, t.Hash); err != nil {
+			return err
+		}
 		return put(b, t.Hash, r)
 	})
 	if err != nil {
 		return fmt.Errorf("put access token %q: %w", t.ID, err)
 	}
 	return nil
+}
+
+func (s *Store) DeleteAccessToken(ctx context.Context, hash string) error {
+	err := s.update(ctx, func(tx *bolt.Tx) error { return deleteAccessToken(tx, []byte(hash)) })
+	if err != nil {
+		return fmt.Errorf("delete access token: %w", err)
+	}
+	return nil
+}
+
+// deleteAccessToken removes a token and its grant index entry, if any.
+func deleteAccessToken(tx *bolt.Tx, hash []byte) error {
+	b := tx.Bucket(bucketTokens)
+	data := b.Get(hash)
+	if data == nil {
+		return nil
+	}
+	var r tokenRecord
+	if err := json.Unmarshal(data, &r); err != nil {
+		return fmt.Errorf("decode access token: %w", err)
+	}
+	if err := unindexGrantToken(tx, r.GrantID, kindAccess, hash); err != nil {
+		return err
+	}
+	return b.Delete(hash)
 }
 
 func (s *Store) GetAccessToken(ctx context.Context, hash string) (*store.AccessToken, error) {
@@ -414,20 +463,38 @@ func (s *Store) sweepLoop() {
 // backlog does not hold the write lock for long.
 const sweepBatch = 1000
 
-// sweep deletes the one-time values and access tokens that expired before
-// now.
+// swept lists the buckets of expiring records, each with the function that
+// deletes one record together with its index entries.
+var swept = []struct {
+	bucket []byte
+	remove func(tx *bolt.Tx, key []byte) error
+}{
+	{bucketOnce, deleteFrom(bucketOnce)},
+	{bucketTokens, deleteAccessToken},
+	{bucketCodes, deleteFrom(bucketCodes)},
+	{bucketRefreshTokens, deleteRefreshToken},
+	{bucketGrants, deleteFrom(bucketGrants)},
+	{bucketRevocations, deleteRevocation},
+}
+
+// deleteFrom returns a remove function for records that have no index.
+func deleteFrom(bucket []byte) func(tx *bolt.Tx, key []byte) error {
+	return func(tx *bolt.Tx, key []byte) error { return tx.Bucket(bucket).Delete(key) }
+}
+
+// sweep deletes the records that expired before now.
 func (s *Store) sweep(now time.Time) error {
-	for _, bucket := range [][]byte{bucketOnce, bucketTokens} {
+	for _, sw := range swept {
 		for {
 			var n int
 			err := s.db.Update(func(tx *bolt.Tx) error {
 				var expired [][]byte
-				c := tx.Bucket(bucket).Cursor()
+				c := tx.Bucket(sw.bucket).Cursor()
 				for k, v := c.First(); k != nil && len(expired) < sweepBatch; k, v = c.Next() {
-					// Both record kinds have their expiry under "exp".
+					// Every swept record has its expiry under "exp".
 					var r onceRecord
 					if err := json.Unmarshal(v, &r); err != nil {
-						return fmt.Errorf("decode %s record %q: %w", bucket, k, err)
+						return fmt.Errorf("decode %s record %q: %w", sw.bucket, k, err)
 					}
 					if !now.Before(r.ExpiresAt) {
 						// k is only valid during the transaction, and
@@ -437,14 +504,14 @@ func (s *Store) sweep(now time.Time) error {
 				}
 				n = len(expired)
 				for _, k := range expired {
-					if err := tx.Bucket(bucket).Delete(k); err != nil {
+					if err := sw.remove(tx, k); err != nil {
 						return err
 					}
 				}
 				return nil
 			})
 			if err != nil {
-				return fmt.Errorf("sweep %s: %w", bucket, err)
+				return fmt.Errorf("sweep %s: %w", sw.bucket, err)
 			}
 			if n < sweepBatch {
 				break

@@ -1,9 +1,12 @@
 package filestore
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -86,32 +89,49 @@ func TestOpenNotADirectory(t *testing.T) {
 	}
 }
 
+// TestSweep checks that the sweep deletes expired records of every kind with
+// their index entries, and nothing live.
 func TestSweep(t *testing.T) {
 	s := open(t, t.TempDir())
 	ctx := t.Context()
 	now := time.Now()
-	for _, v := range []string{"expired1", "expired2"} {
-		if err := s.UseOnce(ctx, v, now.Add(-time.Minute)); err != nil {
+	for name, exp := range map[string]time.Time{"expired": now.Add(-time.Minute), "now": now, "live": now.Add(time.Hour)} {
+		steps := []error{
+			s.UseOnce(ctx, name, exp),
+			s.PutAccessToken(ctx, &store.AccessToken{Hash: name, GrantID: "g-" + name, ExpiresAt: exp}),
+			s.PutAuthorizationCode(ctx, &store.AuthorizationCode{Hash: name, ExpiresAt: exp}),
+			s.PutRefreshToken(ctx, &store.RefreshToken{Hash: name, GrantID: "g-" + name, ExpiresAt: exp}),
+			s.CreateGrant(ctx, &store.Grant{ID: name, ExpiresAt: exp}),
+			s.AddRevocation(ctx, &store.Revocation{ID: name, Kind: store.RevokeSubject, Value: name, ExpiresAt: exp}),
+		}
+		if err := errors.Join(steps...); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := s.UseOnce(ctx, "live", now.Add(time.Hour)); err != nil {
-		t.Fatal(err)
-	}
-	tok := &store.AccessToken{Hash: "expired", ExpiresAt: now.Add(-time.Minute)}
-	if err := s.PutAccessToken(ctx, tok); err != nil {
-		t.Fatal(err)
-	}
-	tok = &store.AccessToken{Hash: "live", ExpiresAt: now.Add(time.Hour)}
-	if err := s.PutAccessToken(ctx, tok); err != nil {
+	var liveSeq []byte
+	err := s.db.View(func(tx *bolt.Tx) error {
+		liveSeq = bytes.Clone(tx.Bucket(bucketRevocationIDs).Get([]byte("live")))
+		return nil
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 
 	if err := s.sweep(now); err != nil {
 		t.Fatal(err)
 	}
-	for bucket, want := range map[string][]string{"once": {"live"}, "access_tokens": {"live"}} {
-		if got := keys(t, s, bucket); strings.Join(got, ",") != strings.Join(want, ",") {
+	for bucket, want := range map[string][]string{
+		"once":                {"live"},
+		"access_tokens":       {"live"},
+		"authorization_codes": {"live"},
+		"refresh_tokens":      {"live"},
+		"grants":              {"live"},
+		"grant_tokens":        {string(grantIndexKey("g-live", kindAccess, []byte("live"))), string(grantIndexKey("g-live", kindRefresh, []byte("live")))},
+		"revocations":         {string(liveSeq)},
+		"revocation_ids":      {"live"},
+		"revocation_index":    {string(append(revocationIndexPrefix(store.RevokeSubject, "live"), liveSeq...))},
+	} {
+		if got := keys(t, s, bucket); !slices.Equal(got, want) {
 			t.Errorf("bucket %s after sweep: %q, want %q", bucket, got, want)
 		}
 	}

@@ -5,8 +5,9 @@
 // under an advisory lock, so replicas starting together are safe; applied
 // versions are recorded in meshauth_schema_migrations. The tables live in the
 // connection's search_path, which a URL may set (search_path=myschema).
-// Expired one-time values and access tokens are purged by a sweep that Open
-// starts and Close stops; every replica sweeps, which is harmless.
+// Expired records (one-time values, access and refresh tokens, authorization
+// codes, grants and revocations) are purged by a sweep that Open starts and
+// Close stops; every replica sweeps, which is harmless.
 package pgstore
 
 import (
@@ -332,9 +333,9 @@ func (s *Store) PutAccessToken(ctx context.Context, t *store.AccessToken) error 
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
 	_, err := s.pool.Exec(ctx, `INSERT INTO meshauth_access_tokens
-		(hash, id, client_id, subject, audience, scope, issued_at, expires_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-		t.Hash, t.ID, t.ClientID, t.Subject, orEmpty(t.Audience), orEmpty(t.Scope), t.IssuedAt, t.ExpiresAt)
+		(hash, id, grant_id, client_id, subject, audience, scope, issued_at, expires_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+		t.Hash, t.ID, t.GrantID, t.ClientID, t.Subject, orEmpty(t.Audience), orEmpty(t.Scope), t.IssuedAt, t.ExpiresAt)
 	if err != nil {
 		return fmt.Errorf("put access token %q: %w", t.ID, storeErr(err))
 	}
@@ -344,11 +345,11 @@ func (s *Store) PutAccessToken(ctx context.Context, t *store.AccessToken) error 
 func (s *Store) GetAccessToken(ctx context.Context, hash string) (*store.AccessToken, error) {
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
-	rows, _ := s.pool.Query(ctx, `SELECT hash, id, client_id, subject, audience, scope, issued_at, expires_at
+	rows, _ := s.pool.Query(ctx, `SELECT hash, id, grant_id, client_id, subject, audience, scope, issued_at, expires_at
 		FROM meshauth_access_tokens WHERE hash = $1 AND expires_at > now()`, hash)
 	t, err := pgx.CollectExactlyOneRow(rows, func(row pgx.CollectableRow) (*store.AccessToken, error) {
 		var t store.AccessToken
-		err := row.Scan(&t.Hash, &t.ID, &t.ClientID, &t.Subject, &t.Audience, &t.Scope, &t.IssuedAt, &t.ExpiresAt)
+		err := row.Scan(&t.Hash, &t.ID, &t.GrantID, &t.ClientID, &t.Subject, &t.Audience, &t.Scope, &t.IssuedAt, &t.ExpiresAt)
 		t.IssuedAt, t.ExpiresAt = t.IssuedAt.UTC(), t.ExpiresAt.UTC()
 		return &t, err
 	})
@@ -356,6 +357,15 @@ func (s *Store) GetAccessToken(ctx context.Context, hash string) (*store.AccessT
 		return nil, fmt.Errorf("get access token: %w", storeErr(err))
 	}
 	return t, nil
+}
+
+func (s *Store) DeleteAccessToken(ctx context.Context, hash string) error {
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	if _, err := s.pool.Exec(ctx, "DELETE FROM meshauth_access_tokens WHERE hash = $1", hash); err != nil {
+		return fmt.Errorf("delete access token: %w", err)
+	}
+	return nil
 }
 
 func (s *Store) sweepLoop(ctx context.Context) {
@@ -373,11 +383,17 @@ func (s *Store) sweepLoop(ctx context.Context) {
 	}
 }
 
-// sweep deletes the one-time values and access tokens that have expired.
+// swept are the tables of records that expire.
+var swept = []string{
+	"meshauth_once", "meshauth_access_tokens", "meshauth_authorization_codes",
+	"meshauth_refresh_tokens", "meshauth_grants", "meshauth_revocations",
+}
+
+// sweep deletes the records that have expired.
 func (s *Store) sweep(ctx context.Context) error {
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
-	for _, table := range []string{"meshauth_once", "meshauth_access_tokens"} {
+	for _, table := range swept {
 		if _, err := s.pool.Exec(ctx, "DELETE FROM "+table+" WHERE expires_at <= now()"); err != nil {
 			return fmt.Errorf("sweep %s: %w", table, err)
 		}

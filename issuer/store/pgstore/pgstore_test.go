@@ -3,6 +3,7 @@ package pgstore
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"net/url"
 	"os"
 	"strings"
@@ -138,17 +139,29 @@ func TestSweep(t *testing.T) {
 		if v == "live" {
 			exp = now.Add(time.Hour)
 		}
-		if err := s.UseOnce(ctx, v, exp); err != nil {
-			t.Fatal(err)
-		}
-		if err := s.PutAccessToken(ctx, &store.AccessToken{Hash: v, ExpiresAt: exp}); err != nil {
+		err := errors.Join(
+			s.UseOnce(ctx, v, exp),
+			s.PutAccessToken(ctx, &store.AccessToken{Hash: v, GrantID: "g", ExpiresAt: exp}),
+			s.PutAuthorizationCode(ctx, &store.AuthorizationCode{Hash: v, ExpiresAt: exp}),
+			s.PutRefreshToken(ctx, &store.RefreshToken{Hash: v, GrantID: "g", ExpiresAt: exp}),
+			s.CreateGrant(ctx, &store.Grant{ID: v, ExpiresAt: exp}),
+			s.AddRevocation(ctx, &store.Revocation{ID: v, Kind: store.RevokeSubject, Value: v, ExpiresAt: exp}),
+		)
+		if err != nil {
 			t.Fatal(err)
 		}
 	}
 	if err := s.sweep(ctx); err != nil {
 		t.Fatal(err)
 	}
-	for _, q := range []string{"SELECT value FROM meshauth_once", "SELECT hash FROM meshauth_access_tokens"} {
+	for _, q := range []string{
+		"SELECT value FROM meshauth_once",
+		"SELECT hash FROM meshauth_access_tokens",
+		"SELECT hash FROM meshauth_authorization_codes",
+		"SELECT hash FROM meshauth_refresh_tokens",
+		"SELECT id FROM meshauth_grants",
+		"SELECT id FROM meshauth_revocations",
+	} {
 		rows, _ := s.pool.Query(ctx, q)
 		got, err := pgx.CollectRows(rows, pgx.RowTo[string])
 		if err != nil {

@@ -61,9 +61,37 @@ func Run(t *testing.T, h Harness) {
 		{"AccessTokenExists", testAccessTokenExists},
 		{"AccessTokenNotFound", testAccessTokenNotFound},
 		{"AccessTokenExpired", testAccessTokenExpired},
+		{"DeleteAccessToken", testDeleteAccessToken},
+		{"UserRoundTrip", testUserRoundTrip},
+		{"CreateUserExists", testCreateUserExists},
+		{"GetUserNotFound", testGetUserNotFound},
+		{"UpdateUserPassword", testUpdateUserPassword},
+		{"GrantRoundTrip", testGrantRoundTrip},
+		{"CreateGrantExists", testCreateGrantExists},
+		{"GetGrantExpired", testGetGrantExpired},
+		{"RevokeGrant", testRevokeGrant},
+		{"RevokeGrantCascade", testRevokeGrantCascade},
+		{"AuthorizationCodeRoundTrip", testCodeRoundTrip},
+		{"AuthorizationCodeExists", testCodeExists},
+		{"RedeemAuthorizationCodeReplay", testRedeemReplay},
+		{"RedeemAuthorizationCodeExpiry", testRedeemExpiry},
+		{"RedeemAuthorizationCodeRace", testRedeemRace},
+		{"RefreshTokenRoundTrip", testRefreshRoundTrip},
+		{"RefreshTokenExists", testRefreshExists},
+		{"UseRefreshTokenReplay", testUseRefreshReplay},
+		{"UseRefreshTokenExpiry", testUseRefreshExpiry},
+		{"UseRefreshTokenRace", testUseRefreshRace},
+		{"GetRefreshTokenExpired", testGetRefreshExpired},
+		{"DeleteRefreshToken", testDeleteRefreshToken},
+		{"AddRevocation", testAddRevocation},
+		{"AddRevocationExists", testAddRevocationExists},
+		{"AddRevocationRace", testAddRevocationRace},
+		{"ListRevocations", testListRevocations},
+		{"IsRevoked", testIsRevoked},
 		{"CancelledContext", testCancelledContext},
 		{"Ping", testPing},
 		{"Reopen", testReopen},
+		{"ReopenGrants", testReopenGrants},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -187,7 +215,8 @@ func checkToken(t *testing.T, got, want *store.AccessToken) {
 		}
 		return s
 	}
-	if got.Hash != want.Hash || got.ID != want.ID || got.ClientID != want.ClientID || got.Subject != want.Subject ||
+	if got.Hash != want.Hash || got.ID != want.ID || got.GrantID != want.GrantID ||
+		got.ClientID != want.ClientID || got.Subject != want.Subject ||
 		got.Audience == nil || !slices.Equal(got.Audience, nonNil(want.Audience)) ||
 		got.Scope == nil || !slices.Equal(got.Scope, nonNil(want.Scope)) {
 		t.Errorf("token = %+v\nwant %+v", got, want)
@@ -616,6 +645,7 @@ func testUseOnceRace(t *testing.T, h Harness) {
 func testAccessTokenRoundTrip(t *testing.T, h Harness) {
 	s := h.Open(t)
 	want := newToken("h1", time.Now().Add(time.Hour))
+	want.GrantID = "g1"
 	if err := s.PutAccessToken(t.Context(), want); err != nil {
 		t.Fatalf("PutAccessToken: %v", err)
 	}
@@ -671,9 +701,19 @@ func testAccessTokenExpired(t *testing.T, h Harness) {
 func testCancelledContext(t *testing.T, h Harness) {
 	s := h.Open(t)
 	mustAddKey(t, s, newKey("k1", base), "")
+	exp := time.Now().Add(time.Hour)
+	// What the cancelled updates and deletes would change.
+	mustCreateUser(t, s, newUser("u1", "alice"))
+	mustCreateGrant(t, s, newGrant("g1", exp))
+	mustPutCode(t, s, newCode("c1", "g1", exp))
+	mustPutRefresh(t, s, newRefresh("r1", "g1", exp))
+	live := newToken("a1", exp)
+	live.GrantID = "g1"
+	mustPutToken(t, s, live)
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
-	exp := time.Now().Add(time.Hour)
+	keys := []store.RevocationKey{{Kind: store.RevokeGrant, Value: "g1"}}
+	rev := newRevocation("rv1", store.RevokeGrant, "g1", time.Now(), exp)
 	ops := []struct {
 		name string
 		call func() error
@@ -697,6 +737,60 @@ func testCancelledContext(t *testing.T, h Harness) {
 		{"PutAccessToken", func() error { return s.PutAccessToken(ctx, newToken("h", exp)) },
 			func() error { return notFound(s.GetAccessToken(t.Context(), "h")) }},
 		{"GetAccessToken", func() error { _, err := s.GetAccessToken(ctx, "h"); return err }, nil},
+		{"CreateUser", func() error { return s.CreateUser(ctx, newUser("u2", "bob")) },
+			func() error { return notFound(s.GetUserByName(t.Context(), "bob")) }},
+		{"GetUser", func() error { _, err := s.GetUser(ctx, "u1"); return err }, nil},
+		{"GetUserByName", func() error { _, err := s.GetUserByName(ctx, "alice"); return err }, nil},
+		{"UpdateUserPassword", func() error { return s.UpdateUserPassword(ctx, "u1", "new hash") },
+			func() error {
+				u, err := s.GetUser(t.Context(), "u1")
+				if err == nil && u.PasswordHash != newUser("u1", "alice").PasswordHash {
+					err = errors.New("password hash changed")
+				}
+				return err
+			}},
+		{"CreateGrant", func() error { return s.CreateGrant(ctx, newGrant("g2", exp)) },
+			func() error { return notFound(s.GetGrant(t.Context(), "g2")) }},
+		{"GetGrant", func() error { _, err := s.GetGrant(ctx, "g1"); return err }, nil},
+		{"RevokeGrant", func() error { return s.RevokeGrant(ctx, "g1", time.Now()) },
+			func() error {
+				g, err := s.GetGrant(t.Context(), "g1")
+				if err == nil && !g.RevokedAt.IsZero() {
+					err = errors.New("grant revoked")
+				}
+				return err
+			}},
+		{"PutAuthorizationCode", func() error { return s.PutAuthorizationCode(ctx, newCode("c2", "g1", exp)) },
+			func() error { return notFound(s.RedeemAuthorizationCode(t.Context(), "c2", time.Now())) }},
+		{"RedeemAuthorizationCode", func() error { _, err := s.RedeemAuthorizationCode(ctx, "c1", time.Now()); return err },
+			func() error {
+				_, err := s.RedeemAuthorizationCode(t.Context(), "c1", time.Now())
+				return err
+			}},
+		{"PutRefreshToken", func() error { return s.PutRefreshToken(ctx, newRefresh("r2", "g1", exp)) },
+			func() error { return notFound(s.GetRefreshToken(t.Context(), "r2")) }},
+		{"GetRefreshToken", func() error { _, err := s.GetRefreshToken(ctx, "r1"); return err }, nil},
+		{"UseRefreshToken", func() error { _, err := s.UseRefreshToken(ctx, "r1", time.Now()); return err },
+			func() error {
+				r, err := s.GetRefreshToken(t.Context(), "r1")
+				if err == nil && !r.UsedAt.IsZero() {
+					err = errors.New("refresh token used")
+				}
+				return err
+			}},
+		{"DeleteRefreshToken", func() error { return s.DeleteRefreshToken(ctx, "r1") },
+			func() error { _, err := s.GetRefreshToken(t.Context(), "r1"); return err }},
+		{"DeleteAccessToken", func() error { return s.DeleteAccessToken(ctx, "a1") },
+			func() error { _, err := s.GetAccessToken(t.Context(), "a1"); return err }},
+		{"AddRevocation", func() error { return s.AddRevocation(ctx, rev) },
+			func() error {
+				if list := listRevocations(t, s, time.Now()); len(list) != 0 || rev.Seq != 0 {
+					return fmt.Errorf("%d revocations listed, Seq %d", len(list), rev.Seq)
+				}
+				return nil
+			}},
+		{"ListRevocations", func() error { _, err := s.ListRevocations(ctx, time.Now()); return err }, nil},
+		{"IsRevoked", func() error { _, err := s.IsRevoked(ctx, keys, base, time.Now()); return err }, nil},
 		{"Ping", func() error { return s.Ping(ctx) }, nil},
 	}
 	for _, op := range ops {
