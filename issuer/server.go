@@ -151,6 +151,7 @@ func (s *Server) routes() {
 	m.HandleFunc("POST "+p+pathToken, s.handleToken)
 	m.HandleFunc("POST "+p+pathRegister, s.handleRegister)
 	m.HandleFunc("POST "+p+pathRotate, s.handleRotate)
+	m.HandleFunc("POST "+p+pathAdminRevoke, s.handleAdminRevoke)
 	m.HandleFunc("GET /healthz", s.handleHealthz)
 	m.HandleFunc("GET /readyz", s.handleReadyz)
 	s.mux = m

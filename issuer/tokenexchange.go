@@ -75,6 +75,16 @@ func (s *Server) tokenExchange(ctx context.Context, c *store.Client, form url.Va
 	if err != nil {
 		return nil, tokenError(err, "subject_token", errInvalidGrant)
 	}
+	// The store is the source of truth for revocations: a token revoked a
+	// moment ago, on any replica, buys no fresh one (RFC 7009 §2). A
+	// reference token of a revoked grant is gone from the store already.
+	revoked, err := s.revoked(ctx, subject, "")
+	if err != nil {
+		return nil, err
+	}
+	if revoked {
+		return nil, errInvalidGrant("subject token revoked")
+	}
 	if actorToken != "" {
 		// The actor is always the authenticated client, so an actor token
 		// adds nothing to the act claim: it is checked, for clients that
@@ -86,6 +96,13 @@ func (s *Server) tokenExchange(ctx context.Context, c *store.Client, form url.Va
 		}
 		if actor.Subject != c.ID {
 			return nil, errInvalidRequest("actor_token must be an access token whose sub is the authenticated client")
+		}
+		revoked, err := s.revoked(ctx, actor, "")
+		if err != nil {
+			return nil, err
+		}
+		if revoked {
+			return nil, errInvalidRequest("actor_token revoked")
 		}
 	}
 

@@ -131,6 +131,9 @@ var answers = func() *[numCodes]answer {
 	for r := range 256 {
 		reason := token.Reason(r).String()
 		desc := strings.ReplaceAll(reason, "_", " ")
+		if token.Reason(r) == token.Revoked {
+			desc = "token revoked" // "revoked" alone would not say what
+		}
 		set(codeToken+code(r), outcomeDenied, reason, 401, invalidToken+desc+`"`, "invalid_token", desc)
 	}
 	return &a

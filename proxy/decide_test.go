@@ -33,6 +33,7 @@ func TestDecide(t *testing.T) {
 	}{
 		{"valid", verifier, codeAllowed, 200},
 		{"refused", verifierFunc(func([]byte, *token.Claims) error { return token.ErrExpired }), codeToken + code(token.Expired), 401},
+		{"revoked", verifierFunc(func([]byte, *token.Claims) error { return token.ErrRevoked }), codeToken + code(token.Revoked), 401},
 		{"wrapped refusal", verifierFunc(func([]byte, *token.Claims) error {
 			return errors.Join(errors.New("issuer x"), token.ErrUnknownKey)
 		}), codeToken + code(token.UnknownKey), 401},
@@ -57,6 +58,12 @@ func TestDecide(t *testing.T) {
 			v := g.decide([]byte("GET"), &uri, authz, new(token.Claims))
 			if v.code != tt.want || v.status != tt.status {
 				t.Errorf("got %s (%d), want %s (%d)", answers[v.code].reason, v.status, answers[tt.want].reason, tt.status)
+			}
+			if tt.want == codeToken+code(token.Revoked) {
+				const challenge = `Bearer realm="meshauth", error="invalid_token", error_description="token revoked"`
+				if v.challenge != challenge || v.body != `{"error":"invalid_token","error_description":"token revoked"}` {
+					t.Errorf("challenge %s, body %s", v.challenge, v.body)
+				}
 			}
 		})
 	}

@@ -64,7 +64,8 @@ type CacheConfig struct {
 // asks of cached introspection answers), only within MaxAge of its
 // verification, and only while the issuer's Keys still hold the key that
 // signed it, so that removing a compromised key stops its tokens at once.
-// Only accepted tokens are cached.
+// Only tokens whose signature and claims were accepted are cached; the
+// Authenticator checks its revocations on every use of an entry.
 //
 // The tokens used most recently also have a copy of their entry in a small
 // table on the Go heap (CacheConfig.FrontSlots), checked the same way on
@@ -319,6 +320,11 @@ func (c *Cache) usable(r *entryReader, verifiers []*Verifier) bool {
 	if c.now().UnixNano() >= deadline {
 		return false
 	}
+	// A slot is empty once its issuer was replaced, and absent from the
+	// issuers of a verification that began before it was added.
+	if int(issuer) >= len(verifiers) || verifiers[issuer] == nil {
+		return false
+	}
 	k, ok := verifiers[issuer].keys.Lookup(kid)
 	return ok && k.Algorithm == alg.String()
 }
@@ -360,7 +366,7 @@ func (c *Cache) store(sum *[sha256.Size]byte, issuer int, v *Verifier, hdr64 []b
 	b = appendTime(b, cl.ExpiresAt)
 	b = appendTime(b, cl.NotBefore)
 	b = appendTime(b, cl.IssuedAt)
-	for _, s := range [...]string{cl.Issuer, cl.Subject, cl.ID, cl.ClientID, cl.Scope} {
+	for _, s := range [...]string{cl.Issuer, cl.Subject, cl.ID, cl.ClientID, cl.Scope, cl.SessionID} {
 		b = appendBytes(b, s)
 	}
 	b = binary.LittleEndian.AppendUint32(b, uint32(len(cl.Audience)))
@@ -406,7 +412,7 @@ func appendTime(b []byte, t time.Time) []byte {
 //	kid                 string
 //	claimSet            1
 //	exp, nbf, iat       3 × (unix s 8, ns 4)
-//	iss, sub, jti, client_id, scope   string each
+//	iss, sub, jti, client_id, scope, sid   string each
 //	aud                 count 4, string each
 //	raw                 string
 //	act, may_act        offset<<32 | length 8 each, into raw; 0 if absent
@@ -463,6 +469,7 @@ func (r *entryReader) claims(c *Claims) {
 	c.ID = r.string()
 	c.ClientID = r.string()
 	c.Scope = r.string()
+	c.SessionID = r.string()
 	for n := r.uint32(); n > 0; n-- {
 		aud = append(aud, r.string())
 	}

@@ -137,7 +137,7 @@ func TestCacheFrontCollision(t *testing.T) {
 	var want []*Claims
 	for _, sub := range []string{"alice", "bob-the-second", "carol"} {
 		tok := mint("b1", "", fmt.Sprintf(`{"iss":%q,"aud":"payments","exp":1750000300,"sub":%q}`, issuerB, sub))
-		w, err := a.verifiers[1].Verify(tok)
+		w, err := a.trust.Load().verifiers[1].Verify(tok)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -62,7 +62,7 @@ func TestCacheClaims(t *testing.T) {
 		{"minimal", `{"iss":"https://b.example","aud":"payments","exp":1750000300}`},
 		{"every claim", `{"iss":"https:\/\/b.example","sub":"al\u0069ce","aud":["x","payments"],` +
 			`"exp":1750000300.25,"nbf":1749999990,"iat":1749999990.5,"jti":"j1","client_id":"web",` +
-			`"scope":"read write","act":{"sub":"orders","act":{"sub":"edge"}},"may_act":{"sub":"payments"},` +
+			`"scope":"read write","sid":"g\u0031","act":{"sub":"orders","act":{"sub":"edge"}},"may_act":{"sub":"payments"},` +
 			`"other":[1,{"x":null}],"sub_":"ünïcødé"}`},
 		{"empty strings", `{"iss":"https://b.example","sub":"","aud":["payments",""],"exp":1750000300,"scope":""}`},
 	}
@@ -71,7 +71,7 @@ func TestCacheClaims(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			a := testAuthenticator(t, now, testCache(t, CacheConfig{Now: now}))
 			tok := mint("b1", "", tt.claims)
-			want, err := a.verifiers[1].Verify(tok)
+			want, err := a.trust.Load().verifiers[1].Verify(tok)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -277,7 +277,7 @@ func TestCacheBounded(t *testing.T) {
 	for i := range n {
 		var sum [sha256.Size]byte
 		binary.LittleEndian.PutUint64(sum[:], uint64(i)*0x9e3779b97f4a7c15) // spread over the shards
-		cache.store(&sum, 1, a.verifiers[1], hdr, &c)
+		cache.store(&sum, 1, a.trust.Load().verifiers[1], hdr, &c)
 	}
 
 	runtime.GC()

@@ -49,5 +49,8 @@
 // Cache it remembers accepted tokens by their SHA-256 (never the token),
 // until the token's "exp" or the cache's MaxAge, and only while the signing
 // kid is still in its issuer's key set, so a token seen before costs a hash
-// and a lookup instead of a signature check.
+// and a lookup instead of a signature check. Issuers can be added or
+// replaced at run time (AddIssuer), and tokens revoked (Revoke) by "jti",
+// "client_id", "sub" or "sid": a revoked token is refused, cached or not,
+// until every token the revocation can match has expired.
 package token

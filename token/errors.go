@@ -38,6 +38,9 @@ const (
 	IssuedInFuture
 	// MissingClaim: "iss", "aud" or "exp" absent.
 	MissingClaim
+	// Revoked: otherwise valid, but matched by a revocation (see
+	// Authenticator.Revoke).
+	Revoked
 )
 
 var reasonNames = [...]string{
@@ -55,6 +58,7 @@ var reasonNames = [...]string{
 	NotYetValid:          "not_yet_valid",
 	IssuedInFuture:       "issued_in_future",
 	MissingClaim:         "missing_claim",
+	Revoked:              "revoked",
 }
 
 func (r Reason) String() string {
@@ -103,6 +107,7 @@ var (
 	ErrNotYetValid          error = &Error{Reason: NotYetValid}
 	ErrIssuedInFuture       error = &Error{Reason: IssuedInFuture}
 	ErrMissingClaim         error = &Error{Reason: MissingClaim}
+	ErrRevoked              error = &Error{Reason: Revoked}
 )
 
 // The errors Verify returns are preallocated, so that refusing a flood of
@@ -132,4 +137,5 @@ var (
 	errNoIssuer       = &Error{MissingClaim, "iss missing"}
 	errNoAudience     = &Error{MissingClaim, "aud missing"}
 	errNoExpiry       = &Error{MissingClaim, "exp missing"}
+	errRevoked        = &Error{Revoked, ""}
 )

@@ -1,9 +1,15 @@
 package token
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // Issuer is one trusted issuer: the policy its tokens must meet and the
@@ -18,15 +24,34 @@ type AuthenticatorOptions struct {
 	// Cache, if not nil, keeps verified tokens so that a token seen again
 	// skips the signature check. A Cache serves exactly one Authenticator.
 	Cache *Cache
+	// MaxRevocations bounds the revocations held (see Revoke). Default:
+	// DefaultMaxRevocations.
+	MaxRevocations int
+	// Now returns the current time, against which revocations expire;
+	// the same clock as the issuers' Policy.Now. Default: time.Now.
+	Now func() time.Time
 }
 
 // Authenticator verifies tokens from several trusted issuers, each with its
-// own Policy and Keys. It is immutable and safe for concurrent use.
+// own Policy and Keys, and refuses those revoked (see Revoke). It is safe
+// for concurrent use: verifying takes no lock, while AddIssuer and Revoke,
+// which are rare, replace what verifying reads.
 type Authenticator struct {
+	trust  atomic.Pointer[trustSet]
+	mu     sync.Mutex // serializes AddIssuer
+	cache  *Cache
+	denied denyList
+	now    func() time.Time
+}
+
+// trustSet is the Authenticator's issuers at one time; it never changes.
+type trustSet struct {
+	// verifiers are indexed by the position cache entries record; the
+	// slot of a replaced issuer is nil, so that entries its Verifier
+	// accepted are never answered again.
 	verifiers []*Verifier
 	byIssuer  map[string]int // index into verifiers
 	maxSize   int            // the largest Policy.MaxSize
-	cache     *Cache
 }
 
 // NewAuthenticator returns an Authenticator that accepts the tokens that
@@ -35,19 +60,28 @@ func NewAuthenticator(issuers []Issuer, opts AuthenticatorOptions) (*Authenticat
 	if len(issuers) == 0 {
 		return nil, errors.New("token: no trusted issuer")
 	}
-	a := &Authenticator{byIssuer: make(map[string]int, len(issuers))}
+	if opts.MaxRevocations < 0 {
+		return nil, fmt.Errorf("token: negative MaxRevocations %d", opts.MaxRevocations)
+	}
+	t := &trustSet{byIssuer: make(map[string]int, len(issuers))}
 	for i, is := range issuers {
 		v, err := NewVerifier(is.Policy, is.Keys)
 		if err != nil {
 			return nil, fmt.Errorf("token: issuer %d: %w", i, err)
 		}
-		if _, dup := a.byIssuer[v.issuer]; dup {
+		if _, dup := t.byIssuer[v.issuer]; dup {
 			return nil, fmt.Errorf("token: issuer %q trusted twice", v.issuer)
 		}
-		a.byIssuer[v.issuer] = i
-		a.verifiers = append(a.verifiers, v)
-		a.maxSize = max(a.maxSize, v.maxSize)
+		t.byIssuer[v.issuer] = i
+		t.verifiers = append(t.verifiers, v)
+		t.maxSize = max(t.maxSize, v.maxSize)
 	}
+	a := &Authenticator{cache: opts.Cache, now: opts.Now}
+	if a.now == nil {
+		a.now = time.Now
+	}
+	a.trust.Store(t)
+	a.denied.limit = cmp.Or(opts.MaxRevocations, DefaultMaxRevocations)
 	if opts.Cache != nil {
 		// An entry records only which of this Authenticator's issuers
 		// accepted the token; another Authenticator's policies would read
@@ -55,9 +89,48 @@ func NewAuthenticator(issuers []Issuer, opts AuthenticatorOptions) (*Authenticat
 		if !opts.Cache.owned.CompareAndSwap(false, true) {
 			return nil, errors.New("token: cache already serves another Authenticator")
 		}
-		a.cache = opts.Cache
 	}
 	return a, nil
+}
+
+// AddIssuer trusts iss from now on, replacing the issuer of the same
+// Policy.Issuer if there is one: a federated provider registered at run
+// time, say. Tokens that a replaced issuer's Verifier accepted are
+// verified again, against the new Policy and Keys, when next seen. Each
+// call keeps a pointer's worth of memory for the Authenticator's life:
+// replace an issuer when its Policy changes, not to update its keys, which
+// its Keys do.
+func (a *Authenticator) AddIssuer(iss Issuer) error {
+	v, err := NewVerifier(iss.Policy, iss.Keys)
+	if err != nil {
+		return fmt.Errorf("token: issuer %q: %w", iss.Policy.Issuer, err)
+	}
+	a.mu.Lock()
+	old := a.trust.Load()
+	t := &trustSet{
+		// The replaced Verifier keeps its slot, empty: cache entries
+		// name slots, and one that its Verifier wrote while this runs
+		// must not be taken for the new Verifier's.
+		verifiers: append(slices.Clip(old.verifiers), v),
+		byIssuer:  maps.Clone(old.byIssuer),
+		maxSize:   v.maxSize,
+	}
+	i, replaced := t.byIssuer[v.issuer]
+	if replaced {
+		t.verifiers[i] = nil
+	}
+	t.byIssuer[v.issuer] = len(t.verifiers) - 1
+	for _, w := range t.verifiers {
+		if w != nil {
+			t.maxSize = max(t.maxSize, w.maxSize)
+		}
+	}
+	a.trust.Store(t)
+	a.mu.Unlock()
+	if replaced && a.cache != nil {
+		a.cache.DeleteFunc(func(c *Claims) bool { return c.Issuer == v.issuer }) // frees their memory
+	}
+	return nil
 }
 
 var errUntrusted = &Error{BadIssuer, "issuer not trusted"}
@@ -68,16 +141,18 @@ var errUntrusted = &Error{BadIssuer, "issuer not trusted"}
 // whose issuer is not trusted is refused with BadIssuer, and one whose
 // claims cannot be read for "iss" as Malformed or MissingClaim. With a
 // Cache, a token accepted earlier is answered from it while its "exp" has
-// not passed and its key is still trusted.
+// not passed and its key is still trusted. Whether from the Cache or not,
+// a token that a revocation matches is refused with Revoked.
 func (a *Authenticator) VerifyInto(tok []byte, c *Claims) error {
-	if len(tok) > a.maxSize {
+	t := a.trust.Load()
+	if len(tok) > t.maxSize {
 		return errTooLarge // before hashing a huge token
 	}
 	var sum [sha256.Size]byte
 	if a.cache != nil {
 		sum = sha256.Sum256(tok)
-		if a.cache.load(&sum, a.verifiers, c) {
-			return nil
+		if a.cache.load(&sum, t.verifiers, c) {
+			return a.denied.check(c, a.now)
 		}
 	}
 	dot1, dot2, ok := split(tok)
@@ -100,18 +175,20 @@ func (a *Authenticator) VerifyInto(tok []byte, c *Claims) error {
 	// the key among its issuer's keys alone and then requires "iss" to
 	// equal its issuer, so a token signed by one issuer and naming another
 	// fails (RFC 8725 §3.8, §3.10).
-	i, ok := a.byIssuer[string(iss)]
+	i, ok := t.byIssuer[string(iss)]
 	if !ok {
 		return errUntrusted
 	}
-	v := a.verifiers[i]
+	v := t.verifiers[i]
 	if err := v.VerifyInto(tok, c); err != nil {
 		return err
 	}
 	if a.cache != nil {
+		// Cached even if revoked: each use checks revocations again, and
+		// a revoked token replayed costs a hit, not a signature check.
 		a.cache.store(&sum, i, v, tok[:dot1], c)
 	}
-	return nil
+	return a.denied.check(c, a.now)
 }
 
 // issuerOf returns the "iss" claim of the claims set raw, which is not yet

@@ -205,7 +205,7 @@ func TestAuthenticatorAllocs(t *testing.T) {
 		mint("b1", "", claimsOf("https://c.example", "payments", "")), // refused
 	} {
 		var c Claims
-		want := testing.AllocsPerRun(50, func() { a.verifiers[min(i, 1)].VerifyInto(tok, &c) })
+		want := testing.AllocsPerRun(50, func() { a.trust.Load().verifiers[min(i, 1)].VerifyInto(tok, &c) })
 		if got := testing.AllocsPerRun(50, func() { a.VerifyInto(tok, &c) }); got > want {
 			t.Errorf("token %d: %v allocations, Verifier %v", i, got, want)
 		}
@@ -224,7 +224,7 @@ func FuzzAuthenticator(f *testing.F) {
 	cached := testAuthenticator(f, now, testCache(f, CacheConfig{Now: now}))
 	f.Fuzz(func(t *testing.T, tok []byte) {
 		var want *Claims
-		for _, v := range plain.verifiers {
+		for _, v := range plain.trust.Load().verifiers {
 			if c, err := v.Verify(tok); err == nil {
 				want = c
 			}

@@ -26,6 +26,7 @@ var commands = []command{
 	{"issuer", "run the authorization server", runIssuer},
 	{"clients", "register clients (clients create --id NAME ...)", runClients},
 	{"keys", "manage signing keys (keys rotate)", runKeys},
+	{"revoke", "revoke tokens by id, client, subject or grant (revoke subject SUB ...)", runRevoke},
 	{"sidecar", "verify tokens in front of a service: reverse proxy, forward-auth, Envoy ext_authz", runSidecar},
 }
 

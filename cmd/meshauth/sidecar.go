@@ -53,7 +53,7 @@ type sidecarFlags struct {
 	extAuthzGRPC, extAuthzHTTP   string
 	extAuthzHTTPPrefix           string
 	forwardAuthPath              string
-	cacheMiB                     int
+	cacheMiB, maxRevocations     int
 	cacheMaxAge, upstreamTimeout time.Duration
 	egress                       string
 	egressRoutes, routeScopes    flagconf.StringList
@@ -78,6 +78,7 @@ func (f *sidecarFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.extAuthzHTTPPrefix, "ext-authz-http-prefix", "", "path_prefix configured in Envoy's ext_authz http_service, removed before route matching")
 	fs.StringVar(&f.forwardAuthPath, "forward-auth-path", proxy.DefaultForwardAuthPath, "path on --listen answering nginx auth_request, Traefik ForwardAuth and Caddy forward_auth")
 	fs.IntVar(&f.cacheMiB, "cache-size-mib", 64, "memory bound of the verified-token cache, in MiB (0 disables the cache)")
+	fs.IntVar(&f.maxRevocations, "max-revocations", token.DefaultMaxRevocations, "revocations held at most (some 300 bytes each); beyond, the oldest are replaced by refusing every token issued before them until they would have expired")
 	fs.DurationVar(&f.cacheMaxAge, "cache-max-age", 10*time.Minute, "longest a verified token is served from the cache (never past its exp)")
 	fs.DurationVar(&f.upstreamTimeout, "upstream-timeout", proxy.DefaultUpstreamTimeout, "bound on writing a request to the upstream and reading its answer")
 	fs.StringVar(&f.egress, "egress", "", "serve the egress on this address (loopback only!): the service's outbound calls, whose token is exchanged for the callee's audience (RFC 8693)")
@@ -179,7 +180,7 @@ func serveSidecar(ctx context.Context, f *sidecarFlags, trusted []trustedIssuer,
 		issuers = append(issuers, token.Issuer{Policy: token.Policy{Issuer: t.Issuer, Audiences: t.Audiences, Types: t.Types}, Keys: keys})
 		registerKeySetMetrics(reg, t.Issuer, keys)
 	}
-	var opts token.AuthenticatorOptions
+	opts := token.AuthenticatorOptions{MaxRevocations: f.maxRevocations}
 	if f.cacheMiB > 0 {
 		cache, err := token.NewCache(token.CacheConfig{MaxBytes: f.cacheMiB << 20, MaxAge: f.cacheMaxAge})
 		if err != nil {
@@ -192,6 +193,7 @@ func serveSidecar(ctx context.Context, f *sidecarFlags, trusted []trustedIssuer,
 	if err != nil {
 		return err
 	}
+	registerRevocationMetrics(reg, auth)
 	metrics, err := proxy.NewMetrics(reg)
 	if err != nil {
 		return err
@@ -326,6 +328,17 @@ func registerCacheMetrics(reg prometheus.Registerer, cache *token.Cache) {
 			func() float64 { return float64(cache.Stats().Misses) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshauth_token_cache_entries", Help: "Entries in the verified-token cache."},
 			func() float64 { return float64(cache.Stats().Entries) }),
+	)
+}
+
+func registerRevocationMetrics(reg prometheus.Registerer, auth *token.Authenticator) {
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshauth_revocations", Help: "Revocations held by the verifier."},
+			func() float64 { return float64(auth.RevocationStats().Entries) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meshauth_revoked_tokens_total", Help: "Verifications refused because the token was revoked."},
+			func() float64 { return float64(auth.RevocationStats().Refused) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meshauth_revocations_forgotten_total", Help: "Revocations dropped beyond --max-revocations, replaced by refusing every token issued before them."},
+			func() float64 { return float64(auth.RevocationStats().Forgotten) }),
 	)
 }
 

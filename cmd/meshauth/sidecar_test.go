@@ -135,7 +135,7 @@ func TestSidecarEndToEnd(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	for _, want := range []string{"meshauth_requests_total", "meshauth_token_cache_hits_total", "meshauth_keyset_age_seconds"} {
+	for _, want := range []string{"meshauth_requests_total", "meshauth_token_cache_hits_total", "meshauth_keyset_age_seconds", "meshauth_revocations", "meshauth_revoked_tokens_total"} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics lack %q", want)
 		}
