@@ -56,7 +56,7 @@ type keySetUpdate struct {
 	// Owner is the issuer whose keys these are: Issuer itself, or a
 	// provider it federates.
 	Owner string `json:"sub"`
-	// Version orders the updates of one owner: milliseconds since the Unix
+	// Version orders the updates of one owner: microseconds since the Unix
 	// epoch when the keys were read; higher is newer.
 	Version int64 `json:"ver"`
 	// JWKS is the JWK Set (RFC 7517 §5).

@@ -330,7 +330,7 @@ func TestDistributorRefusesForgeries(t *testing.T) {
 		}
 		return []byte(msg)
 	}
-	later := time.Now().Add(time.Minute).UnixMilli()
+	later := time.Now().Add(time.Minute).UnixMicro()
 	for _, tt := range []struct {
 		name  string
 		key   string
@@ -341,7 +341,7 @@ func TestDistributorRefusesForgeries(t *testing.T) {
 		{"signed by another issuer's key", key, update(foreign.keyring, iss.url, iss.url, later, forgedDoc)},
 		{"naming another issuer", key, update(iss.keyring, foreign.url, iss.url, later, forgedDoc)},
 		{"replayed older version", key, old},
-		{"dated far in the future", key, update(iss.keyring, iss.url, iss.url, time.Now().Add(time.Hour).UnixMilli(), forgedDoc)},
+		{"dated far in the future", key, update(iss.keyring, iss.url, iss.url, time.Now().Add(time.Hour).UnixMicro(), forgedDoc)},
 		{"filed under another owner's key", keySetKey(iss.url, foreign.url), update(iss.keyring, iss.url, iss.url, later, forgedDoc)},
 		{"relayed provider with federation off", keySetKey(iss.url, foreign.url), update(iss.keyring, iss.url, foreign.url, later, forgedDoc)},
 	} {

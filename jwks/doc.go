@@ -54,7 +54,7 @@
 // cannot inject a key or a revocation: NATS only carries, the issuer's
 // signature decides.
 //
-// Ordering: a key-set update carries "ver", the time in milliseconds at
+// Ordering: a key-set update carries "ver", the time in microseconds at
 // which its keys were read from the store (or fetched from a provider). A
 // subscriber takes only an update newer than the last it took for that
 // key owner, and refuses one more than token.MaxLeeway in the future, so a

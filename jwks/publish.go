@@ -305,7 +305,7 @@ func (p *Publisher) publishKeySet(ctx context.Context, kv jetstream.KeyValue, ow
 		return fmt.Errorf("key set of %s: %w", owner, err)
 	}
 	key := keySetKey(p.cfg.Issuer, owner)
-	version := readAt.UnixMilli()
+	version := readAt.UnixMicro()
 	// Another replica may write between our read and our write; the
 	// compare-and-swap then fails, and we look again.
 	for range 3 {

@@ -299,8 +299,8 @@ func (s *Subscriber) applyKeySet(key string, data []byte) error {
 		return fmt.Errorf("key-set update for %s found under key %s", u.Owner, key)
 	}
 	now := s.cfg.Now()
-	if u.Version > now.Add(token.MaxLeeway).UnixMilli() {
-		return fmt.Errorf("key-set update for %s dated in the future (%v)", u.Owner, time.UnixMilli(u.Version).UTC())
+	if u.Version > now.Add(token.MaxLeeway).UnixMicro() {
+		return fmt.Errorf("key-set update for %s dated in the future (%v)", u.Owner, time.UnixMicro(u.Version).UTC())
 	}
 	last := s.versions[u.Owner]
 	if u.Version < last {
