@@ -69,7 +69,25 @@ var pairedRatios = []struct{ what, bench, metric, target string }{
 	{"verify RS256 ÷ bare stdlib check, interleaved in one loop", "bench/BenchmarkVerifyPaired/RS256", "verify/floor", "≤ 1.3"},
 }
 
-var metricPair = regexp.MustCompile(`([\d.]+) ([^\s]+/[^\s]+|p\d+-µs)`)
+var metricPair = regexp.MustCompile(`([\d.]+) ([^\s]+/[^\s]+|(?:p\d+|max)-µs)`)
+
+// propagations are BenchmarkPropagation's events, each against the bare
+// NATS fan-out to as many subscribers.
+var propagations = []struct{ what, subject, floor, target string }{
+	{"key rotation (immediate), 1 subscriber", "bench/BenchmarkPropagation/rotate/subscribers=1", "bench/BenchmarkPropagation/floor/subscribers=1", ""},
+	{"key rotation (immediate), 10 subscribers", "bench/BenchmarkPropagation/rotate/subscribers=10", "bench/BenchmarkPropagation/floor/subscribers=10", ""},
+	{"key rotation (immediate), 100 subscribers", "bench/BenchmarkPropagation/rotate/subscribers=100", "bench/BenchmarkPropagation/floor/subscribers=100", "p99 < 50 ms"},
+	{"revocation, 1 subscriber", "bench/BenchmarkPropagation/revoke/subscribers=1", "bench/BenchmarkPropagation/floor/subscribers=1", ""},
+	{"revocation, 10 subscribers", "bench/BenchmarkPropagation/revoke/subscribers=10", "bench/BenchmarkPropagation/floor/subscribers=10", ""},
+	{"revocation, 100 subscribers", "bench/BenchmarkPropagation/revoke/subscribers=100", "bench/BenchmarkPropagation/floor/subscribers=100", "p99 < 50 ms"},
+}
+
+// pollingWindow is what a sidecar without NATS gets, computed from the
+// defaults: it refreshes the JWKS when its Cache-Control max-age (issuer
+// --jwks-max-age, 5m) runs out, so a new key is seen 0 to 300 s after it is
+// published, 150 s on average; a revocation is never seen, and a revoked
+// token stays valid until it expires (--token-lifetime, 5m).
+const pollingWindow = "| HTTP polling, default settings (computed) | new key: 0–300 s, 150 s on average (JWKS max-age 5m); revocation: never, valid until expiry (≤ 300 s) | | | |\n"
 
 func main() {
 	count := flag.Int("count", 3, "runs of each benchmark; the median is reported")
@@ -186,6 +204,18 @@ func render(results map[string]*result, raw string) string {
 		f50, f99 := median(fr.metrics["p50-µs"]), median(fr.metrics["p99-µs"])
 		fmt.Fprintf(&b, "| %s | %.0f / %.0f | %.0f / %.0f | %.0f / %.0f |\n", l.what, s50, s99, f50, f99, s50-f50, s99-f99)
 	}
+	b.WriteString("\n| propagation to all subscribers | p50 / p99 / max ms | bare NATS fan-out p50 / p99 ms | p99 ÷ fan-out p99 | target |\n|---|---|---|---|---|\n")
+	for _, p := range propagations {
+		sr, fr := results[p.subject], results[p.floor]
+		if sr == nil || fr == nil || len(sr.metrics["p99-µs"]) == 0 || len(fr.metrics["p99-µs"]) == 0 {
+			fmt.Fprintf(&b, "| %s | not run | | | %s |\n", p.what, p.target)
+			continue
+		}
+		ms := func(r *result, m string) float64 { return median(r.metrics[m]) / 1000 }
+		fmt.Fprintf(&b, "| %s | %.1f / %.1f / %.1f | %.2f / %.2f | %.1f× | %s |\n", p.what,
+			ms(sr, "p50-µs"), ms(sr, "p99-µs"), ms(sr, "max-µs"), ms(fr, "p50-µs"), ms(fr, "p99-µs"), ms(sr, "p99-µs")/ms(fr, "p99-µs"), p.target)
+	}
+	b.WriteString(pollingWindow)
 	b.WriteString("\n<details><summary>raw go test output</summary>\n\n```\n" + raw + "```\n</details>\n")
 	return b.String()
 }
