@@ -84,7 +84,25 @@ var rotations = []struct{ nodes, bench string }{
 
 const rotationFloor = "xds/BenchmarkBuildResources"
 
-var metricPair = regexp.MustCompile(`([\d.]+) ([^\s]+/[^\s]+|p\d+-µs|max-µs)`)
+var metricPair = regexp.MustCompile(`([\d.]+) ([^\s]+/[^\s]+|(?:p\d+|max)-µs)`)
+
+// propagations are BenchmarkPropagation's events, each against the bare
+// NATS fan-out to as many subscribers.
+var propagations = []struct{ what, subject, floor, target string }{
+	{"key rotation (immediate), 1 subscriber", "bench/BenchmarkPropagation/rotate/subscribers=1", "bench/BenchmarkPropagation/floor/subscribers=1", ""},
+	{"key rotation (immediate), 10 subscribers", "bench/BenchmarkPropagation/rotate/subscribers=10", "bench/BenchmarkPropagation/floor/subscribers=10", ""},
+	{"key rotation (immediate), 100 subscribers", "bench/BenchmarkPropagation/rotate/subscribers=100", "bench/BenchmarkPropagation/floor/subscribers=100", "p99 < 50 ms"},
+	{"revocation, 1 subscriber", "bench/BenchmarkPropagation/revoke/subscribers=1", "bench/BenchmarkPropagation/floor/subscribers=1", ""},
+	{"revocation, 10 subscribers", "bench/BenchmarkPropagation/revoke/subscribers=10", "bench/BenchmarkPropagation/floor/subscribers=10", ""},
+	{"revocation, 100 subscribers", "bench/BenchmarkPropagation/revoke/subscribers=100", "bench/BenchmarkPropagation/floor/subscribers=100", "p99 < 50 ms"},
+}
+
+// pollingWindow is what a sidecar without NATS gets, computed from the
+// defaults: it refreshes the JWKS when its Cache-Control max-age (issuer
+// --jwks-max-age, 5m) runs out, so a new key is seen 0 to 300 s after it is
+// published, 150 s on average; a revocation is never seen, and a revoked
+// token stays valid until it expires (--token-lifetime, 5m).
+const pollingWindow = "| HTTP polling, default settings (computed) | new key: 0–300 s, 150 s on average (JWKS max-age 5m); revocation: never, valid until expiry (≤ 300 s) | | | |\n"
 
 func main() {
 	count := flag.Int("count", 3, "runs of each benchmark; the median is reported")
@@ -214,6 +232,18 @@ func render(results map[string]*result, raw string) string {
 	if f := results[rotationFloor]; f != nil {
 		fmt.Fprintf(&b, "| floor: one node's resources built (JWKS, validation, snapshot) | | | | %.3f | |\n", median(f.nsPerOp)/1e6)
 	}
+	b.WriteString("\n| propagation to all subscribers | p50 / p99 / max ms | bare NATS fan-out p50 / p99 ms | p99 ÷ fan-out p99 | target |\n|---|---|---|---|---|\n")
+	for _, p := range propagations {
+		sr, fr := results[p.subject], results[p.floor]
+		if sr == nil || fr == nil || len(sr.metrics["p99-µs"]) == 0 || len(fr.metrics["p99-µs"]) == 0 {
+			fmt.Fprintf(&b, "| %s | not run | | | %s |\n", p.what, p.target)
+			continue
+		}
+		ms := func(r *result, m string) float64 { return median(r.metrics[m]) / 1000 }
+		fmt.Fprintf(&b, "| %s | %.1f / %.1f / %.1f | %.2f / %.2f | %.1f× | %s |\n", p.what,
+			ms(sr, "p50-µs"), ms(sr, "p99-µs"), ms(sr, "max-µs"), ms(fr, "p50-µs"), ms(fr, "p99-µs"), ms(sr, "p99-µs")/ms(fr, "p99-µs"), p.target)
+	}
+	b.WriteString(pollingWindow)
 	b.WriteString("\n<details><summary>raw go test output</summary>\n\n```\n" + raw + "```\n</details>\n")
 	return b.String()
 }
