@@ -100,6 +100,18 @@ type streamID struct {
 	id    int64
 }
 
+// DefaultKeySet returns the key-set cache of iss that Options.KeySet
+// defaults to: one reading the issuer's metadata, or its jwks_url or
+// jwks_file. The server starts it.
+func DefaultKeySet(iss Issuer, log *slog.Logger) (*jwks.KeySetCache, error) {
+	return jwks.NewKeySetCache(jwks.KeySetConfig{
+		Issuer:   iss.metadataIssuer(),
+		JWKSURL:  iss.JWKSURL,
+		JWKSFile: iss.JWKSFile,
+		Logger:   log.With("issuer", iss.Issuer),
+	})
+}
+
 // New reads and checks the config file. A malformed file is an error that
 // names the line and the field.
 func New(opts Options) (*Server, error) {
@@ -113,14 +125,7 @@ func New(opts Options) (*Server, error) {
 		opts.Logger = slog.Default()
 	}
 	if opts.KeySet == nil {
-		opts.KeySet = func(iss Issuer) (*jwks.KeySetCache, error) {
-			return jwks.NewKeySetCache(jwks.KeySetConfig{
-				Issuer:   iss.metadataIssuer(),
-				JWKSURL:  iss.JWKSURL,
-				JWKSFile: iss.JWKSFile,
-				Logger:   opts.Logger.With("issuer", iss.Issuer),
-			})
-		}
+		opts.KeySet = func(iss Issuer) (*jwks.KeySetCache, error) { return DefaultKeySet(iss, opts.Logger) }
 	}
 	s := &Server{
 		opts:    opts,

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -13,6 +14,7 @@ import (
 	"github.com/meshauth/meshauth/internal/natsconn"
 	"github.com/meshauth/meshauth/internal/natstest"
 	"github.com/meshauth/meshauth/proxy"
+	"github.com/meshauth/meshauth/xds"
 )
 
 // TestNATSPush runs an issuer and a sidecar wired to NATS as the binary
@@ -94,4 +96,29 @@ func grepLines(text, substr string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestXDSKeysOverNATS checks meshauth xds's --nats wiring: an issuer's key
+// cache there takes a rotation from NATS at once, without fetching the
+// JWKS again, so Envoy's jwt_authn gets the key before any token uses it.
+func TestXDSKeysOverNATS(t *testing.T) {
+	ns := natstest.Start(t, t.TempDir(), -1)
+	issuerURL := startIssuerWith(t, func(f *issuerFlags) { f.nats.URLs = ns.ClientURL() })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	nc := natstest.Connect(t, ns.ClientURL())
+	cache, err := pushedKeySets(ctx, nc, slog.New(slog.DiscardHandler))(xds.Issuer{Issuer: issuerURL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache.Start(ctx)
+	waitFor(t, "the keys over NATS", func() bool { return cache.Status().Source == "nats" })
+	t.Setenv(envAdminToken, "admin-test-token")
+	if err := run(context.Background(), []string{"keys", "rotate", "--issuer", issuerURL, "--immediate"}, io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the rotated key over NATS", func() bool { return cache.Keys().Len() == 2 })
+	if st := cache.Status(); st.Source != "nats" || st.Fetches != 1 {
+		t.Errorf("key source %q after %d fetches; want nats after the one load at start", st.Source, st.Fetches)
+	}
 }

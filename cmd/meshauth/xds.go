@@ -6,10 +6,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
@@ -18,6 +20,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/meshauth/meshauth/internal/flagconf"
+	"github.com/meshauth/meshauth/internal/natsconn"
+	"github.com/meshauth/meshauth/jwks"
 	"github.com/meshauth/meshauth/proxy"
 	"github.com/meshauth/meshauth/xds"
 )
@@ -26,6 +30,7 @@ type xdsFlags struct {
 	listen, adminListen     string
 	tlsCertFile, tlsKeyFile string
 	configPoll              time.Duration
+	nats                    natsconn.Flags
 	log                     logFlags
 }
 
@@ -35,6 +40,7 @@ func (f *xdsFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.tlsCertFile, "tls-cert-file", "", "serve xDS over TLS with this certificate (PEM); with --tls-key-file")
 	fs.StringVar(&f.tlsKeyFile, "tls-key-file", "", "private key (PEM) of --tls-cert-file")
 	fs.DurationVar(&f.configPoll, "config-poll", time.Second, "how often the config file is checked for changes")
+	f.nats.Register(fs, "follow the issuers' key sets pushed over JetStream, so a rotation reaches Envoy's jwt_authn at once (HTTPS polling goes on as the fallback)")
 	f.log.register(fs)
 }
 
@@ -59,12 +65,23 @@ func runXDS(ctx context.Context, args []string, _ io.Writer) error {
 	if (f.tlsCertFile == "") != (f.tlsKeyFile == "") {
 		return errors.New("give both --tls-cert-file and --tls-key-file, or neither")
 	}
-	srv, err := xds.New(xds.Options{
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
+	xo := xds.Options{
 		ConfigFile:   configFile,
 		IgnoreKey:    func(key string) bool { return key != "config" && fs.Lookup(key) != nil },
 		PollInterval: f.configPoll,
 		Logger:       log,
-	})
+	}
+	if f.nats.Enabled() {
+		nc, err := natsconn.Connect(&f.nats, "meshauth xds", log.With("part", "nats"))
+		if err != nil {
+			return err
+		}
+		defer nc.Close()
+		xo.KeySet = pushedKeySets(runCtx, nc, log)
+	}
+	srv, err := xds.New(xo)
 	if err != nil {
 		return err
 	}
@@ -104,8 +121,6 @@ func runXDS(ctx context.Context, args []string, _ io.Writer) error {
 		admin = &http.Server{Handler: proxy.NewAdminHandler(reg, ready), ReadHeaderTimeout: 5 * time.Second}
 	}
 
-	runCtx, stopRun := context.WithCancel(ctx)
-	defer stopRun()
 	ran := make(chan struct{})
 	go func() { srv.Run(runCtx); close(ran) }()
 	errc := make(chan error, 2)
@@ -135,4 +150,24 @@ func runXDS(ctx context.Context, args []string, _ io.Writer) error {
 		errs = append(errs, fmt.Errorf("serve: %w", serveErr))
 	}
 	return errors.Join(errs...)
+}
+
+// pushedKeySets makes each issuer's key-set cache follow the key sets the
+// issuer pushes over NATS (package jwks's Subscriber; revocations concern
+// sidecars, not Envoy's jwt_authn, which verifies signatures only). A
+// subscriber lives until ctx ends: a cache the config drops takes updates
+// no one reads, which is harmless.
+func pushedKeySets(ctx context.Context, nc *nats.Conn, log *slog.Logger) func(xds.Issuer) (*jwks.KeySetCache, error) {
+	return func(iss xds.Issuer) (*jwks.KeySetCache, error) {
+		c, err := xds.DefaultKeySet(iss, log)
+		if err != nil {
+			return nil, err
+		}
+		sub, err := jwks.NewSubscriber(jwks.SubscriberConfig{Conn: nc, Issuer: iss.Issuer, Keys: c, Logger: log.With("issuer", iss.Issuer)})
+		if err != nil {
+			return nil, err
+		}
+		go sub.Run(ctx) // waits until the server has started the cache and it has keys
+		return c, nil
+	}
 }
