@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"sync/atomic"
 
@@ -107,20 +108,34 @@ func (s *Server) tokenExchange(ctx context.Context, c *store.Client, form url.Va
 	}
 
 	now := s.now().UTC()
-	d, err := exchange.Decide(exchange.Request{Subject: subject, Client: c, Audiences: aud, Scope: scope}, now, s.tokenLifetime)
+	req := exchange.Request{Subject: subject, Client: c, Audiences: aud, Scope: scope}
+	decide := exchange.Decide
+	if dereference(subjectToken, subjectJWTOnly, c) {
+		decide = exchange.Dereference
+	}
+	d, err := decide(req, now, s.tokenLifetime)
 	if err != nil {
 		return nil, decisionError(err)
 	}
 	resp, err := s.issueAccessToken(ctx, c, formatJWT, now, grantedToken{
 		subject: subject.Subject, audience: d.Audience, scope: d.Scope, expiresAt: d.ExpiresAt, act: d.Act,
 		// The grant travels on, so that revoking it reaches every hop.
-		grantID: subject.SessionID,
+		grantID: subject.SessionID, clientID: d.ClientID, id: d.ID,
 	})
 	if err != nil {
 		return nil, err
 	}
 	resp.IssuedTokenType = tokenTypeAccessToken
 	return resp, nil
+}
+
+// dereference reports whether an exchange is a dereference (see
+// exchange.Dereference): an edge gateway, a client registered with
+// exchange.DereferenceScope, presenting a reference token. Reference
+// tokens are for the Internet side only, so an edge never exchanges one
+// for itself; its JWT subject tokens, if any, follow Decide's rules.
+func dereference(subjectToken string, jwtOnly bool, c *store.Client) bool {
+	return !jwtOnly && !strings.Contains(subjectToken, ".") && slices.Contains(c.Scope, exchange.DereferenceScope)
 }
 
 // tokenType checks a subject_token_type or actor_token_type value and
@@ -165,6 +180,8 @@ func decisionError(err error) error {
 		return errInvalidTarget(err.Error()) // RFC 8693 §2.2.2
 	case errors.Is(err, exchange.ErrScope):
 		return errInvalidScope(err.Error())
+	case errors.Is(err, exchange.ErrNoDereference):
+		return errUnauthorizedClient(err.Error())
 	case errors.Is(err, exchange.ErrNotAudience), errors.Is(err, exchange.ErrDepth),
 		errors.Is(err, exchange.ErrExpired), errors.Is(err, exchange.ErrClaim):
 		// The subject token is unacceptable for this exchange.
