@@ -284,6 +284,28 @@ func (c *Client) Exchange(ctx context.Context, subjectToken, audience, scope str
 	})
 }
 
+// Dereference trades referenceToken, a reference token an edge gateway
+// received from the Internet, for a JWT of the same authorization for
+// audience: a token exchange that the issuer answers by its dereference
+// policy when this client is registered with DereferenceScope. Unlike
+// Exchange it neither caches nor shares requests: the edge does both,
+// keeping with each token the claims that a revocation evicts it by. Errors
+// are as for Exchange.
+func (c *Client) Dereference(ctx context.Context, referenceToken, audience string) (Token, error) {
+	if referenceToken == "" || audience == "" {
+		return Token{}, errors.New("exchange: a reference token and an audience are required")
+	}
+	rctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	return c.request(rctx, url.Values{
+		"grant_type":           {clientGrantExchange},
+		"subject_token":        {referenceToken},
+		"subject_token_type":   {clientTypeAccessToken},
+		"requested_token_type": {clientTypeAccessToken},
+		"audience":             {audience},
+	}, true)
+}
+
 // ClientCredentials returns the service's own access token for audience,
 // with scope if not empty (RFC 6749 §4.4), for a call made on nobody
 // else's behalf. Cache and errors are as for Exchange.
