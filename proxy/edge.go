@@ -375,6 +375,13 @@ func (e *Edge) dereferenced(ctx *fasthttp.RequestCtx, tok []byte) ([]byte, verdi
 		return nil, edgeRefused
 	}
 	e.stats.misses.Add(1)
+	return e.miss(ctx, tok, sum)
+}
+
+// miss obtains the Authorization value of reference token tok, whose
+// digest is sum, from the issuer. Apart from dereferenced, so that sum,
+// which the dereference keeps, moves to the heap on misses only.
+func (e *Edge) miss(ctx *fasthttp.RequestCtx, tok []byte, sum [sha256.Size]byte) ([]byte, verdict) {
 	// Copies: the request's buffers are reused once the handler returns,
 	// and the dereference may outlive it.
 	ref := string(tok)
