@@ -1,0 +1,230 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/meshauth/meshauth/proxy"
+	"github.com/meshauth/meshauth/token"
+)
+
+// tokenEndpointFront stands between the edge and the issuer's token
+// endpoint: it counts the requests that reach it, and closing it makes the
+// endpoint unreachable.
+type tokenEndpointFront struct {
+	*httptest.Server
+	requests atomic.Int64
+}
+
+func newTokenEndpointFront(t *testing.T, issuerURL string) *tokenEndpointFront {
+	t.Helper()
+	target, err := url.Parse(issuerURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &tokenEndpointFront{}
+	rp := httputil.NewSingleHostReverseProxy(target)
+	f.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.requests.Add(1)
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(f.Close)
+	return f
+}
+
+// edgeSetup is an issuer, a service "orders" that checks its tokens with a
+// real Verifier, and an edge in front of it whose token endpoint is
+// behind a tokenEndpointFront.
+type edgeSetup struct {
+	issuerURL, base string
+	front           *tokenEndpointFront
+	edge            *proxy.Edge
+	mobileSecret    string
+	seen            atomic.Value // *token.Claims the service last verified
+}
+
+func startEdgeSetup(t *testing.T, mod func(*edgeFlags)) *edgeSetup {
+	t.Helper()
+	s := &edgeSetup{issuerURL: startIssuer(t)}
+	s.mobileSecret = register(t, s.issuerURL, "--id", "mobile", "--access-token-format", "reference", "--scope", "orders.read profile", "--allowed-audience", "orders")
+	register(t, s.issuerURL, "--id", "orders")
+	edgeSecret := register(t, s.issuerURL, "--id", "edge", "--scope", "dereference",
+		"--grant-type", "urn:ietf:params:oauth:grant-type:token-exchange", "--allowed-audience", "orders")
+
+	keys, err := fetchKeys(s.issuerURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	verifier, err := token.NewVerifier(token.Policy{Issuer: s.issuerURL, Audiences: []string{"orders"}}, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		c, err := verifier.Verify([]byte(tok))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusUnauthorized)
+			return
+		}
+		s.seen.Store(c)
+		io.WriteString(w, "hello "+c.Subject)
+	}))
+	t.Cleanup(svc.Close)
+
+	s.front = newTokenEndpointFront(t, s.issuerURL)
+	admin := freeAddr(t)
+	f := &edgeFlags{listen: "127.0.0.1:0", upstream: svc.URL, issuer: s.issuerURL, audience: "orders", clientID: "edge",
+		tokenURL: s.front.URL + "/token", adminListen: admin, cacheMiB: 1, maxCacheLifetime: time.Minute,
+		negativeLifetime: 10 * time.Second, negativeEntries: 1024, dereferenceRate: 0.01, dereferenceBurst: 5, rateLimitedAddresses: 1024,
+		dereferenceTimeout: 2 * time.Second, upstreamTimeout: 5 * time.Second}
+	if mod != nil {
+		mod(f)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	type started struct {
+		addr string
+		edge *proxy.Edge
+	}
+	startc := make(chan started, 1)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- serveEdge(ctx, f, edgeSecret, slog.New(slog.NewTextHandler(io.Discard, nil)), func(a string, e *proxy.Edge) { startc <- started{a, e} })
+	}()
+	select {
+	case st := <-startc:
+		s.base, s.edge = "http://"+st.addr, st.edge
+	case err := <-errc:
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := <-errc; err != nil {
+			t.Errorf("edge stop: %v", err)
+		}
+	})
+	waitReady(t, "http://"+admin+"/readyz")
+	return s
+}
+
+// fetchKeys reads the issuer's JWKS.
+func fetchKeys(issuerURL string) (*token.KeySet, error) {
+	resp, err := http.Get(issuerURL + "/jwks.json")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := token.ParseJWKS(body)
+	if err != nil {
+		return nil, err
+	}
+	return token.NewKeySet(keys), nil
+}
+
+// call sends GET / to the edge with Authorization: Bearer tok and returns
+// the status and the response.
+func call(t *testing.T, base, tok string) (int, http.Header, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, base+"/", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, string(body)
+}
+
+func TestEdgeOpaqueInJWTOut(t *testing.T) {
+	s := startEdgeSetup(t, nil)
+	ref := tokenFor(t, s.issuerURL, "mobile", s.mobileSecret, "orders")
+	if strings.Contains(ref, ".") {
+		t.Fatalf("mobile's token is not a reference token: %q", ref)
+	}
+	for range 3 {
+		if status, _, body := call(t, s.base, ref); status != 200 || body != "hello mobile" {
+			t.Fatalf("%d %q", status, body)
+		}
+	}
+	c := s.seen.Load().(*token.Claims)
+	if c.Subject != "mobile" || c.ClientID != "mobile" || len(c.Audience) != 1 || c.Audience[0] != "orders" || c.Scope != "orders.read profile" {
+		t.Errorf("the service verified %+v", c)
+	}
+	if n := s.front.requests.Load(); n != 1 {
+		t.Errorf("3 requests with one token cost %d dereferences, want 1", n)
+	}
+
+	// The JWT the service got, sent from outside, is refused.
+	jwt := tokenFor(t, s.issuerURL, "web", register(t, s.issuerURL, "--id", "web", "--allowed-audience", "orders"), "orders")
+	if status, h, _ := call(t, s.base, jwt); status != 401 || !strings.Contains(h.Get("WWW-Authenticate"), "invalid_token") {
+		t.Errorf("internal JWT from outside: %d %v", status, h)
+	}
+}
+
+func TestEdgeAcceptsInternalJWTWhenConfigured(t *testing.T) {
+	s := startEdgeSetup(t, func(f *edgeFlags) { f.acceptInternalJWT = true })
+	webSecret := register(t, s.issuerURL, "--id", "web", "--allowed-audience", "orders")
+	if status, _, body := call(t, s.base, tokenFor(t, s.issuerURL, "web", webSecret, "orders")); status != 200 || body != "hello web" {
+		t.Errorf("internal JWT where accepted: %d %q", status, body)
+	}
+}
+
+func TestEdgeIssuerUnreachable(t *testing.T) {
+	s := startEdgeSetup(t, nil)
+	cached := tokenFor(t, s.issuerURL, "mobile", s.mobileSecret, "orders")
+	fresh := tokenFor(t, s.issuerURL, "mobile", s.mobileSecret, "orders")
+	if status, _, _ := call(t, s.base, cached); status != 200 {
+		t.Fatalf("warm-up: %d", status)
+	}
+	s.front.Close()
+	if status, _, _ := call(t, s.base, cached); status != 200 {
+		t.Errorf("cached token with the issuer unreachable: %d", status)
+	}
+	status, h, _ := call(t, s.base, fresh)
+	if status != 503 || h.Get("Retry-After") == "" {
+		t.Errorf("new token with the issuer unreachable: %d %v", status, h)
+	}
+}
+
+func TestEdgeGarbageFlood(t *testing.T) {
+	s := startEdgeSetup(t, nil)
+	const n = 200
+	limited := 0
+	for i := range n {
+		status, h, body := call(t, s.base, fmt.Sprintf("garbage-%d", i%50))
+		switch {
+		case status == 401 && strings.Contains(h.Get("WWW-Authenticate"), "invalid_token"):
+		case status == 429:
+			limited++
+		default:
+			t.Fatalf("garbage %d: %d %q", i, status, body)
+		}
+	}
+	// The burst of 5 dereferences, then nothing at 0.01/s: the negative
+	// cache answers the tokens seen, the rate limit the others.
+	if got := s.front.requests.Load(); got > 6 {
+		t.Errorf("%d garbage requests reached the issuer %d times, want at most the burst", n, got)
+	}
+	if limited == 0 {
+		t.Error("nothing was rate-limited")
+	}
+	st := s.edge.Stats()
+	if st.NegativeHits == 0 || st.Refused == 0 {
+		t.Errorf("stats %+v", st)
+	}
+}
