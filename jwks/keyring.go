@@ -84,15 +84,24 @@ type Keyring struct {
 	// snapshot from an older read never replaces a newer one.
 	mu    sync.Mutex
 	state atomic.Pointer[keyState]
+
+	// changedMu guards changed, which is closed when the published keys
+	// change; see Changed. Not mu, which is held during store I/O.
+	changedMu sync.Mutex
+	changed   chan struct{}
 }
 
 // keyState is an immutable snapshot of the keys.
 type keyState struct {
 	kids []string // every published key, ordered by activation time
 	jwks []byte
-	// signers are the keys that may sign from the snapshot's time on: the
-	// active one and the pending ones, oldest first. Retired keys never sign
-	// again, so their private keys are not even decrypted.
+	// readAt is when the keys were read from the store.
+	readAt time.Time
+	// signers are the keys that may sign from the snapshot's time on, the
+	// active one and the pending ones, preceded by the key that was active
+	// before, if it is still published; oldest first. That one signs no
+	// token again, only key-set updates (SignUpdate). Older keys never
+	// sign again, so their private keys are not even decrypted.
 	signers []*signer
 }
 
@@ -369,7 +378,7 @@ func (k *Keyring) list(ctx context.Context) ([]*store.SigningKey, error) {
 // unchanged.
 func (k *Keyring) install(keys []*store.SigningKey, now time.Time) error {
 	prev := k.state.Load()
-	st := &keyState{kids: make([]string, len(keys))}
+	st := &keyState{kids: make([]string, len(keys)), readAt: now}
 	for i, sk := range keys {
 		st.kids[i] = sk.ID
 	}
@@ -380,6 +389,7 @@ func (k *Keyring) install(keys []*store.SigningKey, now time.Time) error {
 			first = i
 		}
 	}
+	first = max(first-1, 0) // and the key active before it, for SignUpdate
 	for _, sk := range keys[first:] {
 		sg := prev.signer(sk)
 		if sg == nil {
@@ -416,8 +426,38 @@ func (k *Keyring) install(keys []*store.SigningKey, now time.Time) error {
 			active = sg.kid
 		}
 		k.cfg.Logger.Info("signing keys loaded", "published", st.kids, "active", active)
+		k.changedMu.Lock()
+		if k.changed != nil {
+			close(k.changed)
+			k.changed = nil
+		}
+		k.changedMu.Unlock()
 	}
 	return nil
+}
+
+// Changed returns a channel that is closed the next time the published
+// keys change (a rotation or deletion by this replica, or one by another
+// replica found at a reload), so that the distributor can publish the new
+// key set at once. Call it again after each close.
+func (k *Keyring) Changed() <-chan struct{} {
+	k.changedMu.Lock()
+	defer k.changedMu.Unlock()
+	if k.changed == nil {
+		k.changed = make(chan struct{})
+	}
+	return k.changed
+}
+
+// Published returns the JWKS document, as JWKS does, and when its keys
+// were read from the store: a later read describes the store at least as
+// recently, which is how the distributor orders the key sets that
+// replicas publish. The document is nil before the first Load.
+func (k *Keyring) Published() (jwks []byte, readAt time.Time) {
+	if st := k.state.Load(); st != nil {
+		return st.jwks, st.readAt
+	}
+	return nil, time.Time{}
 }
 
 // signer returns the snapshot's decrypted key for sk, or nil.
@@ -444,6 +484,23 @@ func (k *Keyring) Sign(typ string, payload []byte) (string, error) {
 		return "", ErrNotReady
 	}
 	return sg.signCompact(typ, payload)
+}
+
+// SignUpdate is Sign for messages about the keys themselves, such as the
+// key-set updates the distributor pushes to verifiers: it signs with the
+// oldest published key it holds, the one verifiers have known longest —
+// the key that was active before the current one while it is still
+// published, else the active (or first pending) key. After an immediate
+// rotation, the update announcing the new key is thus signed by a key every
+// verifier already has, and needs no fetch to be checked. Signing with a
+// key that was rotated out because it leaked adds no risk: verifiers trust
+// it, for tokens, until it is unpublished anyway.
+func (k *Keyring) SignUpdate(typ string, payload []byte) (string, error) {
+	st := k.state.Load()
+	if st == nil || len(st.signers) == 0 {
+		return "", ErrNotReady
+	}
+	return st.signers[0].signCompact(typ, payload)
 }
 
 // Ready reports whether a key is loaded and active, so Sign can succeed.

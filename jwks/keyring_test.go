@@ -670,3 +670,83 @@ func TestKeyringServeHTTP(t *testing.T) {
 		t.Fatalf("POST: %d", w.Code)
 	}
 }
+
+// updateKid signs a key-set update with k and returns the kid in the
+// header.
+func updateKid(t testing.TB, k *Keyring) string {
+	t.Helper()
+	payload := []byte(`{"ver":1}`)
+	msg, err := k.SignUpdate("jwks-update+jwt", payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return verify(t, msg, k.JWKS(), payload)["kid"]
+}
+
+func TestKeyringSignUpdateAndChanged(t *testing.T) {
+	ctx := context.Background()
+	st, clk := newFakeStore(), newClock()
+	k := newTestKeyring(t, testConfig(st, clk, newTestSealer(t)))
+	if _, err := k.SignUpdate("jwks-update+jwt", []byte("{}")); !errors.Is(err, ErrNotReady) {
+		t.Fatalf("SignUpdate before Load: %v", err)
+	}
+	if doc, at := k.Published(); doc != nil || !at.IsZero() {
+		t.Fatal("Published before Load")
+	}
+	changed := k.Changed()
+	mustLoad(t, k)
+	select {
+	case <-changed:
+	default:
+		t.Fatal("Changed not closed by the first Load")
+	}
+	a := st.ids()[0]
+	if got := updateKid(t, k); got != a {
+		t.Fatalf("update signed with %s, want A", got)
+	}
+
+	// An immediate rotation: tokens are signed by B at once, updates still
+	// by A, which every verifier holds.
+	changed = k.Changed()
+	now := t0.Add(time.Hour)
+	clk.Set(now)
+	b, err := k.Rotate(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-changed:
+	default:
+		t.Fatal("Changed not closed by the rotation")
+	}
+	if doc, at := k.Published(); !bytes.Equal(doc, k.JWKS()) || !at.Equal(now) {
+		t.Fatalf("Published read at %v", at)
+	}
+	if got := signerKid(t, k); got != b.ID {
+		t.Fatalf("token signed with %s, want B", got)
+	}
+	if got := updateKid(t, k); got != a {
+		t.Fatalf("update signed with %s after the rotation, want A", got)
+	}
+
+	// A reload that finds the same keys changes nothing.
+	changed = k.Changed()
+	k.tick(ctx)
+	select {
+	case <-changed:
+		t.Fatal("Changed closed without a change")
+	default:
+	}
+
+	// Once A is deleted, updates are signed by B.
+	clk.Set(now.Add(testMaxLife + retireMargin))
+	k.tick(ctx)
+	select {
+	case <-changed:
+	default:
+		t.Fatal("Changed not closed by the deletion")
+	}
+	if got := updateKid(t, k); got != b.ID {
+		t.Fatalf("update signed with %s after A's deletion, want B", got)
+	}
+}

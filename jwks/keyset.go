@@ -128,6 +128,7 @@ type KeySetCache struct {
 	sets      uint64          // calls to Set that installed keys
 	interval  time.Duration   // the refresh interval last chosen
 	keySource string          // where the current keys came from
+	doc       []byte          // the JWK Set of the current keys, if loaded here
 	loadedAt  time.Time       // see KeySetStatus
 	lastErr   string          // of the last refresh
 	fetches   uint64          // refreshes started
@@ -137,6 +138,7 @@ type KeySetCache struct {
 	jwksURI      *url.URL    // from the metadata
 	discoveredAt time.Time   // when jwksURI was read
 	file         os.FileInfo // of the file when it was last loaded
+	loadedDoc    []byte      // the JWK Set document last loaded
 }
 
 // keySetFetch is one refresh, shared by everyone who waits for it.
@@ -383,7 +385,7 @@ func (c *KeySetCache) fetch(ctx context.Context, f *keySetFetch, sets uint64) {
 		c.lastErr = ""
 		c.interval = interval
 		c.install(token.NewKeySet(keys))
-		c.keySource, c.loadedAt = c.source, now
+		c.keySource, c.loadedAt, c.doc = c.source, now, c.loadedDoc
 	}
 	c.mu.Unlock()
 
@@ -420,6 +422,19 @@ func (c *KeySetCache) Changed() <-chan struct{} {
 // Keys returns the current key set, or nil before the first load.
 func (c *KeySetCache) Keys() *token.KeySet { return c.keys.Load() }
 
+// Document returns the JWK Set document the current keys were parsed from,
+// as the source served it, and when it was loaded: what the distributor
+// relays of a federated provider's keys. It returns nil if the current keys
+// came from Set, or before the first load.
+func (c *KeySetCache) Document() (doc []byte, loadedAt time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.doc == nil {
+		return nil, time.Time{}
+	}
+	return c.doc, c.loadedAt
+}
+
 // Ready reports whether keys have been loaded at least once.
 func (c *KeySetCache) Ready() bool {
 	return c.keys.Load() != nil
@@ -454,7 +469,7 @@ func (c *KeySetCache) Set(keys []token.Key, source string) {
 	now := c.cfg.Now()
 	c.mu.Lock()
 	c.install(ks)
-	c.keySource, c.loadedAt = source, now
+	c.keySource, c.loadedAt, c.doc = source, now, nil
 	c.sets++
 	c.mu.Unlock()
 	select {

@@ -60,6 +60,7 @@ func (c *KeySetCache) fetchJWKS(ctx context.Context, u *url.URL) ([]token.Key, t
 	if err != nil {
 		return nil, 0, fmt.Errorf("JWKS from %s: %w", u, err)
 	}
+	c.loadedDoc = body
 	return keys, refreshInterval(h, c.cfg.MinRefresh, c.cfg.MaxRefresh), nil
 }
 
@@ -99,7 +100,7 @@ func (c *KeySetCache) loadFile() ([]token.Key, error) {
 	if err != nil {
 		return nil, fmt.Errorf("JWKS file %s: %w", c.cfg.JWKSFile, err)
 	}
-	c.file = fi
+	c.file, c.loadedDoc = fi, data
 	return keys, nil
 }
 

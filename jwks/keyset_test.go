@@ -1,6 +1,7 @@
 package jwks
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -955,4 +956,27 @@ func BenchmarkKeySetLookup(b *testing.B) {
 			}
 		})
 	})
+}
+
+func TestKeySetDocument(t *testing.T) {
+	k1, j1 := ksJWK(t, "k1")
+	s := newKSServer(t)
+	doc := ksDoc(t, j1)
+	s.setJWKS(doc, 0, "")
+	c := newTestKeySetCache(t, KeySetConfig{JWKSURL: s.URL + "/jwks.json"})
+	if d, _ := c.Document(); d != nil {
+		t.Fatal("a document before the first load")
+	}
+	if err := ksRefresh(c); err != nil {
+		t.Fatal(err)
+	}
+	d, at := c.Document()
+	if !bytes.Equal(d, doc) || at.IsZero() {
+		t.Fatalf("Document() = %s, %v; want the served document", d, at)
+	}
+	// Keys from elsewhere have no document here.
+	c.Set([]token.Key{k1}, "nats")
+	if d, _ := c.Document(); d != nil {
+		t.Fatal("a document after Set")
+	}
 }

@@ -17,6 +17,13 @@ import (
 //     (readiness: keys loaded, upstream reachable). A nil ready is always
 //     ready.
 func NewAdminHandler(g prometheus.Gatherer, ready func(context.Context) error) http.Handler {
+	return NewAdminHandlerWithStatus(g, ready, nil)
+}
+
+// NewAdminHandlerWithStatus is NewAdminHandler whose /readyz also shows
+// status(), ready or not: where each trusted issuer's keys came from and
+// how old they are, for one. A nil status shows nothing more.
+func NewAdminHandlerWithStatus(g prometheus.Gatherer, ready func(context.Context) error, status func() string) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -30,10 +37,16 @@ func NewAdminHandler(g prometheus.Gatherer, ready func(context.Context) error) h
 			if err := ready(r.Context()); err != nil {
 				w.WriteHeader(http.StatusServiceUnavailable)
 				w.Write([]byte("not ready: " + err.Error() + "\n"))
+				if status != nil {
+					w.Write([]byte(status()))
+				}
 				return
 			}
 		}
 		w.Write([]byte("ok\n"))
+		if status != nil {
+			w.Write([]byte(status()))
+		}
 	})
 	return mux
 }

@@ -79,3 +79,17 @@ func fetch(t *testing.T, url string) (int, string) {
 	}
 	return resp.StatusCode, string(b)
 }
+
+func TestAdminReadyzStatus(t *testing.T) {
+	var ready error
+	status := "trusted https://issuer.example: 2 keys from nats, 3s old\n"
+	admin := httptest.NewServer(NewAdminHandlerWithStatus(prometheus.NewRegistry(), func(context.Context) error { return ready }, func() string { return status }))
+	defer admin.Close()
+	if code, body := fetch(t, admin.URL+"/readyz"); code != 200 || body != "ok\n"+status {
+		t.Errorf("/readyz when ready: %d %q", code, body)
+	}
+	ready = errors.New("keys not loaded")
+	if code, body := fetch(t, admin.URL+"/readyz"); code != 503 || body != "not ready: keys not loaded\n"+status {
+		t.Errorf("/readyz when not ready: %d %q", code, body)
+	}
+}

@@ -152,12 +152,27 @@ func (v *Verifier) Verify(tok []byte) (*Claims, error) {
 // and c.Audience: anything kept from a previous use of c (Act and MayAct
 // alias Raw) is overwritten. On error, the contents of c are unspecified.
 func (v *Verifier) VerifyInto(tok []byte, c *Claims) error {
+	raw, err := v.verifySignature(tok, c.Raw[:0])
+	if err != nil {
+		return err
+	}
+	// Only now is the payload authentic and worth reading.
+	if err := decodeClaims(raw, c); err != nil {
+		return err
+	}
+	return v.checkClaims(c)
+}
+
+// verifySignature checks the size, the JOSE header and the signature of
+// tok, a JWS compact serialization, and returns its payload, decoded into
+// buf's memory if it fits. It reads nothing of the payload.
+func (v *Verifier) verifySignature(tok, buf []byte) ([]byte, error) {
 	if len(tok) > v.maxSize {
-		return errTooLarge
+		return nil, errTooLarge
 	}
 	dot1, dot2, ok := split(tok)
 	if !ok {
-		return errSegments
+		return nil, errSegments
 	}
 	signed, encSig := tok[:dot2], tok[dot2+1:]
 
@@ -167,47 +182,42 @@ func (v *Verifier) VerifyInto(tok []byte, c *Claims) error {
 	var hbuf [256]byte
 	hdr, err := decode(hbuf[:0], tok[:dot1])
 	if err != nil {
-		return err
+		return nil, err
 	}
 	alg, kid, err := v.readHeader(hdr)
 	if err != nil {
-		return err
+		return nil, err
 	}
 
 	if len(kid) > maxKIDSize {
-		return errUnknownKey // not worth a lookup that might refresh keys
+		return nil, errUnknownKey // not worth a lookup that might refresh keys
 	}
 	key, ok := v.keys.Lookup(string(kid))
 	if !ok {
-		return errUnknownKey
+		return nil, errUnknownKey
 	}
 	// The algorithm is the key's; the header must merely agree with it.
 	if key.Algorithm != alg.String() || !alg.checkKey(key.Public) {
-		return errKeyAlg
+		return nil, errKeyAlg
 	}
 	var sbuf [maxRSABits / 8]byte
 	sig, err := decode(sbuf[:0], encSig)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if len(sig) != alg.signatureSize(key.Public) {
-		return errSignatureSize
+		return nil, errSignatureSize
 	}
 	// Decoding the payload's base64url trusts nothing in it, and settles
 	// that the whole token is well-formed before the costly check.
-	raw, err := decode(c.Raw[:0], tok[dot1+1:dot2])
+	raw, err := decode(buf, tok[dot1+1:dot2])
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if !alg.verify(key.Public, signed, sig) {
-		return errSignature
+		return nil, errSignature
 	}
-
-	// Only now is the payload authentic and worth reading.
-	if err := decodeClaims(raw, c); err != nil {
-		return err
-	}
-	return v.checkClaims(c)
+	return raw, nil
 }
 
 // split returns the positions of the two dots of a JWS compact

@@ -22,6 +22,7 @@ import (
 
 	"github.com/meshauth/meshauth/internal/demo"
 	"github.com/meshauth/meshauth/internal/flagconf"
+	"github.com/meshauth/meshauth/internal/natsconn"
 	"github.com/meshauth/meshauth/issuer"
 	"github.com/meshauth/meshauth/issuer/store"
 	"github.com/meshauth/meshauth/issuer/store/storeurl"
@@ -93,6 +94,9 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	defer ns.Shutdown()
 	log.Info("embedded NATS running", "url", ns.ClientURL())
+	if !f.nats.Enabled() {
+		f.nats.URLs = ns.ClientURL()
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -105,9 +109,9 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 		} else {
 			// The demo starts once the issuer serves: its sidecars fetch the
 			// issuer's keys, and orders registers its client.
-			go func() { paymentsDone <- runPaymentsDemo(ctx, *sidecarListen, f.issuerURL, log) }()
+			go func() { paymentsDone <- runPaymentsDemo(ctx, *sidecarListen, f.issuerURL, f.nats, log) }()
 			go func() {
-				ordersDone <- runOrdersDemo(ctx, *ordersListen, *sidecarListen, f.issuerURL, adminToken, *dir, log)
+				ordersDone <- runOrdersDemo(ctx, *ordersListen, *sidecarListen, f.issuerURL, adminToken, *dir, f.nats, log)
 			}()
 		}
 		printQuickStart(stdout, f.issuerURL, ns.ClientURL(), *dir, *sidecarListen, *ordersListen)
@@ -117,9 +121,9 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 }
 
 // runPaymentsDemo serves the demo service "payments" on a loopback port and
-// a sidecar in front of it on listen, trusting the dev issuer, until ctx
-// ends.
-func runPaymentsDemo(ctx context.Context, listen, issuerURL string, log *slog.Logger) error {
+// a sidecar in front of it on listen, trusting the dev issuer and following
+// its keys and revocations on NATS, until ctx ends.
+func runPaymentsDemo(ctx context.Context, listen, issuerURL string, nats natsconn.Flags, log *slog.Logger) error {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return fmt.Errorf("demo service: %w", err)
@@ -127,7 +131,7 @@ func runPaymentsDemo(ctx context.Context, listen, issuerURL string, log *slog.Lo
 	service := &http.Server{Handler: demo.Handler("payments"), ReadHeaderTimeout: 5 * time.Second}
 	go service.Serve(ln)
 	defer service.Close()
-	f := sidecarFlags{listen: listen, upstream: "http://" + ln.Addr().String(), audience: "payments", adminListen: "",
+	f := sidecarFlags{listen: listen, upstream: "http://" + ln.Addr().String(), audience: "payments", adminListen: "", nats: nats, federation: true,
 		forwardAuthPath: proxy.DefaultForwardAuthPath, cacheMiB: 16, cacheMaxAge: 10 * time.Minute, upstreamTimeout: proxy.DefaultUpstreamTimeout}
 	trusted := []trustedIssuer{{Issuer: issuerURL, Audiences: []string{"payments"}}}
 	policy := proxy.Policy{Routes: []proxy.Route{{PathPrefix: "/refunds", Scopes: []string{"payments.refund"}}}}
@@ -138,7 +142,7 @@ func runPaymentsDemo(ctx context.Context, listen, issuerURL string, log *slog.Lo
 // whose egress exchanges the inbound token for one to payments (behind
 // paymentsSidecar). The client orders is registered on first use, its
 // secret kept in dir. It returns when ctx ends.
-func runOrdersDemo(ctx context.Context, listen, paymentsSidecar, issuerURL, adminToken, dir string, log *slog.Logger) error {
+func runOrdersDemo(ctx context.Context, listen, paymentsSidecar, issuerURL, adminToken, dir string, nats natsconn.Flags, log *slog.Logger) error {
 	log = log.With("part", "orders-demo")
 	secretPath := filepath.Join(dir, "demo-orders-secret")
 	secret, err := os.ReadFile(secretPath)
@@ -176,7 +180,7 @@ func runOrdersDemo(ctx context.Context, listen, paymentsSidecar, issuerURL, admi
 	service := &http.Server{Handler: demo.Caller("orders", "http://"+egressAddr, "payments"), ReadHeaderTimeout: 5 * time.Second}
 	go service.Serve(ln)
 	defer service.Close()
-	f := sidecarFlags{listen: listen, upstream: "http://" + ln.Addr().String(), audience: "orders", egress: egressAddr,
+	f := sidecarFlags{listen: listen, upstream: "http://" + ln.Addr().String(), audience: "orders", egress: egressAddr, nats: nats, federation: true,
 		egressRoutes: flagconf.StringList{"payments=http://" + paymentsSidecar}, routeScopes: flagconf.StringList{"payments=payments.charge"},
 		forwardAuthPath: proxy.DefaultForwardAuthPath, cacheMiB: 16, cacheMaxAge: 10 * time.Minute, upstreamTimeout: proxy.DefaultUpstreamTimeout}
 	trusted := []trustedIssuer{{Issuer: issuerURL, Audiences: []string{"orders"}}}
@@ -341,6 +345,19 @@ Sign in as a person (authorization code with PKCE, as the public client %[4]s):
   TOKEN=$(curl -s -u web:$SECRET -d grant_type=client_credentials -d audience=orders \
       %[3]s/token | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
   curl -s -H "Authorization: Bearer $TOKEN" http://%[2]s/checkout
+
+  Keys and revocations reach both sidecars over NATS, in milliseconds:
+
+  # 7. rotate the signing key at once (as after a leak): the sidecars have the
+  #    new key before the first token it signs reaches them
+  ./bin/meshauth keys rotate --issuer %[3]s --immediate
+  TOKEN=$(curl -s -u web:$SECRET -d grant_type=client_credentials -d audience=payments \
+      %[3]s/token | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
+  curl -s -H "Authorization: Bearer $TOKEN" http://%[1]s/charge
+
+  # 8. revoke every token of client web: refused at once, long before it expires
+  ./bin/meshauth revoke client web --issuer %[3]s
+  curl -si -H "Authorization: Bearer $TOKEN" http://%[1]s/charge | head -n1   # 401
 
 `, sidecar, orders, issuerURL)
 }

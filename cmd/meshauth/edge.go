@@ -16,6 +16,7 @@ import (
 
 	"github.com/meshauth/meshauth/exchange"
 	"github.com/meshauth/meshauth/internal/flagconf"
+	"github.com/meshauth/meshauth/internal/natsconn"
 	"github.com/meshauth/meshauth/jwks"
 	"github.com/meshauth/meshauth/proxy"
 	"github.com/meshauth/meshauth/token"
@@ -37,6 +38,7 @@ type edgeFlags struct {
 	trustedProxies                     flagconf.StringList
 	dereferenceTimeout                 time.Duration
 	upstreamTimeout                    time.Duration
+	nats                               natsconn.Flags
 	log                                logFlags
 }
 
@@ -60,6 +62,7 @@ func (f *edgeFlags) register(fs *flag.FlagSet) {
 	fs.Var(&f.trustedProxies, "trusted-proxy", "IP or CIDR of a proxy in front of the edge whose X-Forwarded-For names the client address (repeatable)")
 	fs.DurationVar(&f.dereferenceTimeout, "dereference-timeout", proxy.DefaultDereferenceWait, "bound on a dereference at the issuer; a request waiting longer gets 503")
 	fs.DurationVar(&f.upstreamTimeout, "upstream-timeout", proxy.DefaultUpstreamTimeout, "bound on writing a request to the upstream and reading its answer")
+	f.nats.Register(fs, "follow the issuer's keys and revocations pushed over JetStream: a revocation evicts the cached dereferences it reaches at once")
 	f.log.register(fs)
 }
 
@@ -122,6 +125,10 @@ func serveEdge(ctx context.Context, f *edgeFlags, secret string, log *slog.Logge
 		return fmt.Errorf("keys of %s: %w", f.issuer, err)
 	}
 	keys.Start(keysCtx)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	keySets := &trustedKeys{reg: reg}
+	keySets.add(f.issuer, keys, true)
 	// The issuer's internal JWTs, for the upstream's audience: those it
 	// returns, and, with --accept-internal-jwt, those clients send.
 	auth, err := token.NewAuthenticator([]token.Issuer{{Policy: token.Policy{Issuer: f.issuer, Audiences: []string{f.audience}}, Keys: keys}}, token.AuthenticatorOptions{})
@@ -129,9 +136,7 @@ func serveEdge(ctx context.Context, f *edgeFlags, secret string, log *slog.Logge
 		return err
 	}
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	registerKeySetMetrics(reg, f.issuer, keys)
+	registerRevocationMetrics(reg, auth)
 	edge, err := proxy.NewEdge(proxy.EdgeConfig{
 		Upstream: f.upstream, Audience: f.audience, Dereferencer: client, Verifier: auth,
 		AcceptInternalJWT: f.acceptInternalJWT, CacheBytes: f.cacheMiB << 20, MaxCacheLifetime: f.maxCacheLifetime,
@@ -142,6 +147,17 @@ func serveEdge(ctx context.Context, f *edgeFlags, secret string, log *slog.Logge
 	})
 	if err != nil {
 		return err
+	}
+
+	if f.nats.Enabled() {
+		if err := followRevocations(keysCtx, f, keys, func(r token.Revocation) {
+			// The verifier refuses the JWT of a dereference in flight
+			// too, which the eviction might miss.
+			auth.Revoke(r)
+			edge.Evict(r)
+		}, reg, log); err != nil {
+			return err
+		}
 	}
 
 	// Both listeners are bound before anything is served, so a taken port
@@ -158,7 +174,7 @@ func serveEdge(ctx context.Context, f *edgeFlags, secret string, log *slog.Logge
 			ln.Close()
 			return fmt.Errorf("listen on %s: %w", f.adminListen, err)
 		}
-		admin := &http.Server{Handler: proxy.NewAdminHandler(reg, keysReady([]*jwks.KeySetCache{keys})), ReadHeaderTimeout: 5 * time.Second}
+		admin := &http.Server{Handler: proxy.NewAdminHandlerWithStatus(reg, keySets.ready, keySets.status), ReadHeaderTimeout: 5 * time.Second}
 		servers = append(servers, func() error { return admin.Serve(aln) })
 		stops = append(stops, admin.Shutdown)
 	}
@@ -168,6 +184,28 @@ func serveEdge(ctx context.Context, f *edgeFlags, secret string, log *slog.Logge
 			ready(ln.Addr().String(), edge)
 		}
 	})
+}
+
+// followRevocations follows the issuer's key sets and revocations over
+// NATS until ctx ends: pushed keys go to keys, revocations to revoked.
+func followRevocations(ctx context.Context, f *edgeFlags, keys *jwks.KeySetCache, revoked func(token.Revocation), reg prometheus.Registerer, log *slog.Logger) error {
+	nc, err := natsconn.Connect(&f.nats, "meshauth edge "+f.audience, log.With("part", "nats"))
+	if err != nil {
+		return err
+	}
+	context.AfterFunc(ctx, nc.Close)
+	sub, err := jwks.NewSubscriber(jwks.SubscriberConfig{Conn: nc, Issuer: f.issuer, Keys: keys, Revoked: revoked, Logger: log.With("issuer", f.issuer)})
+	if err != nil {
+		return err
+	}
+	reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meshauth_nats_updates_applied_total", Help: "Key sets and revocations taken from NATS."},
+			func() float64 { return float64(sub.Stats().Applied) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meshauth_nats_updates_refused_total", Help: "Messages from NATS refused: unverifiable, malformed or replayed."},
+			func() float64 { return float64(sub.Stats().Refused) }),
+	)
+	go sub.Run(ctx)
+	return nil
 }
 
 // parseTrustedProxies reads --trust-proxy values: CIDRs or single IPs.

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshauth/meshauth/internal/natstest"
 	"github.com/meshauth/meshauth/proxy"
 	"github.com/meshauth/meshauth/token"
 )
@@ -55,7 +56,14 @@ type edgeSetup struct {
 
 func startEdgeSetup(t *testing.T, mod func(*edgeFlags)) *edgeSetup {
 	t.Helper()
-	s := &edgeSetup{issuerURL: startIssuer(t)}
+	return startEdgeSetupWith(t, nil, mod)
+}
+
+// startEdgeSetupWith is startEdgeSetup with the issuer's flags changed by
+// setIssuer, if not nil.
+func startEdgeSetupWith(t *testing.T, setIssuer func(*issuerFlags), mod func(*edgeFlags)) *edgeSetup {
+	t.Helper()
+	s := &edgeSetup{issuerURL: startIssuerWith(t, setIssuer)}
 	s.mobileSecret = register(t, s.issuerURL, "--id", "mobile", "--access-token-format", "reference", "--scope", "orders.read profile", "--allowed-audience", "orders")
 	register(t, s.issuerURL, "--id", "orders")
 	edgeSecret := register(t, s.issuerURL, "--id", "edge", "--scope", "dereference",
@@ -226,5 +234,45 @@ func TestEdgeGarbageFlood(t *testing.T) {
 	st := s.edge.Stats()
 	if st.NegativeHits == 0 || st.Refused == 0 {
 		t.Errorf("stats %+v", st)
+	}
+}
+
+// TestEdgeRevocationEvicts: with the issuer and the edge on NATS, a
+// reference token revoked by its client (RFC 7009) or through the admin
+// API is refused at the edge as soon as the revocation arrives, long
+// before --max-cache-lifetime.
+func TestEdgeRevocationEvicts(t *testing.T) {
+	ns := natstest.Start(t, t.TempDir(), -1)
+	s := startEdgeSetupWith(t, func(f *issuerFlags) { f.nats.URLs = ns.ClientURL() },
+		func(f *edgeFlags) { f.nats.URLs = ns.ClientURL(); f.maxCacheLifetime = time.Hour })
+	byClient := tokenFor(t, s.issuerURL, "mobile", s.mobileSecret, "orders")
+	other := tokenFor(t, s.issuerURL, "mobile", s.mobileSecret, "orders")
+	for _, tok := range []string{byClient, other} {
+		if status, _, _ := call(t, s.base, tok); status != 200 {
+			t.Fatalf("warm-up: %d", status)
+		}
+	}
+
+	req, _ := http.NewRequest(http.MethodPost, s.issuerURL+"/revoke", strings.NewReader(url.Values{"token": {byClient}}.Encode()))
+	req.SetBasicAuth("mobile", s.mobileSecret)
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("RFC 7009 revocation: %v %v", err, resp)
+	}
+	resp.Body.Close()
+	revoked := time.Now()
+	waitFor(t, "the revocation to reach the edge", func() bool { status, _, _ := call(t, s.base, byClient); return status == 401 })
+	t.Logf("RFC 7009 revocation refused at the edge after %v", time.Since(revoked))
+	if status, _, _ := call(t, s.base, other); status != 200 {
+		t.Errorf("another token of the client: %d", status)
+	}
+
+	if err := run(context.Background(), []string{"revoke", "subject", "mobile", "--issuer", s.issuerURL}, io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the subject's revocation to reach the edge", func() bool { status, _, _ := call(t, s.base, other); return status == 401 })
+	if st := s.edge.Stats(); st.Evictions < 2 {
+		t.Errorf("stats %+v: want the two tokens evicted", st)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/meshauth/meshauth/internal/flagconf"
+	"github.com/meshauth/meshauth/internal/natsconn"
 	"github.com/meshauth/meshauth/issuer"
 	"github.com/meshauth/meshauth/issuer/store/storeurl"
 	"github.com/meshauth/meshauth/jwks"
@@ -43,6 +44,9 @@ type issuerFlags struct {
 	defaultAudience string
 	tlsCertFile     string
 	tlsKeyFile      string
+	nats            natsconn.Flags
+	natsReplicas    int
+	federate        flagconf.StringList
 	log             logFlags
 }
 
@@ -61,6 +65,9 @@ func (f *issuerFlags) register(fs *flag.FlagSet, listen, storeURL string) {
 	fs.StringVar(&f.defaultAudience, "default-audience", "", "aud of tokens requested without resource or audience (default: the issuer URL, accepted by no service)")
 	fs.StringVar(&f.tlsCertFile, "tls-cert-file", "", "serve HTTPS with this certificate (PEM); plain HTTP when unset, e.g. behind a TLS-terminating proxy")
 	fs.StringVar(&f.tlsKeyFile, "tls-key-file", "", "private key (PEM) for --tls-cert-file")
+	f.nats.Register(fs, "publish keys and revocations to sidecars over JetStream")
+	fs.IntVar(&f.natsReplicas, "nats-replicas", 1, "JetStream replicas of the key bucket and the revocation stream (3 in a NATS cluster)")
+	fs.Var(&f.federate, "federate", "issuer URL of a trusted provider whose keys (found through its metadata) are relayed to this issuer's sidecars over NATS (repeatable; needs --nats)")
 	f.log.register(fs)
 }
 
@@ -151,7 +158,9 @@ func serveIssuer(ctx context.Context, f *issuerFlags, adminToken, kek string, lo
 	if err := keys.Load(ctx); err != nil {
 		return fmt.Errorf("load signing keys: %w", err)
 	}
-	srv, err := issuer.New(issuer.Config{
+	keysCtx, stopKeys := context.WithCancel(ctx)
+	defer stopKeys()
+	cfg := issuer.Config{
 		IssuerURL:            f.issuerURL,
 		Store:                st,
 		Keys:                 keys,
@@ -161,15 +170,51 @@ func serveIssuer(ctx context.Context, f *issuerFlags, adminToken, kek string, lo
 		FormKey:              formKey,
 		DefaultAudience:      f.defaultAudience,
 		Logger:               log,
-	})
+	}
+	if f.nats.Enabled() {
+		pub, err := newPublisher(keysCtx, f, keys, st, log)
+		if err != nil {
+			return err
+		}
+		cfg.Revocations = pub
+		go pub.Run(keysCtx)
+	} else if len(f.federate) > 0 {
+		return errors.New("--federate relays keys over NATS: give --nats too")
+	}
+	srv, err := issuer.New(cfg)
 	if err != nil {
 		return err
 	}
-	keysCtx, stopKeys := context.WithCancel(ctx)
-	defer stopKeys()
 	go keys.Run(keysCtx)
 	log.Info("issuer starting", "issuer", f.issuerURL, "listen", f.listen, "store", storeScheme(f.storeURL))
 	return serveHTTP(ctx, f.listen, srv, f.tlsCertFile, f.tlsKeyFile, log, ready)
+}
+
+// newPublisher connects to NATS and returns the distributor of the
+// issuer's keys, its federated providers' keys and its revocations. The
+// providers' key-set caches run until ctx ends.
+func newPublisher(ctx context.Context, f *issuerFlags, keys *jwks.Keyring, revs jwks.RevocationLister, log *slog.Logger) (*jwks.Publisher, error) {
+	providers := make(map[string]*jwks.KeySetCache, len(f.federate))
+	for _, p := range f.federate {
+		if p == f.issuerURL {
+			return nil, fmt.Errorf("--federate %s: that is this issuer", p)
+		}
+		c, err := jwks.NewKeySetCache(jwks.KeySetConfig{Issuer: p, Logger: log.With("provider", p)})
+		if err != nil {
+			return nil, fmt.Errorf("--federate %s: %w", p, err)
+		}
+		c.Start(ctx)
+		providers[p] = c
+	}
+	nc, err := natsconn.Connect(&f.nats, "meshauth issuer "+f.issuerURL, log.With("part", "nats"))
+	if err != nil {
+		return nil, err
+	}
+	context.AfterFunc(ctx, nc.Close)
+	return jwks.NewPublisher(jwks.PublisherConfig{
+		Conn: nc, Issuer: f.issuerURL, Keyring: keys, Revocations: revs,
+		Providers: providers, Replicas: f.natsReplicas, Logger: log.With("part", "distributor"),
+	})
 }
 
 // storeScheme names the kind of store without the rest of its URL, which may

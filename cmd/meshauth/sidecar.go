@@ -18,6 +18,7 @@ import (
 
 	"github.com/meshauth/meshauth/exchange"
 	"github.com/meshauth/meshauth/internal/flagconf"
+	"github.com/meshauth/meshauth/internal/natsconn"
 	"github.com/meshauth/meshauth/jwks"
 	"github.com/meshauth/meshauth/proxy"
 	"github.com/meshauth/meshauth/token"
@@ -59,6 +60,8 @@ type sidecarFlags struct {
 	egressRoutes, routeScopes    flagconf.StringList
 	clientID, clientSecretFile   string
 	tokenURL                     string
+	nats                         natsconn.Flags
+	federation                   bool
 	log                          logFlags
 }
 
@@ -87,6 +90,8 @@ func (f *sidecarFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.clientID, "client-id", "", "this sidecar's client id at the issuer, the exchanging client (default: --audience)")
 	fs.StringVar(&f.clientSecretFile, "client-secret-file", "", "file holding this sidecar's client secret (or set "+envClientSecret+")")
 	fs.StringVar(&f.tokenURL, "token-url", "", "the issuer's token endpoint for exchanges (default: from the first --trust issuer's metadata)")
+	f.nats.Register(fs, "follow the trusted issuers' keys and revocations pushed over JetStream (HTTPS polling goes on as the fallback)")
+	fs.BoolVar(&f.federation, "federation", true, "with --nats, also trust the providers a trusted issuer federates, whose keys it relays (false: refuse relayed keys)")
 	f.log.register(fs)
 }
 
@@ -157,10 +162,8 @@ func serveSidecar(ctx context.Context, f *sidecarFlags, trusted []trustedIssuer,
 
 	keysCtx, stopKeys := context.WithCancel(ctx)
 	defer stopKeys()
-	var (
-		issuers []token.Issuer
-		caches  []*jwks.KeySetCache
-	)
+	var issuers []token.Issuer
+	keySets := &trustedKeys{reg: reg}
 	for _, t := range trusted {
 		ksc := jwks.KeySetConfig{Logger: log.With("issuer", t.Issuer)}
 		switch {
@@ -176,9 +179,8 @@ func serveSidecar(ctx context.Context, f *sidecarFlags, trusted []trustedIssuer,
 			return fmt.Errorf("keys of %s: %w", t.Issuer, err)
 		}
 		keys.Start(keysCtx)
-		caches = append(caches, keys)
 		issuers = append(issuers, token.Issuer{Policy: token.Policy{Issuer: t.Issuer, Audiences: t.Audiences, Types: t.Types}, Keys: keys})
-		registerKeySetMetrics(reg, t.Issuer, keys)
+		keySets.add(t.Issuer, keys, true)
 	}
 	opts := token.AuthenticatorOptions{MaxRevocations: f.maxRevocations}
 	if f.cacheMiB > 0 {
@@ -194,6 +196,11 @@ func serveSidecar(ctx context.Context, f *sidecarFlags, trusted []trustedIssuer,
 		return err
 	}
 	registerRevocationMetrics(reg, auth)
+	if f.nats.Enabled() {
+		if err := followNATS(keysCtx, f, trusted, keySets, auth, reg, log); err != nil {
+			return err
+		}
+	}
 	metrics, err := proxy.NewMetrics(reg)
 	if err != nil {
 		return err
@@ -220,7 +227,7 @@ func serveSidecar(ctx context.Context, f *sidecarFlags, trusted []trustedIssuer,
 		if err != nil {
 			return fmt.Errorf("listen on %s: %w", f.adminListen, err)
 		}
-		admin := &http.Server{Handler: proxy.NewAdminHandler(reg, keysReady(caches)), ReadHeaderTimeout: 5 * time.Second}
+		admin := &http.Server{Handler: proxy.NewAdminHandlerWithStatus(reg, keySets.ready, keySets.status), ReadHeaderTimeout: 5 * time.Second}
 		servers = append(servers, func() error { return admin.Serve(aln) })
 		stops = append(stops, admin.Shutdown)
 	}
@@ -291,23 +298,6 @@ func serveSidecar(ctx context.Context, f *sidecarFlags, trusted []trustedIssuer,
 	return errors.Join(errs...)
 }
 
-// keysReady is the sidecar's readiness: every trusted issuer's keys loaded.
-func keysReady(caches []*jwks.KeySetCache) func(context.Context) error {
-	return func(context.Context) error {
-		var missing []string
-		for _, c := range caches {
-			if !c.Ready() {
-				st := c.Status()
-				missing = append(missing, fmt.Sprintf("%s (%s)", st.Source, st.LastError))
-			}
-		}
-		if len(missing) > 0 {
-			return fmt.Errorf("keys not loaded: %s", strings.Join(missing, "; "))
-		}
-		return nil
-	}
-}
-
 func registerKeySetMetrics(reg prometheus.Registerer, issuer string, keys *jwks.KeySetCache) {
 	labels := prometheus.Labels{"issuer": issuer}
 	reg.MustRegister(
@@ -317,6 +307,7 @@ func registerKeySetMetrics(reg prometheus.Registerer, issuer string, keys *jwks.
 			func() float64 { return float64(keys.Status().Keys) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meshauth_keyset_fetches_total", Help: "Key set fetches from the issuer.", ConstLabels: labels},
 			func() float64 { return float64(keys.Status().Fetches) }),
+		newKeySourceCollector(issuer, keys),
 	)
 }
 

@@ -29,9 +29,18 @@ func freeAddr(t *testing.T) string {
 // startIssuer serves an issuer on a free loopback port until the test ends.
 func startIssuer(t *testing.T) string {
 	t.Helper()
+	return startIssuerWith(t, nil)
+}
+
+// startIssuerWith is startIssuer with the flags changed by set, if not nil.
+func startIssuerWith(t *testing.T, set func(*issuerFlags)) string {
+	t.Helper()
 	addr := freeAddr(t)
 	f := issuerFlags{listen: addr, issuerURL: "http://" + addr, storeURL: "file:" + filepath.Join(t.TempDir(), "store"), algorithm: "ES256",
 		tokenLifetime: 5 * time.Minute, keyRotation: 24 * time.Hour, keyPrePublish: 10 * time.Minute, jwksMaxAge: 5 * time.Minute}
+	if set != nil {
+		set(&f)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan struct{})
 	errc := make(chan error, 1)

@@ -1,0 +1,97 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshauth/meshauth/internal/natsconn"
+	"github.com/meshauth/meshauth/internal/natstest"
+	"github.com/meshauth/meshauth/proxy"
+)
+
+// TestNATSPush runs an issuer and a sidecar wired to NATS as the binary
+// does: an immediate rotation reaches the sidecar before the first token
+// of the new key does, without an HTTPS fetch, and a revocation makes it
+// refuse a token that has not expired.
+func TestNATSPush(t *testing.T) {
+	ns := natstest.Start(t, t.TempDir(), -1)
+	issuerURL := startIssuerWith(t, func(f *issuerFlags) { f.nats.URLs = ns.ClientURL() })
+	rec := &recorder{}
+	upstream := httptest.NewServer(rec)
+	defer upstream.Close()
+	admin := freeAddr(t)
+	f := sidecarFlags{upstream: upstream.URL, audience: "payments", listen: "127.0.0.1:0", adminListen: admin,
+		forwardAuthPath: proxy.DefaultForwardAuthPath, cacheMiB: 8, cacheMaxAge: time.Minute, upstreamTimeout: 5 * time.Second,
+		trust: []string{issuerURL}, nats: natsconn.Flags{URLs: ns.ClientURL()}, federation: true}
+	addr, _ := startSidecar(t, &f, proxy.Policy{})
+	waitReady(t, "http://"+admin+"/readyz")
+	waitFor(t, "the keys over NATS", func() bool { return strings.Contains(fetchBody(t, "http://"+admin+"/readyz"), "1 keys from nats") })
+
+	t.Setenv(envAdminToken, "admin-test-token")
+	secret := register(t, issuerURL, "--id", "web", "--scope", "payments.charge", "--allowed-audience", "payments")
+	if err := run(context.Background(), []string{"keys", "rotate", "--issuer", issuerURL, "--immediate"}, io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the rotated key over NATS", func() bool { return strings.Contains(fetchBody(t, "http://"+admin+"/readyz"), "2 keys from nats") })
+	tok := tokenFor(t, issuerURL, "web", secret, "payments")
+	if code := get(t, "http://"+addr+"/charge", tok); code != 200 {
+		t.Fatalf("token of the new key: %d", code)
+	}
+	metrics := fetchBody(t, "http://"+admin+"/metrics")
+	if !regexp.MustCompile(`meshauth_keyset_fetches_total\{issuer="[^"]+"\} 1\n`).MatchString(metrics) {
+		t.Errorf("the sidecar fetched the JWKS again; want the one load at start:\n%s", grepLines(metrics, "meshauth_keyset"))
+	}
+	if !strings.Contains(metrics, `meshauth_keyset_source{issuer="`+issuerURL+`",source="nats"} 1`) {
+		t.Errorf("metrics lack the key source:\n%s", grepLines(metrics, "meshauth_keyset"))
+	}
+
+	if err := run(context.Background(), []string{"revoke", "client", "web", "--issuer", issuerURL}, io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the revocation over NATS", func() bool { return get(t, "http://"+addr+"/charge", tok) == 401 })
+	hits := rec.hits.Load()
+	if code := get(t, "http://"+addr+"/charge", tok); code != 401 || rec.hits.Load() != hits {
+		t.Errorf("revoked token: %d, reached the upstream: %v", code, rec.hits.Load() != hits)
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func fetchBody(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func grepLines(text, substr string) string {
+	var out []string
+	for l := range strings.SplitSeq(text, "\n") {
+		if strings.Contains(l, substr) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
