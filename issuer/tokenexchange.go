@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/meshauth/meshauth/exchange"
 	"github.com/meshauth/meshauth/issuer/store"
@@ -72,9 +73,22 @@ func (s *Server) tokenExchange(ctx context.Context, c *store.Client, form url.Va
 		return nil, errInvalidScope(err.Error())
 	}
 
-	subject, err := s.ownToken(ctx, subjectToken, subjectJWTOnly)
-	if err != nil {
-		return nil, tokenError(err, "subject_token", errInvalidGrant)
+	now := s.now().UTC()
+	decide := exchange.Decide
+	var subject *token.Claims
+	if iss := form.Get(subjectIssuerParam); iss != "" && iss != s.issuerURL {
+		// Another authorization server's token, for an edge only.
+		if subject, err = s.foreignToken(ctx, c, iss, subjectToken, now); err != nil {
+			return nil, err
+		}
+		decide = exchange.Dereference
+	} else {
+		if subject, err = s.ownToken(ctx, subjectToken, subjectJWTOnly); err != nil {
+			return nil, tokenError(err, "subject_token", errInvalidGrant)
+		}
+		if dereference(subjectToken, subjectJWTOnly, c) {
+			decide = exchange.Dereference
+		}
 	}
 	// The store is the source of truth for revocations: a token revoked a
 	// moment ago, on any replica, buys no fresh one (RFC 7009 §2). A
@@ -107,12 +121,7 @@ func (s *Server) tokenExchange(ctx context.Context, c *store.Client, form url.Va
 		}
 	}
 
-	now := s.now().UTC()
 	req := exchange.Request{Subject: subject, Client: c, Audiences: aud, Scope: scope}
-	decide := exchange.Decide
-	if dereference(subjectToken, subjectJWTOnly, c) {
-		decide = exchange.Dereference
-	}
 	d, err := decide(req, now, s.tokenLifetime)
 	if err != nil {
 		return nil, decisionError(err)
@@ -136,6 +145,24 @@ func (s *Server) tokenExchange(ctx context.Context, c *store.Client, form url.Va
 // for itself; its JWT subject tokens, if any, follow Decide's rules.
 func dereference(subjectToken string, jwtOnly bool, c *store.Client) bool {
 	return !jwtOnly && !strings.Contains(subjectToken, ".") && slices.Contains(c.Scope, exchange.DereferenceScope)
+}
+
+// foreignToken returns the claims of value, a token of the foreign issuer
+// iss, for client c, which must be an edge (exchange.DereferenceScope).
+func (s *Server) foreignToken(ctx context.Context, c *store.Client, iss, value string, now time.Time) (*token.Claims, error) {
+	if !slices.Contains(c.Scope, exchange.DereferenceScope) {
+		return nil, errUnauthorizedClient("only a client registered with scope " + exchange.DereferenceScope + " may present another issuer's token")
+	}
+	f := s.foreign[iss]
+	if f == nil {
+		return nil, errInvalidRequest(fmt.Sprintf("%s %q is not a foreign issuer of this issuer", subjectIssuerParam, truncate(iss, 128)))
+	}
+	claims, err := f.introspect(ctx, value, now)
+	if errors.Is(err, errForeignInactive) {
+		return nil, errInvalidGrant("subject_token is not active at " + f.ID)
+	}
+	// Any other failure: the foreign server could not be asked (503).
+	return claims, err
 }
 
 // tokenType checks a subject_token_type or actor_token_type value and

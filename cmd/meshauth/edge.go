@@ -25,7 +25,7 @@ import (
 type edgeFlags struct {
 	listen, upstream, issuer, audience string
 	clientID, clientSecretFile         string
-	tokenURL                           string
+	tokenURL, subjectIssuer            string
 	adminListen                        string
 	acceptInternalJWT                  bool
 	cacheMiB                           int
@@ -50,6 +50,7 @@ func (f *edgeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.clientID, "client-id", "", "the edge's client id at the issuer, registered with scope dereference and the token-exchange grant (required)")
 	fs.StringVar(&f.clientSecretFile, "client-secret-file", "", "file holding the edge's client secret (or set "+envClientSecret+")")
 	fs.StringVar(&f.tokenURL, "token-url", "", "the issuer's token endpoint (default: from the issuer's metadata)")
+	fs.StringVar(&f.subjectIssuer, "subject-issuer", "", "the reference tokens are this other authorization server's, configured at the issuer under foreign_issuers: the issuer introspects them there (RFC 7662) and mints the JWTs")
 	fs.StringVar(&f.adminListen, "admin-listen", "127.0.0.1:9902", "address of the admin listener: /metrics, /healthz, /readyz (empty disables)")
 	fs.BoolVar(&f.acceptInternalJWT, "accept-internal-jwt", false, "let requests that carry an internal JWT through, verified; by default they are refused")
 	fs.IntVar(&f.cacheMiB, "cache-size-mib", 64, "memory bound of the dereference cache, in MiB")
@@ -113,7 +114,8 @@ func serveEdge(ctx context.Context, f *edgeFlags, secret string, log *slog.Logge
 			return fmt.Errorf("edge: %w (or give --token-url)", err)
 		}
 	}
-	client, err := exchange.NewClient(exchange.ClientConfig{TokenURL: tokenURL, ClientID: f.clientID, ClientSecret: secret, Timeout: f.dereferenceTimeout, Logger: log})
+	client, err := exchange.NewClient(exchange.ClientConfig{TokenURL: tokenURL, ClientID: f.clientID, ClientSecret: secret, Timeout: f.dereferenceTimeout,
+		SubjectIssuer: f.subjectIssuer, Logger: log})
 	if err != nil {
 		return fmt.Errorf("edge: %w", err)
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -9,11 +10,14 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/meshauth/meshauth/internal/flagconf"
 	"github.com/meshauth/meshauth/internal/natstest"
 	"github.com/meshauth/meshauth/proxy"
 	"github.com/meshauth/meshauth/token"
@@ -274,5 +278,64 @@ func TestEdgeRevocationEvicts(t *testing.T) {
 	waitFor(t, "the subject's revocation to reach the edge", func() bool { status, _, _ := call(t, s.base, other); return status == 401 })
 	if st := s.edge.Stats(); st.Evictions < 2 {
 		t.Errorf("stats %+v: want the two tokens evicted", st)
+	}
+}
+
+// TestEdgeForeignIssuer: an edge in front of clients of another vendor's
+// authorization server. The issuer, configured (through its config file)
+// with that server's RFC 7662 endpoint and its credentials there,
+// introspects each token itself and mints the internal JWT.
+func TestEdgeForeignIssuer(t *testing.T) {
+	var introspections atomic.Int64
+	exp := time.Now().Add(time.Minute).Unix()
+	vendor := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		introspections.Add(1)
+		id, secret, _ := r.BasicAuth()
+		w.Header().Set("Content-Type", "application/json")
+		if id != "meshauth" || secret != "vendor-secret" || r.PostFormValue("token") != "vendor-token" {
+			io.WriteString(w, `{"active":false}`)
+			return
+		}
+		fmt.Fprintf(w, `{"active":true,"sub":"carol","client_id":"vendor-app","scope":"orders.read","exp":%d}`, exp)
+	}))
+	defer vendor.Close()
+
+	dir := t.TempDir()
+	secretFile := filepath.Join(dir, "vendor-secret")
+	configFile := filepath.Join(dir, "issuer.yaml")
+	if err := os.WriteFile(secretFile, []byte("vendor-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	config := "foreign_issuers:\n  - issuer: https://vendor.example\n    introspection_url: " + vendor.URL +
+		"\n    client_id: meshauth\n    client_secret_file: " + secretFile + "\n    audiences: [orders]\n"
+	if err := os.WriteFile(configFile, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fs := flag.NewFlagSet("issuer", flag.ContinueOnError)
+	var parsed issuerFlags
+	parsed.register(fs, ":8080", "")
+	var file issuerFile
+	if err := flagconf.ParseWith(fs, []string{"--config", configFile}, func(string) string { return "" }, &file); err != nil {
+		t.Fatal(err)
+	}
+	foreign, err := file.foreignIssuers()
+	if err != nil || len(foreign) != 1 || foreign[0].ClientSecret != "vendor-secret" {
+		t.Fatalf("foreign issuers from the config file: %v %+v", err, foreign)
+	}
+
+	s := startEdgeSetupWith(t, func(f *issuerFlags) { f.foreign = foreign }, func(f *edgeFlags) { f.subjectIssuer = "https://vendor.example" })
+	for range 2 {
+		if status, _, body := call(t, s.base, "vendor-token"); status != 200 || body != "hello https://vendor.example#carol" {
+			t.Fatalf("vendor token: %d %q", status, body)
+		}
+	}
+	if c := s.seen.Load().(*token.Claims); c.ClientID != "https://vendor.example#vendor-app" || c.Scope != "orders.read" || c.Issuer != s.issuerURL {
+		t.Errorf("the service verified %+v", c)
+	}
+	if n := introspections.Load(); n != 1 {
+		t.Errorf("%d introspections at the vendor, want 1 (then cached)", n)
+	}
+	if status, _, _ := call(t, s.base, "forged"); status != 401 {
+		t.Errorf("a token the vendor does not vouch for: %d", status)
 	}
 }
