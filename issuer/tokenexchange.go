@@ -38,7 +38,10 @@ const (
 // The new token is always a JWT, whatever c's access_token_format: it
 // travels inside the mesh, where sidecars verify it locally, and it carries
 // an act claim that a reference record cannot hold. Its sub is the subject
-// token's, its client_id c's id.
+// token's, its client_id c's id — except for a dereference by an edge
+// (exchange.Dereference), whose JWT keeps the reference token's client_id
+// and jti. With the extension parameter subject_issuer naming a configured
+// ForeignIssuer, the subject token is that server's, introspected there.
 func (s *Server) tokenExchange(ctx context.Context, c *store.Client, form url.Values) (*tokenResponse, error) {
 	subjectToken := form.Get("subject_token")
 	if subjectToken == "" {
