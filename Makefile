@@ -30,9 +30,9 @@ lint:
 # Short fuzzing of every parser of untrusted input; FUZZTIME=5m for longer.
 FUZZTIME ?= 20s
 fuzz:
-	for t in FuzzParseForm FuzzAssertionSubject FuzzUnverifiedAudience FuzzAuthorizationRequest FuzzCodeVerifier FuzzPrefersIntrospectionJWT; do $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) ./issuer/ || exit 1; done
+	for t in FuzzParseForm FuzzAssertionSubject FuzzUnverifiedAudience FuzzAuthorizationRequest FuzzCodeVerifier FuzzPrefersIntrospectionJWT FuzzForeignIntrospection; do $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) ./issuer/ || exit 1; done
 	for t in FuzzVerify FuzzClaims FuzzParseJWKS FuzzSignedToken FuzzAuthenticator FuzzVerifyJWS; do $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) ./token/ || exit 1; done
-	$(GO) test -run='^$$' -fuzz='^FuzzBearer$$' -fuzztime=$(FUZZTIME) ./proxy/
+	for t in FuzzBearer FuzzClientAddr; do $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) ./proxy/ || exit 1; done
 	$(GO) test -run='^$$' -fuzz='^FuzzDecodeUpdate$$' -fuzztime=$(FUZZTIME) ./jwks/
 	for t in FuzzDecide FuzzParseTokenResponse; do $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) ./exchange/ || exit 1; done
 	$(GO) test -run='^$$' -fuzz='^FuzzParseConfig$$' -fuzztime=$(FUZZTIME) ./xds/

@@ -139,6 +139,11 @@ type ClientConfig struct {
 	// Now returns the current time, against which tokens expire. Default:
 	// time.Now.
 	Now func() time.Time
+	// SubjectIssuer, if set, is sent as subject_issuer with every
+	// Dereference: the reference tokens are another authorization
+	// server's, configured at the issuer as a foreign issuer, which the
+	// issuer introspects there itself.
+	SubjectIssuer string
 	// Logger receives a record of each request to the token endpoint, at
 	// debug level; nil discards them. Neither tokens nor the secret are
 	// logged.
@@ -171,6 +176,8 @@ type Client struct {
 	now      func() time.Time
 	log      *slog.Logger
 	flights  singleflight.Group
+	// subjectIssuer is ClientConfig.SubjectIssuer.
+	subjectIssuer string
 }
 
 // NewClient returns a Client with an empty cache.
@@ -210,6 +217,8 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		timeout: cmp.Or(cfg.Timeout, DefaultClientTimeout),
 		now:     cfg.Now,
 		log:     cfg.Logger,
+
+		subjectIssuer: cfg.SubjectIssuer,
 	}
 	if c.now == nil {
 		c.now = time.Now
@@ -282,6 +291,32 @@ func (c *Client) Exchange(ctx context.Context, subjectToken, audience, scope str
 		}
 		return form
 	})
+}
+
+// Dereference trades referenceToken, a reference token an edge gateway
+// received from the Internet, for a JWT of the same authorization for
+// audience: a token exchange that the issuer answers by its dereference
+// policy when this client is registered with DereferenceScope. Unlike
+// Exchange it neither caches nor shares requests: the edge does both,
+// keeping with each token the claims that a revocation evicts it by. Errors
+// are as for Exchange.
+func (c *Client) Dereference(ctx context.Context, referenceToken, audience string) (Token, error) {
+	if referenceToken == "" || audience == "" {
+		return Token{}, errors.New("exchange: a reference token and an audience are required")
+	}
+	rctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	form := url.Values{
+		"grant_type":           {clientGrantExchange},
+		"subject_token":        {referenceToken},
+		"subject_token_type":   {clientTypeAccessToken},
+		"requested_token_type": {clientTypeAccessToken},
+		"audience":             {audience},
+	}
+	if c.subjectIssuer != "" {
+		form.Set("subject_issuer", c.subjectIssuer)
+	}
+	return c.request(rctx, form, true)
 }
 
 // ClientCredentials returns the service's own access token for audience,

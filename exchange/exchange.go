@@ -59,7 +59,7 @@ type Request struct {
 }
 
 // Decision is what the new token holds. Its subject is the subject token's
-// "sub" and its client_id the exchanging client's id.
+// "sub".
 type Decision struct {
 	Audience []string
 	Scope    []string
@@ -67,6 +67,13 @@ type Decision struct {
 	// token's act, if any, nested inside as "act" (RFC 8693 §4.1).
 	Act       json.RawMessage
 	ExpiresAt time.Time
+	// ClientID is the new token's client_id: the exchanging client's id,
+	// or for Dereference the reference token's.
+	ClientID string
+	// ID is the new token's jti; "" asks for a new one. Dereference keeps
+	// the reference token's, so that revoking the reference token by its
+	// jti (RFC 7009) refuses its JWT form everywhere too.
+	ID string
 }
 
 // Errors of Decide, for errors.Is; the returned errors wrap them with
@@ -156,7 +163,7 @@ func Decide(r Request, now time.Time, lifetime time.Duration) (*Decision, error)
 	if err != nil {
 		return nil, fmt.Errorf("exchange: encode act: %w", err)
 	}
-	return &Decision{Audience: aud, Scope: scope, Act: act, ExpiresAt: exp}, nil
+	return &Decision{Audience: aud, Scope: scope, Act: act, ExpiresAt: exp, ClientID: client.ID}, nil
 }
 
 // grantScope returns the requested scope if every member is held by the

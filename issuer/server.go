@@ -88,8 +88,11 @@ type Config struct {
 	FormKey []byte
 	// Revocations, if set, is told of every stored revocation.
 	Revocations RevocationNotifier
-	Logger      *slog.Logger
-	Now         func() time.Time
+	// ForeignIssuers are the other authorization servers whose tokens an
+	// edge may dereference through this issuer (see ForeignIssuer).
+	ForeignIssuers []ForeignIssuer
+	Logger         *slog.Logger
+	Now            func() time.Time
 }
 
 // Server serves the issuer's HTTP endpoints.
@@ -110,6 +113,7 @@ type Server struct {
 	issuerHost      string
 	throttle        *loginThrottle
 	notifier        RevocationNotifier
+	foreign         map[string]*foreignIssuer // by id
 	log             *slog.Logger
 	now             func() time.Time
 	mux             *http.ServeMux
@@ -151,6 +155,9 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("form key must be %d bytes", formKeySize)
 	}
 	s.ownKeys.src = cfg.Keys
+	if s.foreign, err = newForeignIssuers(cfg.ForeignIssuers, s.issuerURL); err != nil {
+		return nil, err
+	}
 	if cfg.AdminToken != "" {
 		s.adminTokenHash = sha256.Sum256([]byte(cfg.AdminToken))
 		s.adminEnabled = true

@@ -1,6 +1,7 @@
 package issuer
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -169,6 +170,9 @@ type grantedToken struct {
 	expiresAt time.Time
 	act       json.RawMessage
 	grantID   string // the user authorization, if any
+	// clientID is the token's client_id and id its jti when not "": the
+	// issuing client's id and a new id otherwise.
+	clientID, id string
 }
 
 // issueAccessToken mints g for client c, issued at now, in format (jwt or
@@ -192,7 +196,7 @@ func (s *Server) issueAccessToken(ctx context.Context, c *store.Client, format s
 	}
 	claims := accessTokenClaims{
 		Issuer: s.issuerURL, Subject: g.subject, ExpiresAt: exp.Unix(), IssuedAt: now.Unix(),
-		ID: randomID(), ClientID: c.ID, Scope: scope, Audience: aud, SessionID: g.grantID, Act: g.act,
+		ID: cmp.Or(g.id, randomID()), ClientID: cmp.Or(g.clientID, c.ID), Scope: scope, Audience: aud, SessionID: g.grantID, Act: g.act,
 	}
 	if len(aud) == 1 {
 		claims.Audience = aud[0]

@@ -8,8 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/meshauth/meshauth/exchange"
 	"github.com/meshauth/meshauth/issuer/store"
@@ -36,7 +38,10 @@ const (
 // The new token is always a JWT, whatever c's access_token_format: it
 // travels inside the mesh, where sidecars verify it locally, and it carries
 // an act claim that a reference record cannot hold. Its sub is the subject
-// token's, its client_id c's id.
+// token's, its client_id c's id — except for a dereference by an edge
+// (exchange.Dereference), whose JWT keeps the reference token's client_id
+// and jti. With the extension parameter subject_issuer naming a configured
+// ForeignIssuer, the subject token is that server's, introspected there.
 func (s *Server) tokenExchange(ctx context.Context, c *store.Client, form url.Values) (*tokenResponse, error) {
 	subjectToken := form.Get("subject_token")
 	if subjectToken == "" {
@@ -71,9 +76,22 @@ func (s *Server) tokenExchange(ctx context.Context, c *store.Client, form url.Va
 		return nil, errInvalidScope(err.Error())
 	}
 
-	subject, err := s.ownToken(ctx, subjectToken, subjectJWTOnly)
-	if err != nil {
-		return nil, tokenError(err, "subject_token", errInvalidGrant)
+	now := s.now().UTC()
+	decide := exchange.Decide
+	var subject *token.Claims
+	if iss := form.Get(subjectIssuerParam); iss != "" && iss != s.issuerURL {
+		// Another authorization server's token, for an edge only.
+		if subject, err = s.foreignToken(ctx, c, iss, subjectToken, now); err != nil {
+			return nil, err
+		}
+		decide = exchange.Dereference
+	} else {
+		if subject, err = s.ownToken(ctx, subjectToken, subjectJWTOnly); err != nil {
+			return nil, tokenError(err, "subject_token", errInvalidGrant)
+		}
+		if dereference(subjectToken, subjectJWTOnly, c) {
+			decide = exchange.Dereference
+		}
 	}
 	// The store is the source of truth for revocations: a token revoked a
 	// moment ago, on any replica, buys no fresh one (RFC 7009 §2). A
@@ -106,21 +124,48 @@ func (s *Server) tokenExchange(ctx context.Context, c *store.Client, form url.Va
 		}
 	}
 
-	now := s.now().UTC()
-	d, err := exchange.Decide(exchange.Request{Subject: subject, Client: c, Audiences: aud, Scope: scope}, now, s.tokenLifetime)
+	req := exchange.Request{Subject: subject, Client: c, Audiences: aud, Scope: scope}
+	d, err := decide(req, now, s.tokenLifetime)
 	if err != nil {
 		return nil, decisionError(err)
 	}
 	resp, err := s.issueAccessToken(ctx, c, formatJWT, now, grantedToken{
 		subject: subject.Subject, audience: d.Audience, scope: d.Scope, expiresAt: d.ExpiresAt, act: d.Act,
 		// The grant travels on, so that revoking it reaches every hop.
-		grantID: subject.SessionID,
+		grantID: subject.SessionID, clientID: d.ClientID, id: d.ID,
 	})
 	if err != nil {
 		return nil, err
 	}
 	resp.IssuedTokenType = tokenTypeAccessToken
 	return resp, nil
+}
+
+// dereference reports whether an exchange is a dereference (see
+// exchange.Dereference): an edge gateway, a client registered with
+// exchange.DereferenceScope, presenting a reference token. Reference
+// tokens are for the Internet side only, so an edge never exchanges one
+// for itself; its JWT subject tokens, if any, follow Decide's rules.
+func dereference(subjectToken string, jwtOnly bool, c *store.Client) bool {
+	return !jwtOnly && !strings.Contains(subjectToken, ".") && slices.Contains(c.Scope, exchange.DereferenceScope)
+}
+
+// foreignToken returns the claims of value, a token of the foreign issuer
+// iss, for client c, which must be an edge (exchange.DereferenceScope).
+func (s *Server) foreignToken(ctx context.Context, c *store.Client, iss, value string, now time.Time) (*token.Claims, error) {
+	if !slices.Contains(c.Scope, exchange.DereferenceScope) {
+		return nil, errUnauthorizedClient("only a client registered with scope " + exchange.DereferenceScope + " may present another issuer's token")
+	}
+	f := s.foreign[iss]
+	if f == nil {
+		return nil, errInvalidRequest(fmt.Sprintf("%s %q is not a foreign issuer of this issuer", subjectIssuerParam, truncate(iss, 128)))
+	}
+	claims, err := f.introspect(ctx, value, now)
+	if errors.Is(err, errForeignInactive) {
+		return nil, errInvalidGrant("subject_token is not active at " + f.ID)
+	}
+	// Any other failure: the foreign server could not be asked (503).
+	return claims, err
 }
 
 // tokenType checks a subject_token_type or actor_token_type value and
@@ -165,6 +210,8 @@ func decisionError(err error) error {
 		return errInvalidTarget(err.Error()) // RFC 8693 §2.2.2
 	case errors.Is(err, exchange.ErrScope):
 		return errInvalidScope(err.Error())
+	case errors.Is(err, exchange.ErrNoDereference):
+		return errUnauthorizedClient(err.Error())
 	case errors.Is(err, exchange.ErrNotAudience), errors.Is(err, exchange.ErrDepth),
 		errors.Is(err, exchange.ErrExpired), errors.Is(err, exchange.ErrClaim):
 		// The subject token is unacceptable for this exchange.

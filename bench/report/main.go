@@ -44,6 +44,8 @@ var ratios = []ratio{
 	{"ext_authz gRPC Check/s ÷ always-allow Check/s", "bench/BenchmarkExtAuthzCheck/meshauth", "bench/BenchmarkExtAuthzCheck/floor", false, "≥ 0.8"},
 	{"egress requests/s, warm exchange cache ÷ bare fasthttp proxy hop requests/s", "bench/BenchmarkEgressHop/egress", "bench/BenchmarkEgressHop/floor", false, "≥ 0.7"},
 	{"uncached token exchanges/s over HTTP ÷ bare ES256 signs/s", "bench/BenchmarkTokenExchange", "bench/BenchmarkES256SignFloor", false, ""},
+	{"edge requests/s over loopback, warm dereference cache ÷ sidecar requests/s (same upstream)", "bench/BenchmarkEdgeHop/edge", "bench/BenchmarkEdgeHop/sidecar", false, "≥ 0.8"},
+	{"edge cold dereferences/s (new reference token per request, file store) ÷ uncached token exchanges/s", "bench/BenchmarkEdgeColdDereference", "bench/BenchmarkTokenExchange", false, ""},
 	{"introspections/s of a reference token (JSON), file store ÷ client_credentials tokens/s, file store", "bench/BenchmarkIntrospection/store=file/format=json", "bench/BenchmarkClientCredentials/store=file", false, ""},
 	{"introspections/s of a reference token (RFC 9701 JWT), file store ÷ client_credentials tokens/s, file store", "bench/BenchmarkIntrospection/store=file/format=jwt", "bench/BenchmarkClientCredentials/store=file", false, ""},
 	{"introspections/s of a reference token (JSON), PostgreSQL ÷ client_credentials tokens/s, PostgreSQL", "bench/BenchmarkIntrospection/store=postgres/format=json", "bench/BenchmarkClientCredentials/store=postgres", false, ""},
@@ -56,6 +58,7 @@ var latencies = []struct{ what, subject, floor string }{
 	{"sidecar hop vs bare proxy hop", "bench/BenchmarkProxyHop/sidecar", "bench/BenchmarkProxyHop/floor"},
 	{"ext_authz Check vs always-allow", "bench/BenchmarkExtAuthzCheck/meshauth", "bench/BenchmarkExtAuthzCheck/floor"},
 	{"egress hop (warm cache) vs bare proxy hop", "bench/BenchmarkEgressHop/egress", "bench/BenchmarkEgressHop/floor"},
+	{"edge hop (warm cache) vs sidecar hop", "bench/BenchmarkEdgeHop/edge", "bench/BenchmarkEdgeHop/sidecar"},
 }
 
 type result struct {

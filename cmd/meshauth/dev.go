@@ -20,6 +20,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/meshauth/meshauth/exchange"
 	"github.com/meshauth/meshauth/internal/demo"
 	"github.com/meshauth/meshauth/internal/flagconf"
 	"github.com/meshauth/meshauth/internal/natsconn"
@@ -37,6 +38,7 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 	natsListen := fset.String("nats-listen", "127.0.0.1:4223", "address of the embedded NATS server")
 	sidecarListen := fset.String("sidecar-listen", "127.0.0.1:8000", "address of the sidecar of the demo service payments (empty disables the demo)")
 	ordersListen := fset.String("orders-listen", "127.0.0.1:8001", "address of the sidecar of the demo service orders, which calls payments through its egress with an exchanged token")
+	edgeListen := fset.String("edge-listen", "127.0.0.1:8002", "address of the edge in front of orders' sidecar, where Internet clients' reference tokens become internal JWTs (empty disables it)")
 	if err := flagconf.Parse(fset, args, nil); err != nil {
 		return err
 	}
@@ -102,7 +104,15 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 	defer cancel()
 	paymentsDone := make(chan error, 1)
 	ordersDone := make(chan error, 1)
+	edgeDone := make(chan error, 1)
 	err = serveIssuer(ctx, &f, adminToken, kek, log, func(addr string) {
+		if *sidecarListen == "" || *edgeListen == "" {
+			close(edgeDone)
+		} else {
+			go func() {
+				edgeDone <- runEdgeDemo(ctx, *edgeListen, *ordersListen, f.issuerURL, adminToken, *dir, f.nats, log)
+			}()
+		}
 		if *sidecarListen == "" {
 			close(paymentsDone)
 			close(ordersDone)
@@ -114,10 +124,10 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 				ordersDone <- runOrdersDemo(ctx, *ordersListen, *sidecarListen, f.issuerURL, adminToken, *dir, f.nats, log)
 			}()
 		}
-		printQuickStart(stdout, f.issuerURL, ns.ClientURL(), *dir, *sidecarListen, *ordersListen)
+		printQuickStart(stdout, f.issuerURL, ns.ClientURL(), *dir, *sidecarListen, *ordersListen, *edgeListen)
 	})
 	cancel()
-	return errors.Join(err, <-paymentsDone, <-ordersDone)
+	return errors.Join(err, <-paymentsDone, <-ordersDone, <-edgeDone)
 }
 
 // runPaymentsDemo serves the demo service "payments" on a loopback port and
@@ -144,28 +154,12 @@ func runPaymentsDemo(ctx context.Context, listen, issuerURL string, nats natscon
 // secret kept in dir. It returns when ctx ends.
 func runOrdersDemo(ctx context.Context, listen, paymentsSidecar, issuerURL, adminToken, dir string, nats natsconn.Flags, log *slog.Logger) error {
 	log = log.With("part", "orders-demo")
-	secretPath := filepath.Join(dir, "demo-orders-secret")
-	secret, err := os.ReadFile(secretPath)
-	if errors.Is(err, fs.ErrNotExist) {
-		admin, err := newAdminClient(issuerURL, adminToken)
-		if err != nil {
-			return err
-		}
-		var reg issuer.Registration
-		err = admin.do(ctx, "/register", issuer.ClientMetadata{
-			ClientID: "orders", Scope: "payments.charge payments.read", AllowedAudiences: []string{"payments"},
-			GrantTypes: []string{"client_credentials", issuer.GrantTypeTokenExchange},
-		}, &reg)
-		if err != nil {
-			log.Warn("demo orders disabled: could not register its client (if you registered orders yourself, delete the state directory to start over)", "error", err)
-			return nil
-		}
-		secret = []byte(reg.ClientSecret)
-		if err := os.WriteFile(secretPath, secret, 0o600); err != nil {
-			return fmt.Errorf("write %s: %w", secretPath, err)
-		}
-	} else if err != nil {
-		return fmt.Errorf("read %s: %w", secretPath, err)
+	secret, err := demoClientSecret(ctx, issuerURL, adminToken, dir, issuer.ClientMetadata{
+		ClientID: "orders", Scope: "payments.charge payments.read", AllowedAudiences: []string{"payments"},
+		GrantTypes: []string{"client_credentials", issuer.GrantTypeTokenExchange},
+	}, log)
+	if secret == "" || err != nil {
+		return err
 	}
 	egress, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -184,7 +178,55 @@ func runOrdersDemo(ctx context.Context, listen, paymentsSidecar, issuerURL, admi
 		egressRoutes: flagconf.StringList{"payments=http://" + paymentsSidecar}, routeScopes: flagconf.StringList{"payments=payments.charge"},
 		forwardAuthPath: proxy.DefaultForwardAuthPath, cacheMiB: 16, cacheMaxAge: 10 * time.Minute, upstreamTimeout: proxy.DefaultUpstreamTimeout}
 	trusted := []trustedIssuer{{Issuer: issuerURL, Audiences: []string{"orders"}}}
-	return serveSidecar(ctx, &f, trusted, proxy.Policy{}, strings.TrimSpace(string(secret)), log, nil)
+	return serveSidecar(ctx, &f, trusted, proxy.Policy{}, secret, log, nil)
+}
+
+// demoClientSecret returns the secret of the demo client md, registering
+// it on first use and keeping its secret in dir. It returns "" and no
+// error, with a warning, if the client cannot be registered: someone
+// registered that id by hand.
+func demoClientSecret(ctx context.Context, issuerURL, adminToken, dir string, md issuer.ClientMetadata, log *slog.Logger) (string, error) {
+	secretPath := filepath.Join(dir, "demo-"+md.ClientID+"-secret")
+	secret, err := os.ReadFile(secretPath)
+	if err == nil {
+		return strings.TrimSpace(string(secret)), nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("read %s: %w", secretPath, err)
+	}
+	admin, err := newAdminClient(issuerURL, adminToken)
+	if err != nil {
+		return "", err
+	}
+	var reg issuer.Registration
+	if err := admin.do(ctx, "/register", md, &reg); err != nil {
+		log.Warn("demo "+md.ClientID+" disabled: could not register its client (if you registered "+md.ClientID+" yourself, delete the state directory to start over)", "error", err)
+		return "", nil
+	}
+	if err := os.WriteFile(secretPath, []byte(reg.ClientSecret), 0o600); err != nil {
+		return "", fmt.Errorf("write %s: %w", secretPath, err)
+	}
+	return reg.ClientSecret, nil
+}
+
+// runEdgeDemo runs an edge on listen in front of orders' sidecar
+// (ordersSidecar): Internet clients' reference tokens become JWTs for
+// orders. Its client, edge, is registered on first use with the
+// dereference scope. It returns when ctx ends.
+func runEdgeDemo(ctx context.Context, listen, ordersSidecar, issuerURL, adminToken, dir string, nats natsconn.Flags, log *slog.Logger) error {
+	log = log.With("part", "edge-demo")
+	secret, err := demoClientSecret(ctx, issuerURL, adminToken, dir, issuer.ClientMetadata{
+		ClientID: "edge", Scope: exchange.DereferenceScope, AllowedAudiences: []string{"orders"},
+		GrantTypes: []string{issuer.GrantTypeTokenExchange},
+	}, log)
+	if secret == "" || err != nil {
+		return err
+	}
+	f := edgeFlags{listen: listen, upstream: "http://" + ordersSidecar, issuer: issuerURL, audience: "orders", clientID: "edge", nats: nats,
+		cacheMiB: 16, maxCacheLifetime: proxy.DefaultMaxCacheLifetime, negativeLifetime: proxy.DefaultNegativeLifetime, negativeEntries: proxy.DefaultNegativeSlots,
+		dereferenceRate: proxy.DefaultDereferenceRate, dereferenceBurst: proxy.DefaultDereferenceBurst, rateLimitedAddresses: proxy.DefaultRateLimitedAddresses,
+		dereferenceTimeout: proxy.DefaultDereferenceWait, upstreamTimeout: proxy.DefaultUpstreamTimeout}
+	return serveEdge(ctx, &f, secret, log, nil)
 }
 
 // The browser demo: a person, and a public client to sign in to.
@@ -283,7 +325,7 @@ func startNATS(listen, storeDir string) (*server.Server, error) {
 	return ns, nil
 }
 
-func printQuickStart(w io.Writer, issuerURL, natsURL, dir, sidecar, orders string) {
+func printQuickStart(w io.Writer, issuerURL, natsURL, dir, sidecar, orders, edge string) {
 	fmt.Fprintf(w, `
 meshauth dev is running (Ctrl-C stops it).
 
@@ -360,4 +402,30 @@ Sign in as a person (authorization code with PKCE, as the public client %[4]s):
   curl -si -H "Authorization: Bearer $TOKEN" http://%[1]s/charge | head -n1   # 401
 
 `, sidecar, orders, issuerURL)
+	if edge == "" {
+		return
+	}
+	fmt.Fprintf(w, `  edge     http://%[1]s   in front of orders' sidecar: Internet clients hold opaque
+                                  reference tokens; the edge swaps each for a JWT for orders
+
+  # 9. a client whose tokens are reference tokens: nothing readable in them
+  ./bin/meshauth clients create --issuer %[2]s --id mobile --access-token-format reference \
+      --scope payments.charge --allowed-audience orders
+  MOBILE_SECRET=...   # the client_secret printed
+  REF=$(curl -s -u mobile:$MOBILE_SECRET -d grant_type=client_credentials -d audience=orders \
+      %[2]s/token | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
+  echo "$REF"   # opaque
+
+  # 10. the opaque token goes in at the edge; orders' sidecar verifies the JWT that
+  #     replaced it, and payments shows the chain: caller mobile, act={"sub":"orders"}
+  curl -s -H "Authorization: Bearer $REF" http://%[1]s/checkout
+
+  # 11. a JWT from outside is refused at the edge (internal tokens stay inside)
+  curl -si -H "Authorization: Bearer $TOKEN" http://%[1]s/checkout | head -n1   # 401
+
+  # 12. revoke the reference token (RFC 7009): the edge drops its JWT at once (NATS)
+  curl -s -u mobile:$MOBILE_SECRET -d token=$REF %[2]s/revoke
+  curl -si -H "Authorization: Bearer $REF" http://%[1]s/checkout | head -n1   # 401
+
+`, edge, issuerURL)
 }

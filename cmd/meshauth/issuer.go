@@ -48,6 +48,8 @@ type issuerFlags struct {
 	natsReplicas    int
 	federate        flagconf.StringList
 	log             logFlags
+	// foreign comes from the config file's foreign_issuers section.
+	foreign []issuer.ForeignIssuer
 }
 
 func (f *issuerFlags) register(fs *flag.FlagSet, listen, storeURL string) {
@@ -75,9 +77,15 @@ func runIssuer(ctx context.Context, args []string, _ io.Writer) error {
 	fs := flag.NewFlagSet("issuer", flag.ContinueOnError)
 	var f issuerFlags
 	f.register(fs, ":8080", "")
-	if err := flagconf.Parse(fs, args, nil); err != nil {
+	var file issuerFile
+	if err := flagconf.ParseWith(fs, args, nil, &file); err != nil {
 		return err
 	}
+	foreign, err := file.foreignIssuers()
+	if err != nil {
+		return err
+	}
+	f.foreign = foreign
 	log, err := newLogger(f.log.level, f.log.format)
 	if err != nil {
 		return err
@@ -169,6 +177,7 @@ func serveIssuer(ctx context.Context, f *issuerFlags, adminToken, kek string, lo
 		RefreshTokenLifetime: f.refreshLifetime,
 		FormKey:              formKey,
 		DefaultAudience:      f.defaultAudience,
+		ForeignIssuers:       f.foreign,
 		Logger:               log,
 	}
 	if f.nats.Enabled() {

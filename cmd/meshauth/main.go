@@ -29,6 +29,7 @@ var commands = []command{
 	{"keys", "manage signing keys (keys rotate)", runKeys},
 	{"revoke", "revoke tokens by id, client, subject or grant (revoke subject SUB ...)", runRevoke},
 	{"sidecar", "verify tokens in front of a service: reverse proxy, forward-auth, Envoy ext_authz", runSidecar},
+	{"edge", "gateway for Internet clients: reference tokens in, internal JWTs to the service", runEdge},
 	{"xds", "Envoy control plane: listeners with ext_authz (and jwt_authn with pushed keys) for every node", runXDS},
 }
 
