@@ -208,6 +208,9 @@ func (s *Server) routes() {
 	m.HandleFunc("POST "+p+pathRevoke, s.handleRevoke)
 	m.HandleFunc("POST "+p+pathRotate, s.handleRotate)
 	m.HandleFunc("POST "+p+pathAdminRevoke, s.handleAdminRevoke)
+	m.HandleFunc("GET "+p+pathAdminClients, s.handleListClients)
+	m.HandleFunc("GET "+p+pathAdminClients+"/{id}", s.handleGetClient)
+	m.HandleFunc("DELETE "+p+pathAdminClients+"/{id}", s.handleDeleteClient)
 	m.HandleFunc("GET /healthz", s.handleHealthz)
 	m.HandleFunc("GET /readyz", s.handleReadyz)
 	s.mux = m

@@ -31,9 +31,10 @@ func newAdminClient(issuerURL, token string) (*adminClient, error) {
 	return &adminClient{issuerURL: strings.TrimSuffix(issuerURL, "/"), token: token, http: &http.Client{Timeout: 30 * time.Second}}, nil
 }
 
-// do POSTs body (JSON, or nothing when nil) to path and decodes a 2xx answer
-// into out. An error answer becomes an error with the issuer's description.
-func (c *adminClient) do(ctx context.Context, path string, body, out any) error {
+// do sends body (JSON, or nothing when nil) to path with method and decodes
+// a 2xx answer into out. An error answer becomes an error with the issuer's
+// description.
+func (c *adminClient) do(ctx context.Context, method, path string, body, out any) error {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -42,7 +43,7 @@ func (c *adminClient) do(ctx context.Context, path string, body, out any) error 
 		}
 		rd = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.issuerURL+path, rd)
+	req, err := http.NewRequestWithContext(ctx, method, c.issuerURL+path, rd)
 	if err != nil {
 		return err
 	}

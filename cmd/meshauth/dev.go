@@ -199,7 +199,7 @@ func demoClientSecret(ctx context.Context, issuerURL, adminToken, dir string, md
 		return "", err
 	}
 	var reg issuer.Registration
-	if err := admin.do(ctx, "/register", md, &reg); err != nil {
+	if err := admin.do(ctx, http.MethodPost, "/register", md, &reg); err != nil {
 		log.Warn("demo "+md.ClientID+" disabled: could not register its client (if you registered "+md.ClientID+" yourself, delete the state directory to start over)", "error", err)
 		return "", nil
 	}

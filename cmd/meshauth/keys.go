@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"time"
 
@@ -38,7 +39,7 @@ func runKeys(ctx context.Context, args []string, stdout io.Writer) error {
 		Algorithm   string    `json:"alg"`
 		ActivatesAt time.Time `json:"activates_at"`
 	}
-	if err := c.do(ctx, path, nil, &out); err != nil {
+	if err := c.do(ctx, http.MethodPost, path, nil, &out); err != nil {
 		return fmt.Errorf("rotate keys: %w", err)
 	}
 	fmt.Fprintf(stdout, "new signing key %s (%s), signs from %s\n", out.KeyID, out.Algorithm, out.ActivatesAt.Format(time.RFC3339))

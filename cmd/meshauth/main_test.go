@@ -17,7 +17,7 @@ import (
 )
 
 func TestHelpDocumentsEveryFlag(t *testing.T) {
-	for _, cmd := range [][]string{{"issuer"}, {"dev"}, {"clients", "create"}, {"keys", "rotate"}, {"revoke"}, {"edge"}} {
+	for _, cmd := range [][]string{{"issuer"}, {"dev"}, {"clients", "create"}, {"clients", "list"}, {"clients", "show"}, {"clients", "delete"}, {"keys", "rotate"}, {"revoke"}, {"edge"}} {
 		t.Run(strings.Join(cmd, " "), func(t *testing.T) {
 			out := captureStderr(t, func() {
 				if err := run(context.Background(), append(cmd, "--help"), io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "help") {

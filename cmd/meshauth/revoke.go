@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -55,7 +56,7 @@ func runRevoke(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	var out issuer.RevokeResponse
-	if err := c.do(ctx, "/admin/revoke", req, &out); err != nil {
+	if err := c.do(ctx, http.MethodPost, "/admin/revoke", req, &out); err != nil {
 		return fmt.Errorf("revoke: %w", err)
 	}
 	fmt.Fprintf(stdout, "revoked %s %s (revocation %s): tokens issued until %s are refused until %s\n",
