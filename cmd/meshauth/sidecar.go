@@ -271,31 +271,13 @@ func serveSidecar(ctx context.Context, f *sidecarFlags, trusted []trustedIssuer,
 		stops = append(stops, eg.Shutdown)
 	}
 
-	errc := make(chan error, len(servers))
-	for _, serve := range servers {
-		go func() { errc <- serve() }()
-	}
-	log.Info("sidecar serving", "listen", ln.Addr().String(), "upstream", f.upstream, "issuers", len(trusted),
-		"admin", f.adminListen, "ext_authz_grpc", f.extAuthzGRPC, "ext_authz_http", f.extAuthzHTTP, "egress", f.egress)
-	if ready != nil {
-		ready(ln.Addr().String())
-	}
-	var serveErr error
-	select {
-	case serveErr = <-errc:
-	case <-ctx.Done():
-	}
-	log.Info("shutting down: finishing requests in flight")
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	var errs []error
-	for _, stop := range stops {
-		errs = append(errs, stop(shutdownCtx))
-	}
-	if serveErr != nil {
-		errs = append(errs, fmt.Errorf("serve: %w", serveErr))
-	}
-	return errors.Join(errs...)
+	return serveUntilDone(ctx, servers, stops, log, func() {
+		log.Info("sidecar serving", "listen", ln.Addr().String(), "upstream", f.upstream, "issuers", len(trusted),
+			"admin", f.adminListen, "ext_authz_grpc", f.extAuthzGRPC, "ext_authz_http", f.extAuthzHTTP, "egress", f.egress)
+		if ready != nil {
+			ready(ln.Addr().String())
+		}
+	})
 }
 
 func registerKeySetMetrics(reg prometheus.Registerer, issuer string, keys *jwks.KeySetCache) {
