@@ -1,7 +1,6 @@
 package exchange
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"crypto/sha256"
@@ -15,7 +14,6 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -25,6 +23,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/meshauth/meshauth/internal/loopback"
+	"github.com/meshauth/meshauth/internal/strictjson"
 )
 
 // Defaults of ClientConfig.
@@ -476,18 +475,18 @@ func isJSON(contentType string) bool {
 // RFCs, which only recommend expires_in: a token without a known expiry
 // could not be cached safely, and the next hop will refuse an expired one.
 func parseTokenResponse(body []byte, exchanged bool, sent time.Time) (Token, error) {
-	v, err := objectMembers(body, "access_token", "token_type", "expires_in", "issued_token_type")
+	v, err := strictjson.Members(body, "access_token", "token_type", "expires_in", "issued_token_type")
 	if err != nil {
 		return Token{}, err
 	}
-	tok, ok := jsonString(v[0])
+	tok, ok := strictjson.String(v[0])
 	if !ok || !b64token(tok) {
 		// It goes into an Authorization field as is (RFC 6750 §2.1).
 		return Token{}, errors.New("access_token missing or not a bearer token")
 	}
 	// RFC 6749 §5.1: the type is case-insensitive. RFC 8693 §2.2.1: N_A
 	// would mean the token is not an access token.
-	if typ, ok := jsonString(v[1]); !ok || !strings.EqualFold(typ, "Bearer") {
+	if typ, ok := strictjson.String(v[1]); !ok || !strings.EqualFold(typ, "Bearer") {
 		return Token{}, errors.New("token_type missing or not Bearer")
 	}
 	secs, ok := positiveInt(v[2])
@@ -496,7 +495,7 @@ func parseTokenResponse(body []byte, exchanged bool, sent time.Time) (Token, err
 	}
 	if exchanged {
 		// RFC 8693 §2.2.1: required, and the type asked for.
-		if itt, ok := jsonString(v[3]); !ok || itt != clientTypeAccessToken {
+		if itt, ok := strictjson.String(v[3]); !ok || itt != clientTypeAccessToken {
 			return Token{}, errors.New("issued_token_type missing or not " + clientTypeAccessToken)
 		}
 	}
@@ -505,18 +504,18 @@ func parseTokenResponse(body []byte, exchanged bool, sent time.Time) (Token, err
 
 // parseErrorResponse reads an error answer (RFC 6749 §5.2) of status.
 func parseErrorResponse(body []byte, status int) (*RefusedError, error) {
-	v, err := objectMembers(body, "error", "error_description")
+	v, err := strictjson.Members(body, "error", "error_description")
 	if err != nil {
 		return nil, err
 	}
-	code, ok := jsonString(v[0])
+	code, ok := strictjson.String(v[0])
 	if !ok || code == "" || len(code) > maxRefusalCode || strings.ContainsFunc(code, func(r rune) bool { return !nqschar(r) }) {
 		return nil, errors.New(`"error" missing or not an error code`)
 	}
 	// error_description should be NQSCHAR too, but issuers (this one
 	// included) quote values in it. It only ever reaches a JSON body, so
 	// any printable ASCII is kept.
-	desc, _ := jsonString(v[1])
+	desc, _ := strictjson.String(v[1])
 	if len(desc) > maxRefusalDescription {
 		desc = desc[:maxRefusalDescription]
 	}
@@ -527,52 +526,6 @@ func parseErrorResponse(body []byte, status int) (*RefusedError, error) {
 		return r
 	}, desc)
 	return &RefusedError{Code: code, Description: desc, Status: status}, nil
-}
-
-// objectMembers reads body, which must be one JSON object, and returns the
-// values of the members named, nil for those absent. Other members are
-// ignored (RFC 6749 §5.1). A named member that appears twice is refused:
-// encoding/json would keep the last, another parser the first. Names are
-// matched exactly, not case-insensitively as encoding/json does.
-func objectMembers(body []byte, names ...string) ([]json.RawMessage, error) {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return nil, errors.New("not a JSON object")
-	}
-	values := make([]json.RawMessage, len(names))
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return nil, err
-		}
-		var v json.RawMessage
-		if err := dec.Decode(&v); err != nil {
-			return nil, err
-		}
-		name, _ := t.(string) // a member name, since Token checks the syntax
-		if i := slices.Index(names, name); i >= 0 {
-			if values[i] != nil {
-				return nil, fmt.Errorf("member %q repeated", name)
-			}
-			values[i] = v
-		}
-	}
-	if _, err := dec.Token(); err != nil { // the closing brace
-		return nil, err
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("data after the JSON object")
-	}
-	return values, nil
-}
-
-// jsonString returns the JSON string v, which must be one.
-func jsonString(v json.RawMessage) (string, bool) {
-	var s string
-	if len(v) == 0 || v[0] != '"' || json.Unmarshal(v, &s) != nil {
-		return "", false
-	}
-	return s, true
 }
 
 // positiveInt returns the JSON number v if it is a positive integer

@@ -1,7 +1,6 @@
 package issuer
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/meshauth/meshauth/internal/loopback"
+	"github.com/meshauth/meshauth/internal/strictjson"
 	"github.com/meshauth/meshauth/token"
 )
 
@@ -136,30 +136,15 @@ func (f *foreignIssuer) introspect(ctx context.Context, value string, now time.T
 	return f.claims(answer, now)
 }
 
-// introspectionAnswer is what introspect reads of an RFC 7662 §2.2 answer.
-type introspectionAnswer struct {
-	Active    bool   `json:"active"`
-	Subject   string `json:"sub"`
-	ClientID  string `json:"client_id"`
-	Scope     string `json:"scope"`
-	Issuer    string `json:"iss"`
-	TokenType string `json:"token_type"`
-	ExpiresAt *int64 `json:"exp"`
-	IssuedAt  *int64 `json:"iat"`
-}
-
 // claims turns a foreign introspection answer into the claims of a subject
 // token, or refuses it: inactive; no sub or exp (an internal JWT needs a
 // subject and must not outlive the token); expired; another issuer's; or
 // a token type other than a bearer access token (a DPoP-bound or refresh
-// token must not become a bearer JWT). Duplicate member names are refused:
-// which one a parser keeps differs.
+// token must not become a bearer JWT). Member names are matched exactly,
+// and one given twice is refused: which one a parser keeps differs.
 func (f *foreignIssuer) claims(answer []byte, now time.Time) (*token.Claims, error) {
-	if err := noDuplicateMembers(answer); err != nil {
-		return nil, fmt.Errorf("foreign issuer %s: introspection answer: %w", f.ID, err)
-	}
-	var a introspectionAnswer
-	if err := json.Unmarshal(answer, &a); err != nil {
+	a, err := readIntrospectionAnswer(answer)
+	if err != nil {
 		return nil, fmt.Errorf("foreign issuer %s: introspection answer: %w", f.ID, err)
 	}
 	switch {
@@ -187,28 +172,44 @@ func (f *foreignIssuer) claims(answer []byte, now time.Time) (*token.Claims, err
 	return c, nil
 }
 
-// noDuplicateMembers reports an error if the JSON object b has a member
-// name twice at its top level.
-func noDuplicateMembers(b []byte) error {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return errors.New("not a JSON object")
+// introspectionAnswer is what claims reads of an RFC 7662 §2.2 answer.
+type introspectionAnswer struct {
+	Active    bool
+	Subject   string
+	ClientID  string
+	Scope     string
+	Issuer    string
+	TokenType string
+	ExpiresAt *int64
+	IssuedAt  *int64
+}
+
+// readIntrospectionAnswer reads the members of an RFC 7662 §2.2 answer that
+// claims uses, each of the JSON type RFC 7662 gives it.
+func readIntrospectionAnswer(answer []byte) (*introspectionAnswer, error) {
+	var a introspectionAnswer
+	members := []struct {
+		name string
+		dst  any
+	}{
+		{"active", &a.Active}, {"sub", &a.Subject}, {"client_id", &a.ClientID}, {"scope", &a.Scope},
+		{"iss", &a.Issuer}, {"token_type", &a.TokenType}, {"exp", &a.ExpiresAt}, {"iat", &a.IssuedAt},
 	}
-	seen := map[string]bool{}
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return err
+	names := make([]string, len(members))
+	for i, m := range members {
+		names[i] = m.name
+	}
+	values, err := strictjson.Members(answer, names...)
+	if err != nil {
+		return nil, err
+	}
+	for i, m := range members {
+		if values[i] == nil {
+			continue
 		}
-		name, _ := t.(string)
-		if seen[name] {
-			return fmt.Errorf("member %.64q repeated", name)
-		}
-		seen[name] = true
-		var skip json.RawMessage
-		if err := dec.Decode(&skip); err != nil {
-			return err
+		if err := json.Unmarshal(values[i], m.dst); err != nil {
+			return nil, fmt.Errorf("member %s: %w", m.name, err)
 		}
 	}
-	return nil
+	return &a, nil
 }

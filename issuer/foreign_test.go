@@ -52,6 +52,9 @@ func TestDereferenceForeign(t *testing.T) {
 	as.answers["dpop"] = answer(`,"token_type":"DPoP"`)
 	as.answers["expired"] = `{"active":true,"sub":"alice","exp":1000}`
 	as.answers["duplicate"] = `{"active":true,"sub":"alice","sub":"root","exp":` + jsonInt(exp) + `}`
+	// encoding/json's struct decoding would read ACTIVE and Sub for active
+	// and sub: names must match exactly.
+	as.answers["case-variant"] = `{"active":false,"sub":"alice","ACTIVE":true,"Sub":"root","exp":` + jsonInt(exp) + `}`
 	var err error
 	e.srv.foreign, err = newForeignIssuers([]ForeignIssuer{{ID: "https://as.example", IntrospectionURL: as.URL, ClientID: "meshauth", ClientSecret: "foreign-secret",
 		Audiences: []string{"orders"}}}, e.url)
@@ -87,6 +90,7 @@ func TestDereferenceForeign(t *testing.T) {
 		{"not a bearer token", "dpop", nil, edgeAuth, 400, "invalid_grant"},
 		{"expired", "expired", nil, edgeAuth, 400, "invalid_grant"},
 		{"duplicate members", "duplicate", nil, edgeAuth, 503, "temporarily_unavailable"},
+		{"case-variant members", "case-variant", nil, edgeAuth, 400, "invalid_grant"},
 		{"audience not configured for the foreign issuer", "good", []string{"audience", "", "audience", "ledger"}, edgeAuth, 400, "invalid_target"},
 		{"not an edge", "good", nil, basic("orders", plain.ClientSecret), 400, "unauthorized_client"},
 	}
