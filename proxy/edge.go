@@ -292,6 +292,7 @@ func (e *Edge) serve(ctx *fasthttp.RequestCtx) {
 		deny(ctx, answers[cd].verdict)
 		return
 	}
+	var internal []byte // the JWT that replaces a reference token
 	if bytes.IndexByte(tok, '.') >= 0 {
 		// A JWS has two dots; a reference token none.
 		e.stats.internalJWT.Add(1)
@@ -313,11 +314,17 @@ func (e *Edge) serve(ctx *fasthttp.RequestCtx) {
 			deny(ctx, v)
 			return
 		}
-		req.Header.SetBytesV(fasthttp.HeaderAuthorization, value)
+		internal = value
 	}
 
 	clientClose := req.Header.ConnectionClose()
 	removeHopByHop(&req.Header)
+	if internal != nil {
+		// Set after the hop-by-hop fields go, as the sidecar and the
+		// egress do: a client's "Connection: Authorization" must not strip
+		// the JWT it was given.
+		req.Header.SetBytesV(fasthttp.HeaderAuthorization, internal)
+	}
 	resp := &ctx.Response
 	if err := e.upstream.Do(req, resp); err != nil {
 		resp.Reset()

@@ -107,6 +107,27 @@ func TestEdgeReplacesReferenceToken(t *testing.T) {
 	}
 }
 
+// TestEdgeConnectionNamesAuthorization checks that a client's Connection
+// field naming Authorization (hop-by-hop, so removed) does not strip the
+// internal JWT the edge puts there.
+func TestEdgeConnectionNamesAuthorization(t *testing.T) {
+	up := newUpstream(t, nil)
+	f := newFakeIssuer()
+	f.add("ref-alice", "alice", "j-alice")
+	_, base := startEdge(t, edgeConfig(t, up.URL, f))
+	if resp := get(t, base, "/orders/1", bearer("ref-alice"), "Connection: keep-alive, Authorization"); resp.status != 200 {
+		t.Fatalf("status %d %q", resp.status, resp.body)
+	}
+	r, _ := up.lastRequest()
+	jwt, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok {
+		t.Fatalf("upstream saw Authorization %q", r.Header.Get("Authorization"))
+	}
+	if c, err := testVerifier(t).Verify([]byte(jwt)); err != nil || c.Subject != "alice" {
+		t.Fatalf("upstream's token: %v %+v", err, c)
+	}
+}
+
 func TestEdgeRefusals(t *testing.T) {
 	up := newUpstream(t, nil)
 	f := newFakeIssuer()

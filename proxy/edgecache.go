@@ -43,6 +43,9 @@ type derefEntry struct {
 // evicted whatever its iat: the dereference is simply made again, and the
 // issuer decides.
 func (e *derefEntry) matches(r token.Revocation) bool {
+	if r.Value == "" { // matches no token, as for token.Authenticator.Revoke
+		return false
+	}
 	switch r.Kind {
 	case token.RevokeTokenID:
 		return e.jti == r.Value
@@ -51,7 +54,7 @@ func (e *derefEntry) matches(r token.Revocation) bool {
 	case token.RevokeSubject:
 		return e.subject == r.Value
 	case token.RevokeSession:
-		return e.session != "" && e.session == r.Value
+		return e.session == r.Value
 	}
 	return false
 }
