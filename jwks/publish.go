@@ -58,9 +58,8 @@ type RevocationLister interface {
 // lost while NATS is unreachable: key sets are republished when it comes
 // back, and every unexpired revocation is republished from the store.
 type Publisher struct {
-	cfg  PublisherConfig
-	conn *nats.Conn
-	js   jetstream.JetStream
+	cfg PublisherConfig
+	js  jetstream.JetStream
 
 	// kick wakes Run when a revocation is queued.
 	kick chan struct{}
@@ -96,7 +95,7 @@ func NewPublisher(cfg PublisherConfig) (*Publisher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("publisher: %w", err)
 	}
-	return &Publisher{cfg: cfg, conn: cfg.Conn, js: js, kick: make(chan struct{}, 1)}, nil
+	return &Publisher{cfg: cfg, js: js, kick: make(chan struct{}, 1)}, nil
 }
 
 // NotifyRevocation queues r, already stored, for publication, and returns
@@ -121,17 +120,21 @@ const opTimeout = 10 * time.Second
 // reconnect, and every Reassert. Failures are logged and retried with
 // backoff.
 func (p *Publisher) Run(ctx context.Context) {
-	reconnected := p.conn.StatusChanged(nats.CONNECTED)
-	defer p.conn.RemoveStatusListener(reconnected)
+	reconnected := p.cfg.Conn.StatusChanged(nats.CONNECTED)
+	defer p.cfg.Conn.RemoveStatusListener(reconnected)
 
 	providersChanged := make(chan struct{}, 1)
 	for _, c := range p.cfg.Providers {
 		go func() {
+			// The next channel is taken before signalling, so that keys
+			// installed meanwhile close it and signal again.
+			changed := c.Changed()
 			for {
 				select {
 				case <-ctx.Done():
 					return
-				case <-c.Changed():
+				case <-changed:
+					changed = c.Changed()
 				}
 				select {
 				case providersChanged <- struct{}{}:

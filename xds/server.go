@@ -46,9 +46,12 @@ type Options struct {
 	PollInterval time.Duration
 	// KeySet returns the key-set cache of an issuer; the server starts it.
 	// Default: a [jwks.KeySetCache] reading the issuer's metadata, or its
-	// JWKSURL or JWKSFile. A caller that also feeds keys by push (NATS)
-	// returns the cache it calls Set on.
+	// JWKSURL or JWKSFile.
 	KeySet func(Issuer) (*jwks.KeySetCache, error)
+	// Follow, if set, runs beside each issuer's started cache until the
+	// cache is stopped (the issuer leaves the config, or the server stops):
+	// a push source (NATS) that calls the cache's Set.
+	Follow func(ctx context.Context, iss Issuer, keys *jwks.KeySetCache)
 	// Logger receives config refusals, unknown nodes and NACKs; default
 	// slog.Default().
 	Logger *slog.Logger
@@ -100,18 +103,6 @@ type streamID struct {
 	id    int64
 }
 
-// DefaultKeySet returns the key-set cache of iss that Options.KeySet
-// defaults to: one reading the issuer's metadata, or its jwks_url or
-// jwks_file. The server starts it.
-func DefaultKeySet(iss Issuer, log *slog.Logger) (*jwks.KeySetCache, error) {
-	return jwks.NewKeySetCache(jwks.KeySetConfig{
-		Issuer:   iss.metadataIssuer(),
-		JWKSURL:  iss.JWKSURL,
-		JWKSFile: iss.JWKSFile,
-		Logger:   log.With("issuer", iss.Issuer),
-	})
-}
-
 // New reads and checks the config file. A malformed file is an error that
 // names the line and the field.
 func New(opts Options) (*Server, error) {
@@ -125,7 +116,14 @@ func New(opts Options) (*Server, error) {
 		opts.Logger = slog.Default()
 	}
 	if opts.KeySet == nil {
-		opts.KeySet = func(iss Issuer) (*jwks.KeySetCache, error) { return DefaultKeySet(iss, opts.Logger) }
+		opts.KeySet = func(iss Issuer) (*jwks.KeySetCache, error) {
+			return jwks.NewKeySetCache(jwks.KeySetConfig{
+				Issuer:   iss.metadataIssuer(),
+				JWKSURL:  iss.JWKSURL,
+				JWKSFile: iss.JWKSFile,
+				Logger:   opts.Logger.With("issuer", iss.Issuer),
+			})
+		}
 	}
 	s := &Server{
 		opts:    opts,
@@ -188,12 +186,7 @@ func (s *Server) Run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			s.mu.Lock()
-			for _, k := range s.keySets {
-				k.stop()
-			}
-			s.mu.Unlock()
-			return
+			return // and with it every key set, started under keysCtx
 		case <-s.rebuild:
 			s.update()
 		case <-tick.C:
@@ -218,6 +211,9 @@ func (s *Server) startKeySet(ctx context.Context, k *issuerKeys) {
 	// installed meanwhile close it and ask again.
 	changed := k.cache.Changed()
 	k.cache.Start(ctx)
+	if s.opts.Follow != nil {
+		go s.opts.Follow(ctx, k.iss, k.cache)
+	}
 	go func() {
 		for {
 			select {

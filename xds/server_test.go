@@ -1,7 +1,10 @@
 package xds
 
 import (
+	"cmp"
 	"context"
+	"log/slog"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +18,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/meshauth/meshauth/jwks"
 	"github.com/meshauth/meshauth/token"
 )
 
@@ -314,5 +318,57 @@ func TestConfigReload(t *testing.T) {
 	}
 	if !env.srv.Ready() {
 		t.Fatal("not ready")
+	}
+}
+
+// TestFollowLivesWithItsKeySet checks that Options.Follow runs beside each
+// issuer's key set and ends when the server drops that key set (here: the
+// issuer's keys move to another JWKS URL), not only when the server stops.
+func TestFollowLivesWithItsKeySet(t *testing.T) {
+	js := newJWKSServer(t, newKey(t, "k1"))
+	config := filepath.Join(t.TempDir(), "xds.yaml")
+	writeFile(t, config, serverConfig)
+	follows := make(chan context.Context, 4)
+	srv, err := New(Options{
+		ConfigFile:   config,
+		PollInterval: 10 * time.Millisecond,
+		Logger:       slog.New(slog.DiscardHandler),
+		KeySet: func(iss Issuer) (*jwks.KeySetCache, error) {
+			return jwks.NewKeySetCache(jwks.KeySetConfig{JWKSURL: cmp.Or(iss.JWKSURL, js.URL), Logger: slog.New(slog.DiscardHandler)})
+		},
+		Follow: func(ctx context.Context, _ Issuer, _ *jwks.KeySetCache) { follows <- ctx; <-ctx.Done() },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { srv.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	first := recvFollow(t, follows)
+	writeFile(t, config, strings.Replace(serverConfig, "  - issuer: https://auth.example.com\n",
+		"  - issuer: https://auth.example.com\n    jwks_url: "+js.URL+"/other\n", 1))
+	second := recvFollow(t, follows)
+	select {
+	case <-first.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the dropped key set's Follow still runs")
+	}
+	cancel()
+	<-done
+	if second.Err() == nil {
+		t.Error("Follow still runs after the server stopped")
+	}
+}
+
+func recvFollow(t *testing.T, follows <-chan context.Context) context.Context {
+	t.Helper()
+	select {
+	case ctx := <-follows:
+		return ctx
+	case <-time.After(5 * time.Second):
+		t.Fatal("Follow not called")
+		return nil
 	}
 }

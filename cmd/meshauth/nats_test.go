@@ -13,6 +13,7 @@ import (
 
 	"github.com/meshauth/meshauth/internal/natsconn"
 	"github.com/meshauth/meshauth/internal/natstest"
+	"github.com/meshauth/meshauth/jwks"
 	"github.com/meshauth/meshauth/proxy"
 	"github.com/meshauth/meshauth/xds"
 )
@@ -99,7 +100,7 @@ func grepLines(text, substr string) string {
 }
 
 // TestXDSKeysOverNATS checks meshauth xds's --nats wiring: an issuer's key
-// cache there takes a rotation from NATS at once, without fetching the
+// cache followed there takes a rotation from NATS at once, without fetching the
 // JWKS again, so Envoy's jwt_authn gets the key before any token uses it.
 func TestXDSKeysOverNATS(t *testing.T) {
 	ns := natstest.Start(t, t.TempDir(), -1)
@@ -107,11 +108,12 @@ func TestXDSKeysOverNATS(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	nc := natstest.Connect(t, ns.ClientURL())
-	cache, err := pushedKeySets(ctx, nc, slog.New(slog.DiscardHandler))(xds.Issuer{Issuer: issuerURL})
+	cache, err := jwks.NewKeySetCache(jwks.KeySetConfig{Issuer: issuerURL})
 	if err != nil {
 		t.Fatal(err)
 	}
 	cache.Start(ctx)
+	go followPushedKeys(nc, slog.New(slog.DiscardHandler))(ctx, xds.Issuer{Issuer: issuerURL}, cache)
 	waitFor(t, "the keys over NATS", func() bool { return cache.Status().Source == "nats" })
 	t.Setenv(envAdminToken, "admin-test-token")
 	if err := run(context.Background(), []string{"keys", "rotate", "--issuer", issuerURL, "--immediate"}, io.Discard, io.Discard); err != nil {

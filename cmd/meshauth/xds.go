@@ -79,7 +79,7 @@ func runXDS(ctx context.Context, args []string, _ io.Writer) error {
 			return err
 		}
 		defer nc.Close()
-		xo.KeySet = pushedKeySets(runCtx, nc, log)
+		xo.Follow = followPushedKeys(nc, log)
 	}
 	srv, err := xds.New(xo)
 	if err != nil {
@@ -152,22 +152,17 @@ func runXDS(ctx context.Context, args []string, _ io.Writer) error {
 	return errors.Join(errs...)
 }
 
-// pushedKeySets makes each issuer's key-set cache follow the key sets the
-// issuer pushes over NATS (package jwks's Subscriber; revocations concern
-// sidecars, not Envoy's jwt_authn, which verifies signatures only). A
-// subscriber lives until ctx ends: a cache the config drops takes updates
-// no one reads, which is harmless.
-func pushedKeySets(ctx context.Context, nc *nats.Conn, log *slog.Logger) func(xds.Issuer) (*jwks.KeySetCache, error) {
-	return func(iss xds.Issuer) (*jwks.KeySetCache, error) {
-		c, err := xds.DefaultKeySet(iss, log)
+// followPushedKeys makes each issuer's key-set cache follow the key sets
+// the issuer pushes over NATS (package jwks's Subscriber; revocations
+// concern sidecars, not Envoy's jwt_authn, which checks signatures only),
+// for as long as the xds server keeps the cache.
+func followPushedKeys(nc *nats.Conn, log *slog.Logger) func(context.Context, xds.Issuer, *jwks.KeySetCache) {
+	return func(ctx context.Context, iss xds.Issuer, keys *jwks.KeySetCache) {
+		sub, err := jwks.NewSubscriber(jwks.SubscriberConfig{Conn: nc, Issuer: iss.Issuer, Keys: keys, Logger: log.With("issuer", iss.Issuer)})
 		if err != nil {
-			return nil, err
+			log.Error("key sets over NATS: cannot follow; keys are still polled over HTTPS", "issuer", iss.Issuer, "err", err)
+			return
 		}
-		sub, err := jwks.NewSubscriber(jwks.SubscriberConfig{Conn: nc, Issuer: iss.Issuer, Keys: c, Logger: log.With("issuer", iss.Issuer)})
-		if err != nil {
-			return nil, err
-		}
-		go sub.Run(ctx) // waits until the server has started the cache and it has keys
-		return c, nil
+		sub.Run(ctx)
 	}
 }
