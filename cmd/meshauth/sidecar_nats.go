@@ -21,6 +21,11 @@ import (
 type trustedKeys struct {
 	reg prometheus.Registerer
 
+	// federating makes looking up or adding a relayed provider one step
+	// across every issuer's subscriber: two issuers may relay the same
+	// provider, and it must be added, and its metrics registered, once.
+	federating sync.Mutex
+
 	mu         sync.Mutex
 	issuers    []string
 	caches     []*jwks.KeySetCache
@@ -129,10 +134,9 @@ func followNATS(ctx context.Context, f *sidecarFlags, trusted []trustedIssuer, k
 // this sidecar keeps its own configuration: relayed sets for it are
 // refused.
 func providerTrust(t trustedIssuer, keys *trustedKeys, auth *token.Authenticator, log *slog.Logger) func(string) *jwks.KeySetCache {
-	var mu sync.Mutex // one provider added at a time
 	return func(provider string) *jwks.KeySetCache {
-		mu.Lock()
-		defer mu.Unlock()
+		keys.federating.Lock()
+		defer keys.federating.Unlock()
 		if c, configured := keys.lookup(provider); c != nil {
 			if configured {
 				return nil
