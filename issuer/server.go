@@ -27,6 +27,7 @@ import (
 
 	"github.com/meshauth/meshauth/internal/loopback"
 	"github.com/meshauth/meshauth/issuer/store"
+	"github.com/meshauth/meshauth/token"
 )
 
 // Endpoint paths, relative to the issuer URL's path.
@@ -57,6 +58,9 @@ type Keys interface {
 	Rotate(ctx context.Context, immediate bool) (*store.SigningKey, error)
 	// ServeHTTP serves the JWKS document with its caching headers.
 	http.Handler
+	// Lookup finds the published keys, which verify the issuer's own
+	// tokens presented back to it (exchange, introspection, revocation).
+	token.Keys
 }
 
 // Config configures a Server.
@@ -106,7 +110,6 @@ type Server struct {
 	tokenLifetime   time.Duration
 	defaultAudience string
 	metadata        []byte
-	ownKeys         keyCache // keys verifying tokens presented for exchange
 	grantLifetime   time.Duration
 	formAEAD        cipher.AEAD // seals login and consent form state
 	secureCookies   bool
@@ -154,7 +157,6 @@ func New(cfg Config) (*Server, error) {
 	if s.formAEAD, err = chacha20poly1305.NewX(formKey); err != nil {
 		return nil, fmt.Errorf("form key must be %d bytes", formKeySize)
 	}
-	s.ownKeys.src = cfg.Keys
 	if s.foreign, err = newForeignIssuers(cfg.ForeignIssuers, s.issuerURL); err != nil {
 		return nil, err
 	}

@@ -1,7 +1,6 @@
 package issuer
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -10,7 +9,6 @@ import (
 	"net/url"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/meshauth/meshauth/exchange"
@@ -237,15 +235,11 @@ func (s *Server) ownToken(ctx context.Context, value string, jwtOnly bool) (*tok
 	if err != nil {
 		return nil, err
 	}
-	keys, err := s.ownKeys.keySet()
-	if err != nil {
-		return nil, err
-	}
 	// The Authenticator reads "iss" first, so another issuer's token is
 	// refused as such (BadIssuer) rather than for its unknown key.
 	a, err := token.NewAuthenticator([]token.Issuer{{
 		Policy: token.Policy{Issuer: s.issuerURL, Audiences: aud, Now: s.now},
-		Keys:   keys,
+		Keys:   s.keys,
 	}}, token.AuthenticatorOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("own-token authenticator: %w", err)
@@ -325,32 +319,4 @@ func unverifiedAudience(tok string) ([]string, error) {
 		return nil, errNoAudClaim
 	}
 	return aud, nil
-}
-
-// keyCache holds the issuer's own published keys, parsed, for verifying
-// the tokens presented to it. It re-parses only when the JWKS document
-// changes (a rotation), which a comparison of a few hundred bytes detects.
-type keyCache struct {
-	src Keys
-	cur atomic.Pointer[parsedKeys]
-}
-
-type parsedKeys struct {
-	doc  []byte
-	keys *token.KeySet
-}
-
-func (k *keyCache) keySet() (*token.KeySet, error) {
-	doc := k.src.JWKS()
-	if p := k.cur.Load(); p != nil && bytes.Equal(p.doc, doc) {
-		return p.keys, nil
-	}
-	keys, err := token.ParseJWKS(doc)
-	if err != nil {
-		return nil, fmt.Errorf("parse own JWKS: %w", err)
-	}
-	p := &parsedKeys{doc: doc, keys: token.NewKeySet(keys)}
-	// Concurrent rebuilds store equivalent sets; either may win.
-	k.cur.Store(p)
-	return p.keys, nil
 }

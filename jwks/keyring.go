@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/meshauth/meshauth/issuer/store"
+	"github.com/meshauth/meshauth/token"
 )
 
 // retireMargin is how long a key stays published after the last token it
@@ -95,6 +96,8 @@ type Keyring struct {
 type keyState struct {
 	kids []string // every published key, ordered by activation time
 	jwks []byte
+	// verify is jwks parsed: the keys that verify what the keyring signed.
+	verify *token.KeySet
 	// readAt is when the keys were read from the store.
 	readAt time.Time
 	// signers are the keys that may sign from the snapshot's time on, the
@@ -405,7 +408,7 @@ func (k *Keyring) install(keys []*store.SigningKey, now time.Time) error {
 	}
 
 	if prev != nil && slices.Equal(prev.kids, st.kids) {
-		st.jwks = prev.jwks
+		st.jwks, st.verify = prev.jwks, prev.verify
 	} else {
 		doc := struct {
 			Keys []json.RawMessage `json:"keys"`
@@ -417,6 +420,11 @@ func (k *Keyring) install(keys []*store.SigningKey, now time.Time) error {
 		if st.jwks, err = json.Marshal(doc); err != nil {
 			return fmt.Errorf("build JWKS: %w", err)
 		}
+		verify, err := token.ParseJWKS(st.jwks)
+		if err != nil {
+			return fmt.Errorf("published keys: %w", err)
+		}
+		st.verify = token.NewKeySet(verify)
 	}
 
 	k.state.Store(st)
@@ -447,6 +455,17 @@ func (k *Keyring) Changed() <-chan struct{} {
 		k.changed = make(chan struct{})
 	}
 	return k.changed
+}
+
+// Lookup returns the published key with ID kid, to verify what the keyring
+// signed: the issuer's own tokens presented back to it, and key-set
+// updates. It makes the Keyring a [token.Keys].
+func (k *Keyring) Lookup(kid string) (token.Key, bool) {
+	st := k.state.Load()
+	if st == nil {
+		return token.Key{}, false
+	}
+	return st.verify.Lookup(kid)
 }
 
 // Published returns the JWKS document, as JWKS does, and when its keys

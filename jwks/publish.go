@@ -283,11 +283,7 @@ func (p *Publisher) publishKeySets(ctx context.Context, kv jetstream.KeyValue) e
 	if doc == nil {
 		return errors.New("signing keys not loaded")
 	}
-	own, err := token.ParseJWKS(doc)
-	if err != nil {
-		return fmt.Errorf("own key set: %w", err)
-	}
-	ownKeys := token.NewKeySet(own)
+	ownKeys := p.cfg.Keyring
 	errs := []error{p.publishKeySet(ctx, kv, ownKeys, p.cfg.Issuer, doc, readAt)}
 	for owner, c := range p.cfg.Providers {
 		pdoc, loadedAt := c.Document()
