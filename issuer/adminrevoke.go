@@ -104,18 +104,16 @@ func (s *Server) handleAdminRevoke(w http.ResponseWriter, r *http.Request) {
 		}
 		value = c.ID
 	}
-	rev, err := s.recordRevocation(ctx, kind, value)
+	var rev *store.Revocation
+	var err error
+	if kind == store.RevokeGrant {
+		rev, err = s.revokeGrant(ctx, value) // the grant's refresh and reference tokens go too
+	} else {
+		rev, err = s.recordRevocation(ctx, kind, value)
+	}
 	if err != nil {
 		s.writeError(w, r, err)
 		return
-	}
-	if req.Kind == "grant" {
-		// As revokeGrant: after the revocation, the grant's refresh and
-		// reference tokens go.
-		if err := s.store.RevokeGrant(ctx, value, s.now().UTC()); err != nil {
-			s.writeError(w, r, fmt.Errorf("revoke grant: %w", err))
-			return
-		}
 	}
 	if req.Token != "" && !strings.Contains(req.Token, ".") {
 		// A reference token is refused at once by being gone.

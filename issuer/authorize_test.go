@@ -219,7 +219,7 @@ func (e *env) refresh(clientID, refreshToken string, kv ...string) (int, map[str
 func (e *env) revokedJWT(tok, aud string) bool {
 	e.t.Helper()
 	c := e.verifyAccessToken(tok, aud)
-	r, err := e.srv.revoked(context.Background(), c, "")
+	r, err := e.srv.revoked(context.Background(), c)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -383,7 +383,7 @@ func TestAuthorizationCodeReference(t *testing.T) {
 	if err != nil || rec.GrantID == "" || rec.ClientID != "ref-app" || strings.Contains(access, ".") {
 		t.Fatalf("reference token %+v: %v", rec, err)
 	}
-	if err := e.srv.revokeGrant(context.Background(), rec.GrantID); err != nil {
+	if _, err := e.srv.revokeGrant(context.Background(), rec.GrantID); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.store.GetAccessToken(context.Background(), ReferenceTokenHash(access)); err == nil {

@@ -29,7 +29,7 @@ func (s *Server) authorizationCodeGrant(ctx context.Context, c *store.Client, fo
 	rec, err := s.store.RedeemAuthorizationCode(ctx, ReferenceTokenHash(code), now)
 	switch {
 	case errors.Is(err, store.ErrReplay):
-		if err := s.revokeGrant(ctx, rec.GrantID); err != nil {
+		if _, err := s.revokeGrant(ctx, rec.GrantID); err != nil {
 			return nil, err
 		}
 		s.log.WarnContext(ctx, "authorization code used twice: its grant is revoked", "client_id", c.ID, "grant_id", rec.GrantID)
@@ -124,7 +124,7 @@ func (s *Server) issueUserTokens(ctx context.Context, c *store.Client, g *store.
 	}
 	if _, err := s.liveGrant(ctx, g.ID, now); err != nil {
 		if errors.Is(err, errGrantEnded) {
-			if err := s.revokeGrant(ctx, g.ID); err != nil {
+			if _, err := s.revokeGrant(ctx, g.ID); err != nil {
 				return nil, err
 			}
 		}

@@ -159,23 +159,18 @@ func (s *Server) activeToken(ctx context.Context, value string) (*token.Claims, 
 	if !s.now().Before(claims.ExpiresAt) {
 		return nil, nil
 	}
-	revoked, err := s.revoked(ctx, claims, "")
+	revoked, err := s.revoked(ctx, claims)
 	if err != nil || revoked {
 		return nil, err
 	}
 	if claims.SessionID != "" {
-		// The grant itself decides too: revoking it stores RevokedAt before
-		// the revocation by sid, and a failure between the two must not
-		// leave its JWTs active.
-		g, err := s.store.GetGrant(ctx, claims.SessionID)
-		if errors.Is(err, store.ErrNotFound) {
+		// The grant itself decides too: a token issued while its grant was
+		// being revoked may have missed the revocation by sid.
+		switch _, err := s.liveGrant(ctx, claims.SessionID, s.now()); {
+		case errors.Is(err, errGrantEnded):
 			return nil, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("look up grant: %w", err)
-		}
-		if !g.RevokedAt.IsZero() {
-			return nil, nil
+		case err != nil:
+			return nil, err
 		}
 	}
 	return claims, nil

@@ -262,7 +262,7 @@ func TestIntrospectionGrant(t *testing.T) {
 		name   string
 		revoke func(id string) error
 	}{
-		{"revokeGrant", func(id string) error { return e.srv.revokeGrant(ctx, id) }},
+		{"revokeGrant", func(id string) error { _, err := e.srv.revokeGrant(ctx, id); return err }},
 		{"store only", func(id string) error { return e.store.RevokeGrant(ctx, id, time.Now()) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

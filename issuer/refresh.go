@@ -54,7 +54,7 @@ func (s *Server) refreshTokenGrant(ctx context.Context, c *store.Client, form ur
 	rt, err = s.store.UseRefreshToken(ctx, hash, now)
 	switch {
 	case errors.Is(err, store.ErrReplay):
-		if err := s.revokeGrant(ctx, rt.GrantID); err != nil {
+		if _, err := s.revokeGrant(ctx, rt.GrantID); err != nil {
 			return nil, err
 		}
 		s.log.WarnContext(ctx, "refresh token used twice: its grant is revoked", "client_id", c.ID, "grant_id", rt.GrantID)

@@ -1,7 +1,6 @@
 package issuer
 
 import (
-	"cmp"
 	"context"
 	"crypto/rand"
 	"fmt"
@@ -50,27 +49,28 @@ const revocationLeeway = token.MaxLeeway
 // grant's refresh and reference tokens (RFC 7009 §2.1, RFC 9700 §4.14.2).
 // The revocation is recorded first: if dropping the tokens then fails, a
 // retry with the same refresh token finds it and finishes the job.
-func (s *Server) revokeGrant(ctx context.Context, grantID string) error {
-	if _, err := s.recordRevocation(ctx, store.RevokeGrant, grantID); err != nil {
-		return err
+func (s *Server) revokeGrant(ctx context.Context, grantID string) (*store.Revocation, error) {
+	r, err := s.recordRevocation(ctx, store.RevokeGrant, grantID)
+	if err != nil {
+		return nil, err
 	}
 	if err := s.store.RevokeGrant(ctx, grantID, s.now().UTC()); err != nil {
-		return fmt.Errorf("revoke grant: %w", err)
+		return nil, fmt.Errorf("revoke grant: %w", err)
 	}
-	return nil
+	return r, nil
 }
 
 // revoked reports whether a stored revocation matches a token with these
 // claims (RFC 7009 §2: revocation takes effect at once, on every replica,
-// because it is read from the store). grantID is the reference token's grant
-// when the claims carry no sid.
-func (s *Server) revoked(ctx context.Context, c *token.Claims, grantID string) (bool, error) {
+// because it is read from the store). A reference token's claims carry its
+// grant as sid (see referenceClaims).
+func (s *Server) revoked(ctx context.Context, c *token.Claims) (bool, error) {
 	keys := make([]store.RevocationKey, 0, 4)
 	for _, k := range [...]store.RevocationKey{
 		{Kind: store.RevokeToken, Value: c.ID},
 		{Kind: store.RevokeClient, Value: c.ClientID},
 		{Kind: store.RevokeSubject, Value: c.Subject},
-		{Kind: store.RevokeGrant, Value: cmp.Or(c.SessionID, grantID)},
+		{Kind: store.RevokeGrant, Value: c.SessionID},
 	} {
 		if k.Value != "" {
 			keys = append(keys, k)

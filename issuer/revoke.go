@@ -94,7 +94,7 @@ func (s *Server) revokeJWT(ctx context.Context, client *store.Client, value stri
 	}
 	// A token revoked already needs no second record: a client repeating
 	// its revocation must not grow the revocation list.
-	revoked, err := s.revoked(ctx, claims, "")
+	revoked, err := s.revoked(ctx, claims)
 	if err != nil || revoked {
 		return err
 	}
@@ -140,7 +140,8 @@ func (s *Server) revokeRefreshToken(ctx context.Context, client *store.Client, v
 	if !s.ownedBy(ctx, client, rec.ClientID, "refresh token") {
 		return true, nil
 	}
-	return true, s.revokeGrant(ctx, rec.GrantID)
+	_, err = s.revokeGrant(ctx, rec.GrantID)
+	return true, err
 }
 
 // ownedBy reports whether a token of owner may be revoked by client. RFC

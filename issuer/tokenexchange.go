@@ -94,7 +94,7 @@ func (s *Server) tokenExchange(ctx context.Context, c *store.Client, form url.Va
 	// The store is the source of truth for revocations: a token revoked a
 	// moment ago, on any replica, buys no fresh one (RFC 7009 §2). A
 	// reference token of a revoked grant is gone from the store already.
-	revoked, err := s.revoked(ctx, subject, "")
+	revoked, err := s.revoked(ctx, subject)
 	if err != nil {
 		return nil, err
 	}
@@ -113,7 +113,7 @@ func (s *Server) tokenExchange(ctx context.Context, c *store.Client, form url.Va
 		if actor.Subject != c.ID {
 			return nil, errInvalidRequest("actor_token must be an access token whose sub is the authenticated client")
 		}
-		revoked, err := s.revoked(ctx, actor, "")
+		revoked, err := s.revoked(ctx, actor)
 		if err != nil {
 			return nil, err
 		}
@@ -191,7 +191,8 @@ func tokenError(err error, param string, code func(string) *oauthError) error {
 	var te *token.Error
 	switch {
 	case errors.As(err, &te) && te.Reason == token.BadIssuer:
-		// Federation (tokens of other issuers) is not supported yet.
+		// Another issuer's JWT: only this issuer's own tokens are exchanged
+		// (a foreign reference token goes through subject_issuer instead).
 		return code(param + " issuer is not trusted")
 	case errors.As(err, &te), errors.Is(err, errUnknownReference):
 		return code(fmt.Sprintf("%s is not valid (%v)", param, err))

@@ -342,7 +342,7 @@ func TestTokenExchangeKeepsGrant(t *testing.T) {
 	if status, m := nextHop(); status != http.StatusOK {
 		t.Fatalf("next hop before the grant is revoked: %d %v", status, m)
 	}
-	if err := e.srv.revokeGrant(context.Background(), grant); err != nil {
+	if _, err := e.srv.revokeGrant(context.Background(), grant); err != nil {
 		t.Fatal(err)
 	}
 	if got := e.revocations(store.RevokeGrant); !slices.Contains(got, grant) {
