@@ -55,7 +55,7 @@ func (s *ExtAuthzServer) Check(_ context.Context, req *authv3.CheckRequest) (*au
 		}
 	} else {
 		for k, v := range hr.GetHeaders() {
-			authz, callerIdentity = sortHeader(k, []byte(v), authz, callerIdentity)
+			authz, callerIdentity = sortHeader(k, v, authz, callerIdentity)
 		}
 	}
 
@@ -106,11 +106,12 @@ var envoyIdentityHeaders = [3]string{
 }
 
 // sortHeader collects the Authorization values and the identity-namespace
-// names of a request's header fields.
-func sortHeader(name string, value []byte, authz [][]byte, identity []string) ([][]byte, []string) {
+// names of a request's header fields. A value is copied, from the map
+// form's strings, only if it is an Authorization value.
+func sortHeader[V string | []byte](name string, value V, authz [][]byte, identity []string) ([][]byte, []string) {
 	switch {
 	case strings.EqualFold(name, "authorization"):
-		authz = append(authz, value)
+		authz = append(authz, []byte(value))
 	case identityHeader([]byte(name)):
 		identity = append(identity, strings.ToLower(name))
 	}
