@@ -12,7 +12,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"math/big"
 	"time"
 
 	"github.com/meshauth/meshauth/issuer/store"
@@ -127,34 +126,25 @@ type publicJWK struct {
 
 // newPublicJWK describes pub as the JWK of a key for alg, with its kid.
 func newPublicJWK(pub crypto.PublicKey, alg string) (*publicJWK, error) {
-	j := &publicJWK{Alg: alg, Use: "sig"}
 	switch pub := pub.(type) {
 	case *ecdsa.PublicKey:
 		if alg != ES256 || pub.Curve != elliptic.P256() {
 			return nil, fmt.Errorf("an ECDSA %s key cannot be used for %s", pub.Curve.Params().Name, alg)
 		}
-		// 0x04 || X || Y, each coordinate at full length as RFC 7518
-		// §6.2.1.2 requires.
-		point, err := pub.Bytes()
-		if err != nil {
-			return nil, fmt.Errorf("encode ECDSA public key: %w", err)
-		}
-		size := (len(point) - 1) / 2
-		j.Kty, j.Crv, j.X, j.Y = "EC", "P-256", b64.EncodeToString(point[1:1+size]), b64.EncodeToString(point[1+size:])
 	case ed25519.PublicKey:
 		if alg != EdDSA {
 			return nil, fmt.Errorf("an Ed25519 key cannot be used for %s", alg)
 		}
-		j.Kty, j.Crv, j.X = "OKP", "Ed25519", b64.EncodeToString(pub)
 	case *rsa.PublicKey:
 		if alg != RS256 {
 			return nil, fmt.Errorf("an RSA key cannot be used for %s", alg)
 		}
-		// Minimal big-endian octets, RFC 7518 §6.3.1.
-		j.Kty, j.N, j.E = "RSA", b64.EncodeToString(pub.N.Bytes()), b64.EncodeToString(big.NewInt(int64(pub.E)).Bytes())
-	default:
-		return nil, fmt.Errorf("unsupported public key type %T", pub)
 	}
+	j, err := encodeJWK(pub)
+	if err != nil {
+		return nil, err
+	}
+	j.Alg, j.Use = alg, "sig"
 	t, err := thumbprint(j)
 	if err != nil {
 		return nil, err

@@ -1,6 +1,7 @@
 package jwks
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
@@ -32,38 +33,47 @@ func PublicJWKS(keys []token.Key) ([]byte, error) {
 	return json.Marshal(doc)
 }
 
-// verificationJWK describes k as a public JWK, members as in RFC 7518 §6.2.1
-// (EC), §6.3.1 (RSA) and RFC 8037 §2 (OKP).
+// verificationJWK describes k as a public JWK with its kid and algorithm.
 func verificationJWK(k token.Key) (*publicJWK, error) {
-	j := &publicJWK{Kid: k.ID, Alg: k.Algorithm, Use: "sig"}
-	switch pub := k.Public.(type) {
+	j, err := encodeJWK(k.Public)
+	if err != nil {
+		return nil, fmt.Errorf("key %q: %w", k.ID, err)
+	}
+	j.Kid, j.Alg, j.Use = k.ID, k.Algorithm, "sig"
+	return j, nil
+}
+
+// encodeJWK describes pub as a public JWK without kid, alg and use: the
+// members of RFC 7518 §6.2.1 (EC), §6.3.1 (RSA) and RFC 8037 §2 (OKP).
+func encodeJWK(pub crypto.PublicKey) (*publicJWK, error) {
+	j := &publicJWK{}
+	switch pub := pub.(type) {
 	case *ecdsa.PublicKey:
-		var crv string
 		switch pub.Curve {
 		case elliptic.P256():
-			crv = "P-256"
+			j.Crv = "P-256"
 		case elliptic.P384():
-			crv = "P-384"
+			j.Crv = "P-384"
 		case elliptic.P521():
-			crv = "P-521"
+			j.Crv = "P-521"
 		default:
-			return nil, fmt.Errorf("key %q: unsupported curve %s", k.ID, pub.Curve.Params().Name)
+			return nil, fmt.Errorf("unsupported curve %s", pub.Curve.Params().Name)
 		}
 		// 0x04 || X || Y, each coordinate at full length (RFC 7518
 		// §6.2.1.2).
 		point, err := pub.Bytes()
 		if err != nil {
-			return nil, fmt.Errorf("key %q: encode ECDSA public key: %w", k.ID, err)
+			return nil, fmt.Errorf("encode ECDSA public key: %w", err)
 		}
 		size := (len(point) - 1) / 2
-		j.Kty, j.Crv, j.X, j.Y = "EC", crv, b64.EncodeToString(point[1:1+size]), b64.EncodeToString(point[1+size:])
+		j.Kty, j.X, j.Y = "EC", b64.EncodeToString(point[1:1+size]), b64.EncodeToString(point[1+size:])
 	case ed25519.PublicKey:
 		j.Kty, j.Crv, j.X = "OKP", "Ed25519", b64.EncodeToString(pub)
 	case *rsa.PublicKey:
 		// Minimal big-endian octets (RFC 7518 §6.3.1).
 		j.Kty, j.N, j.E = "RSA", b64.EncodeToString(pub.N.Bytes()), b64.EncodeToString(big.NewInt(int64(pub.E)).Bytes())
 	default:
-		return nil, fmt.Errorf("key %q: unsupported public key type %T", k.ID, k.Public)
+		return nil, fmt.Errorf("unsupported public key type %T", pub)
 	}
 	return j, nil
 }
