@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"reflect"
 	"sort"
 	"strings"
 
@@ -133,9 +134,13 @@ func readConfig(path string, fs *flag.FlagSet, structured any) (map[string][]str
 			return nil, fmt.Errorf("config file %s, line %d: key %q must be a value or a list of values", path, node.Line, key)
 		}
 	}
-	if structured != nil && len(rest.Content) > 0 {
-		// Re-encode the remaining keys and decode them strictly, so a typo in
-		// a structured section is an error with its line, not a silent default.
+	if isStructPointer(structured) {
+		// A typo in a structured section is an error with its line in the
+		// file, not a silent default.
+		if err := decodeSections(data, structured, func(key string) bool { return key != "config" && fs.Lookup(key) != nil }); err != nil {
+			return nil, fmt.Errorf("config file %s: %w (keys are the flag names of this command or its documented sections; see --help)", path, err)
+		}
+	} else if structured != nil && len(rest.Content) > 0 {
 		b, err := yaml.Marshal(rest)
 		if err != nil {
 			return nil, fmt.Errorf("config file %s: %w", path, err)
@@ -177,3 +182,55 @@ type StringList []string
 func (l *StringList) String() string     { return strings.Join(*l, ",") }
 func (l *StringList) Set(v string) error { *l = append(*l, v); return nil }
 func (l *StringList) IsRepeatable() bool { return true }
+
+func isStructPointer(v any) bool {
+	t := reflect.TypeOf(v)
+	return t != nil && t.Kind() == reflect.Pointer && t.Elem().Kind() == reflect.Struct
+}
+
+// decodeSections decodes the config file data strictly into structured, a
+// pointer to a struct of the file's sections, skipping the keys that are
+// flags. It decodes the file itself, not a re-encoding of its sections, so
+// that errors give the file's own line numbers: into a struct with
+// structured's fields plus an inline map that takes the top-level keys that
+// are not sections, which must be flags.
+func decodeSections(data []byte, structured any, isFlag func(string) bool) error {
+	dst := reflect.ValueOf(structured).Elem()
+	n := dst.NumField()
+	withRest := make([]reflect.StructField, 0, n+1)
+	for i := range n {
+		f := dst.Type().Field(i) // exported: yaml decodes only those
+		withRest = append(withRest, reflect.StructField{Name: f.Name, Type: f.Type, Tag: f.Tag, Anonymous: f.Anonymous})
+	}
+	withRest = append(withRest, reflect.StructField{Name: "FlagKeys", Type: reflect.TypeFor[map[string]yaml.Node](), Tag: `yaml:",inline"`})
+	v := reflect.New(reflect.StructOf(withRest))
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(v.Interface()); err != nil && err != io.EOF {
+		return err
+	}
+	for key := range v.Elem().Field(n).Interface().(map[string]yaml.Node) {
+		if !isFlag(key) {
+			return fmt.Errorf("line %d: unknown key %q", keyLine(data, key), key)
+		}
+	}
+	for i := range n {
+		dst.Field(i).Set(v.Elem().Field(i))
+	}
+	return nil
+}
+
+// keyLine returns the line of the top-level key in the YAML document data.
+func keyLine(data []byte, key string) int {
+	var root yaml.Node
+	if yaml.Unmarshal(data, &root) != nil || len(root.Content) == 0 {
+		return 0
+	}
+	m := root.Content[0]
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			return m.Content[i].Line
+		}
+	}
+	return 0
+}

@@ -91,7 +91,9 @@ func TestParseWithStructured(t *testing.T) {
 	good := filepath.Join(dir, "good.yaml")
 	os.WriteFile(good, []byte("listen: 127.0.0.1:9\nroutes:\n  - prefix: /admin\n    scopes: [admin]\n"), 0o600)
 	typo := filepath.Join(dir, "typo.yaml")
-	os.WriteFile(typo, []byte("routes:\n  - prefx: /admin\n"), 0o600)
+	os.WriteFile(typo, []byte("listen: 127.0.0.1:9\n# routes\nroutes:\n  - prefix: /\n  - prefx: /admin\n"), 0o600)
+	unknown := filepath.Join(dir, "unknown.yaml")
+	os.WriteFile(unknown, []byte("listen: 127.0.0.1:9\n\nroute:\n  - prefix: /\n"), 0o600)
 	type route struct {
 		Prefix string   `yaml:"prefix"`
 		Scopes []string `yaml:"scopes"`
@@ -99,7 +101,7 @@ func TestParseWithStructured(t *testing.T) {
 	for _, tc := range []struct {
 		file    string
 		errPart string
-	}{{good, ""}, {typo, "prefx"}} {
+	}{{good, ""}, {typo, "line 5: field prefx not found"}, {unknown, `line 3: unknown key "route"`}} {
 		fs := flag.NewFlagSet("test", flag.ContinueOnError)
 		listen := fs.String("listen", "", "")
 		var cfg struct {
