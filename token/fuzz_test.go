@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"math"
 	"math/big"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -526,7 +527,7 @@ func referenceVerdict(header, claims []byte) error {
 	switch {
 	case c.seen&claimIss == 0 || c.Issuer != testIssuer:
 		return errors.New("iss")
-	case !contains(c.Audience, "orders") && !contains(c.Audience, "payments"):
+	case !slices.Contains(c.Audience, "orders") && !slices.Contains(c.Audience, "payments"):
 		return errors.New("aud")
 	case c.seen&claimExp == 0 || !now.Before(c.ExpiresAt.Add(leeway)):
 		return errors.New("exp")

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"slices"
 	"strings"
 )
 
@@ -198,7 +199,7 @@ func (j *jwk) key() (Key, bool, error) {
 		return Key{}, false, fmt.Errorf("private key member %q present", j.private)
 	case j.use != "" && j.use != "sig":
 		return Key{}, false, nil
-	case j.hasKeyOps && !contains(j.keyOps, "verify"):
+	case j.hasKeyOps && !slices.Contains(j.keyOps, "verify"):
 		return Key{}, false, nil
 	}
 	var (
@@ -247,15 +248,6 @@ func (j *jwk) key() (Key, bool, error) {
 	}
 	k := Key{ID: j.kid, Algorithm: alg.String(), Public: pub}
 	return k, true, k.check()
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // decodeMember decodes a base64url key value (RFC 7518 §2: no padding, no

@@ -47,7 +47,6 @@ type KeySet struct {
 	all  []Key
 	byID map[string]Key
 	only *Key // the key, when the set holds exactly one
-	n    int
 }
 
 // NewKeySet returns a set of keys. It never chooses between keys: a key
@@ -56,7 +55,7 @@ type KeySet struct {
 // not checked here but on each use: a token whose key does not fit its
 // algorithm is refused (ParseJWKS reports such keys as errors).
 func NewKeySet(keys []Key) *KeySet {
-	s := &KeySet{all: slices.Clone(keys), byID: make(map[string]Key, len(keys)), n: len(keys)}
+	s := &KeySet{all: slices.Clone(keys), byID: make(map[string]Key, len(keys))}
 	shared := map[string]bool{}
 	for _, k := range keys {
 		if k.ID == "" {
@@ -95,4 +94,4 @@ func (s *KeySet) Lookup(kid string) (Key, bool) {
 func (s *KeySet) All() []Key { return s.all }
 
 // Len returns the number of keys in the set.
-func (s *KeySet) Len() int { return s.n }
+func (s *KeySet) Len() int { return len(s.all) }
