@@ -106,13 +106,9 @@ func serveEdge(ctx context.Context, f *edgeFlags, secret string, log *slog.Logge
 	if err != nil {
 		return err
 	}
-	tokenURL := f.tokenURL
-	if tokenURL == "" {
-		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		if tokenURL, err = exchange.DiscoverTokenEndpoint(dctx, &http.Client{Timeout: 10 * time.Second}, f.issuer); err != nil {
-			return fmt.Errorf("edge: %w (or give --token-url)", err)
-		}
+	tokenURL, err := tokenEndpoint(ctx, f.tokenURL, f.issuer)
+	if err != nil {
+		return fmt.Errorf("edge: %w", err)
 	}
 	client, err := exchange.NewClient(exchange.ClientConfig{TokenURL: tokenURL, ClientID: f.clientID, ClientSecret: secret, Timeout: f.dereferenceTimeout,
 		SubjectIssuer: f.subjectIssuer, Logger: log})
@@ -196,18 +192,7 @@ func followRevocations(ctx context.Context, f *edgeFlags, keys *jwks.KeySetCache
 		return err
 	}
 	context.AfterFunc(ctx, nc.Close)
-	sub, err := jwks.NewSubscriber(jwks.SubscriberConfig{Conn: nc, Issuer: f.issuer, Keys: keys, Revoked: revoked, Logger: log.With("issuer", f.issuer)})
-	if err != nil {
-		return err
-	}
-	reg.MustRegister(
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meshauth_nats_updates_applied_total", Help: "Key sets and revocations taken from NATS."},
-			func() float64 { return float64(sub.Stats().Applied) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meshauth_nats_updates_refused_total", Help: "Messages from NATS refused: unverifiable, malformed or replayed."},
-			func() float64 { return float64(sub.Stats().Refused) }),
-	)
-	go sub.Run(ctx)
-	return nil
+	return subscribe(ctx, jwks.SubscriberConfig{Conn: nc, Issuer: f.issuer, Keys: keys, Revoked: revoked, Logger: log.With("issuer", f.issuer)}, reg, nil)
 }
 
 // parseTrustedProxies reads --trust-proxy values: CIDRs or single IPs.

@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"time"
+
+	"github.com/meshauth/meshauth/exchange"
 )
 
 // serveUntilDone runs servers until ctx is done or one fails, then stops
@@ -33,4 +36,19 @@ func serveUntilDone(ctx context.Context, servers []func() error, stops []func(co
 		errs = append(errs, fmt.Errorf("serve: %w", serveErr))
 	}
 	return errors.Join(errs...)
+}
+
+// tokenEndpoint returns given, or else the token endpoint in the issuer's
+// metadata (RFC 8414).
+func tokenEndpoint(ctx context.Context, given, issuer string) (string, error) {
+	if given != "" {
+		return given, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	u, err := exchange.DiscoverTokenEndpoint(ctx, &http.Client{Timeout: 10 * time.Second}, issuer)
+	if err != nil {
+		return "", fmt.Errorf("%w (or give --token-url)", err)
+	}
+	return u, nil
 }

@@ -336,13 +336,9 @@ func newEgress(ctx context.Context, f *sidecarFlags, issuerURL, secret string, r
 	if clientID == "" || secret == "" {
 		return nil, errors.New("--egress needs this sidecar's client credentials: --client-id (default --audience) and " + envClientSecret + " or --client-secret-file")
 	}
-	tokenURL := f.tokenURL
-	if tokenURL == "" {
-		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		if tokenURL, err = exchange.DiscoverTokenEndpoint(dctx, &http.Client{Timeout: 10 * time.Second}, issuerURL); err != nil {
-			return nil, fmt.Errorf("egress: %w (or give --token-url)", err)
-		}
+	tokenURL, err := tokenEndpoint(ctx, f.tokenURL, issuerURL)
+	if err != nil {
+		return nil, fmt.Errorf("egress: %w", err)
 	}
 	client, err := exchange.NewClient(exchange.ClientConfig{TokenURL: tokenURL, ClientID: clientID, ClientSecret: secret, Logger: log})
 	if err != nil {

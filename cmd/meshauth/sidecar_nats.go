@@ -111,19 +111,27 @@ func followNATS(ctx context.Context, f *sidecarFlags, trusted []trustedIssuer, k
 		if f.federation {
 			cfg.Provider = providerTrust(t, keys, auth, log)
 		}
-		sub, err := jwks.NewSubscriber(cfg)
-		if err != nil {
+		if err := subscribe(ctx, cfg, reg, prometheus.Labels{"issuer": t.Issuer}); err != nil {
 			return err
 		}
-		labels := prometheus.Labels{"issuer": t.Issuer}
-		reg.MustRegister(
-			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meshauth_nats_updates_applied_total", Help: "Key sets and revocations taken from NATS.", ConstLabels: labels},
-				func() float64 { return float64(sub.Stats().Applied) }),
-			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meshauth_nats_updates_refused_total", Help: "Messages from NATS refused: unverifiable, malformed or replayed.", ConstLabels: labels},
-				func() float64 { return float64(sub.Stats().Refused) }),
-		)
-		go sub.Run(ctx)
 	}
+	return nil
+}
+
+// subscribe follows one issuer over NATS until ctx ends (jwks.Subscriber),
+// with its counters in reg.
+func subscribe(ctx context.Context, cfg jwks.SubscriberConfig, reg prometheus.Registerer, labels prometheus.Labels) error {
+	sub, err := jwks.NewSubscriber(cfg)
+	if err != nil {
+		return err
+	}
+	reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meshauth_nats_updates_applied_total", Help: "Key sets and revocations taken from NATS.", ConstLabels: labels},
+			func() float64 { return float64(sub.Stats().Applied) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meshauth_nats_updates_refused_total", Help: "Messages from NATS refused: unverifiable, malformed or replayed.", ConstLabels: labels},
+			func() float64 { return float64(sub.Stats().Refused) }),
+	)
+	go sub.Run(ctx)
 	return nil
 }
 
