@@ -212,29 +212,47 @@ func serveSidecar(ctx context.Context, f *sidecarFlags, trusted []trustedIssuer,
 	}
 
 	// Every listener is bound before anything is served, so a taken port
-	// fails the start instead of leaving a half-running sidecar.
+	// fails the start instead of leaving a half-running sidecar; the ones
+	// bound by then are closed.
 	var servers []func() error
 	var stops []func(context.Context) error
-	ln, err := net.Listen("tcp", f.listen)
+	var bound []net.Listener
+	serving := false
+	defer func() {
+		if !serving {
+			for _, l := range bound {
+				l.Close()
+			}
+		}
+	}()
+	listen := func(addr string) (net.Listener, error) {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("listen on %s: %w", addr, err)
+		}
+		bound = append(bound, l)
+		return l, nil
+	}
+	ln, err := listen(f.listen)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", f.listen, err)
+		return err
 	}
 	servers = append(servers, func() error { return sidecar.Serve(ln) })
 	stops = append(stops, sidecar.Shutdown)
 
 	if f.adminListen != "" {
-		aln, err := net.Listen("tcp", f.adminListen)
+		aln, err := listen(f.adminListen)
 		if err != nil {
-			return fmt.Errorf("listen on %s: %w", f.adminListen, err)
+			return err
 		}
 		admin := &http.Server{Handler: proxy.NewAdminHandlerWithStatus(reg, keySets.ready, keySets.status), ReadHeaderTimeout: 5 * time.Second}
 		servers = append(servers, func() error { return admin.Serve(aln) })
 		stops = append(stops, admin.Shutdown)
 	}
 	if f.extAuthzGRPC != "" {
-		gln, err := net.Listen("tcp", f.extAuthzGRPC)
+		gln, err := listen(f.extAuthzGRPC)
 		if err != nil {
-			return fmt.Errorf("listen on %s: %w", f.extAuthzGRPC, err)
+			return err
 		}
 		ea, err := proxy.NewExtAuthzServer(cfg)
 		if err != nil {
@@ -246,9 +264,9 @@ func serveSidecar(ctx context.Context, f *sidecarFlags, trusted []trustedIssuer,
 		stops = append(stops, func(context.Context) error { gs.GracefulStop(); return nil })
 	}
 	if f.extAuthzHTTP != "" {
-		hln, err := net.Listen("tcp", f.extAuthzHTTP)
+		hln, err := listen(f.extAuthzHTTP)
 		if err != nil {
-			return fmt.Errorf("listen on %s: %w", f.extAuthzHTTP, err)
+			return err
 		}
 		ea, err := proxy.NewExtAuthzHTTP(cfg, f.extAuthzHTTPPrefix)
 		if err != nil {
@@ -263,14 +281,15 @@ func serveSidecar(ctx context.Context, f *sidecarFlags, trusted []trustedIssuer,
 		if err != nil {
 			return err
 		}
-		eln, err := net.Listen("tcp", f.egress)
+		eln, err := listen(f.egress)
 		if err != nil {
-			return fmt.Errorf("listen on %s: %w", f.egress, err)
+			return err
 		}
 		servers = append(servers, func() error { return eg.Serve(eln) })
 		stops = append(stops, eg.Shutdown)
 	}
 
+	serving = true
 	return serveUntilDone(ctx, servers, stops, log, func() {
 		log.Info("sidecar serving", "listen", ln.Addr().String(), "upstream", f.upstream, "issuers", len(trusted),
 			"admin", f.adminListen, "ext_authz_grpc", f.extAuthzGRPC, "ext_authz_http", f.extAuthzHTTP, "egress", f.egress)

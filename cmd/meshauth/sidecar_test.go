@@ -214,3 +214,30 @@ func waitReady(t *testing.T, url string) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestSidecarFailedStartFreesListeners checks that a start failing on a
+// taken port closes the listeners it had bound already.
+func TestSidecarFailedStartFreesListeners(t *testing.T) {
+	issuerURL := startIssuer(t)
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	listen := freeAddr(t)
+	f := sidecarFlags{upstream: "http://127.0.0.1:1", audience: "payments", listen: listen, adminListen: taken.Addr().String(),
+		forwardAuthPath: proxy.DefaultForwardAuthPath, cacheMaxAge: time.Minute, upstreamTimeout: time.Second, trust: []string{issuerURL}}
+	trusted, err := f.trustedIssuers(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = serveSidecar(context.Background(), &f, trusted, proxy.Policy{}, "", slog.New(slog.DiscardHandler), nil)
+	if err == nil || !strings.Contains(err.Error(), "listen on "+taken.Addr().String()) {
+		t.Fatalf("start with the admin port taken: %v", err)
+	}
+	l, err := net.Listen("tcp", listen)
+	if err != nil {
+		t.Fatalf("the proxy's listener was left bound: %v", err)
+	}
+	l.Close()
+}
