@@ -17,15 +17,32 @@ import (
 )
 
 func TestHelpDocumentsEveryFlag(t *testing.T) {
-	for _, cmd := range [][]string{{"issuer"}, {"dev"}, {"clients", "create"}, {"clients", "list"}, {"clients", "show"}, {"clients", "delete"}, {"keys", "rotate"}, {"revoke"}, {"edge"}} {
+	for _, cmd := range [][]string{{"issuer"}, {"dev"}, {"sidecar"}, {"edge"}, {"xds"}, {"clients", "create"}, {"clients", "list"}, {"clients", "show"}, {"clients", "delete"},
+		{"keys", "rotate"}, {"revoke"}, {"users", "add"}, {"users", "passwd"}} {
 		t.Run(strings.Join(cmd, " "), func(t *testing.T) {
 			out := captureStderr(t, func() {
 				if err := run(context.Background(), append(cmd, "--help"), io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "help") {
 					t.Errorf("--help: err = %v", err)
 				}
 			})
-			if !strings.Contains(out, "MESHAUTH_") || !strings.Contains(out, "--config") {
-				t.Errorf("help lacks environment names:\n%s", out)
+			// Each flag: "  --name type", then its usage, then its
+			// environment variable.
+			lines := strings.Split(out, "\n")
+			flags := 0
+			for i, line := range lines {
+				name, ok := strings.CutPrefix(line, "  --")
+				if !ok {
+					continue
+				}
+				flags++
+				name, _, _ = strings.Cut(name, " ")
+				env := "MESHAUTH_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+				if i+2 >= len(lines) || strings.TrimSpace(lines[i+1]) == "" || !strings.Contains(lines[i+2], "env "+env) {
+					t.Errorf("--%s lacks its usage or %s:\n%s", name, env, strings.Join(lines[i:min(i+3, len(lines))], "\n"))
+				}
+			}
+			if flags < 2 {
+				t.Errorf("help lists %d flags:\n%s", flags, out)
 			}
 		})
 	}
