@@ -118,7 +118,7 @@ func checkCommandLine(t *testing.T, where string, args []string, env []string) {
 		if m == nil {
 			continue // a flag's value given as the next argument
 		}
-		if !strings.Contains(help, "\n  --"+m[1]+" ") && !strings.Contains(help, "\n  --"+m[1]+"\n") {
+		if !hasFlag(help, m[1]) {
 			t.Errorf("%s: meshauth %s has no flag --%s", where, args[0], m[1])
 		}
 	}
@@ -128,6 +128,10 @@ func checkCommandLine(t *testing.T, where string, args []string, env []string) {
 		}
 	}
 }
+
+// hasFlag reports whether help, a command's --help output, lists --name:
+// every flag is listed as "  --name type".
+func hasFlag(help, name string) bool { return strings.Contains(help, "\n  --"+name+" ") }
 
 // cluster is every object of deploy/kubernetes, by kind.
 type cluster struct {

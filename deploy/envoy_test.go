@@ -86,8 +86,7 @@ func TestXDSConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	help := meshauthHelp(t, "xds")
-	isFlag := func(key string) bool { return strings.Contains(help, "\n  --"+key+" ") }
-	cfg, err := xds.ParseConfig(data, isFlag)
+	cfg, err := xds.ParseConfig(data, func(key string) bool { return hasFlag(help, key) })
 	if err != nil {
 		t.Fatal(err)
 	}
