@@ -30,7 +30,7 @@ lint:
 # Short fuzzing of every parser of untrusted input; FUZZTIME=5m for longer.
 FUZZTIME ?= 20s
 fuzz:
-	for t in FuzzParseForm FuzzAssertionSubject FuzzUnverifiedAudience FuzzAuthorizationRequest FuzzCodeVerifier FuzzPrefersIntrospectionJWT FuzzForeignIntrospection; do $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) ./issuer/ || exit 1; done
+	for t in FuzzParseForm FuzzAssertionSubject FuzzAuthorizationRequest FuzzCodeVerifier FuzzPrefersIntrospectionJWT FuzzForeignIntrospection; do $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) ./issuer/ || exit 1; done
 	for t in FuzzVerify FuzzClaims FuzzParseJWKS FuzzSignedToken FuzzAuthenticator FuzzVerifyJWS; do $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) ./token/ || exit 1; done
 	for t in FuzzBearer FuzzClientAddr; do $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) ./proxy/ || exit 1; done
 	$(GO) test -run='^$$' -fuzz='^FuzzDecodeUpdate$$' -fuzztime=$(FUZZTIME) ./jwks/

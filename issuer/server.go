@@ -116,6 +116,7 @@ type Server struct {
 	issuerHost      string
 	throttle        *loginThrottle
 	notifier        RevocationNotifier
+	own             *token.Authenticator      // verifies this issuer's tokens presented back to it
 	foreign         map[string]*foreignIssuer // by id
 	log             *slog.Logger
 	now             func() time.Time
@@ -181,6 +182,15 @@ func New(cfg Config) (*Server, error) {
 	}
 	if s.now == nil {
 		s.now = time.Now
+	}
+	// The issuer's own tokens presented back to it; the Authenticator reads
+	// "iss" first, so another issuer's token is refused as such (BadIssuer)
+	// rather than for its unknown key.
+	if s.own, err = token.NewAuthenticator([]token.Issuer{{
+		Policy: token.Policy{Issuer: s.issuerURL, AnyAudience: true, Now: s.now},
+		Keys:   cfg.Keys,
+	}}, token.AuthenticatorOptions{}); err != nil {
+		return nil, fmt.Errorf("own-token verifier: %w", err)
 	}
 	if s.metadata, err = s.buildMetadata(); err != nil {
 		return nil, err

@@ -2,8 +2,6 @@ package issuer
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
@@ -224,29 +222,15 @@ func decisionError(err error) error {
 // jwtOnly, a live reference token from the store (a value without dots:
 // a JWS always has two).
 //
-// The audience is not checked here. Who may present the token is the
-// caller's rule (for a subject token, exchange.Decide's: the client is in
-// "aud" or named by "may_act"), so the Verifier is given the token's own,
-// unverified "aud" values and the caller judges the verified ones.
+// The audience is not checked here (token.Policy.AnyAudience): who may
+// present the token is the caller's rule (for a subject token,
+// exchange.Decide's: the client is in "aud" or named by "may_act").
 func (s *Server) ownToken(ctx context.Context, value string, jwtOnly bool) (*token.Claims, error) {
 	if !jwtOnly && !strings.Contains(value, ".") {
 		return s.referenceClaims(ctx, value)
 	}
-	aud, err := unverifiedAudience(value)
-	if err != nil {
-		return nil, err
-	}
-	// The Authenticator reads "iss" first, so another issuer's token is
-	// refused as such (BadIssuer) rather than for its unknown key.
-	a, err := token.NewAuthenticator([]token.Issuer{{
-		Policy: token.Policy{Issuer: s.issuerURL, Audiences: aud, Now: s.now},
-		Keys:   s.keys,
-	}}, token.AuthenticatorOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("own-token authenticator: %w", err)
-	}
 	var c token.Claims
-	if err := a.VerifyInto([]byte(value), &c); err != nil {
+	if err := s.own.VerifyInto([]byte(value), &c); err != nil {
 		return nil, err
 	}
 	return &c, nil
@@ -270,54 +254,4 @@ func (s *Server) referenceClaims(ctx context.Context, value string) (*token.Clai
 		IssuedAt: rec.IssuedAt, ID: rec.ID, ClientID: rec.ClientID, Scope: strings.Join(rec.Scope, " "),
 		SessionID: rec.GrantID,
 	}, nil
-}
-
-// Fixed refusals of unverifiedAudience, in the token package's terms.
-var (
-	errNotJWS     = &token.Error{Reason: token.Malformed, Detail: "not a JWS compact serialization"}
-	errNotClaims  = &token.Error{Reason: token.Malformed, Detail: "invalid claims"}
-	errNoAudClaim = &token.Error{Reason: token.MissingClaim, Detail: "aud missing or not a string or array of strings"}
-)
-
-// unverifiedAudience returns the non-empty "aud" values of a JWT's payload,
-// read before any verification, only to tell the Verifier which audiences to
-// accept (see ownToken). The token package's strict reader decides what the
-// claims are; where encoding/json reads them differently (duplicate names,
-// invalid UTF-8), verification refuses the token or the audience no longer
-// matches, so a disagreement can only refuse a token, never admit one.
-func unverifiedAudience(tok string) ([]string, error) {
-	parts := strings.Split(tok, ".")
-	if len(parts) != 3 {
-		return nil, errNotJWS
-	}
-	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
-	if err != nil {
-		return nil, errNotJWS
-	}
-	var claims struct {
-		Aud json.RawMessage `json:"aud"`
-	}
-	if json.Unmarshal(payload, &claims) != nil {
-		return nil, errNotClaims
-	}
-	if len(claims.Aud) == 0 {
-		return nil, errNoAudClaim
-	}
-	var one string
-	var many []string
-	if json.Unmarshal(claims.Aud, &one) == nil {
-		many = []string{one}
-	} else if json.Unmarshal(claims.Aud, &many) != nil {
-		return nil, errNoAudClaim
-	}
-	aud := many[:0]
-	for _, a := range many {
-		if a != "" {
-			aud = append(aud, a)
-		}
-	}
-	if len(aud) == 0 {
-		return nil, errNoAudClaim
-	}
-	return aud, nil
 }

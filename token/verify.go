@@ -22,6 +22,12 @@ type Policy struct {
 	Issuer string
 	// Audiences: the "aud" claim must contain at least one of them.
 	Audiences []string
+	// AnyAudience accepts a token whatever its audience, as long as it has
+	// one, and then Audiences must be empty. It is for an authorization
+	// server verifying its own tokens presented back to it (RFC 8693 token
+	// exchange, RFC 7662 introspection, RFC 7009 revocation), which judges
+	// the verified audience itself; never for a resource server.
+	AnyAudience bool
 	// Types lists the accepted "typ" header values, compared
 	// case-insensitively and with or without the "application/" prefix
 	// (RFC 7515 §4.1.9). The empty string allows tokens without "typ".
@@ -48,6 +54,7 @@ type Verifier struct {
 	keys       Keys
 	issuer     string
 	audiences  []string
+	anyAud     bool
 	types      [][]byte // without "application/"
 	typeAbsent bool     // tokens without "typ" are accepted
 	leeway     time.Duration
@@ -64,7 +71,10 @@ func NewVerifier(p Policy, keys Keys) (*Verifier, error) {
 	if p.Issuer == "" {
 		return nil, errors.New("token: policy has no issuer")
 	}
-	if len(p.Audiences) == 0 {
+	switch {
+	case p.AnyAudience && len(p.Audiences) > 0:
+		return nil, errors.New("token: policy has audiences and accepts any audience")
+	case !p.AnyAudience && len(p.Audiences) == 0:
 		return nil, errors.New("token: policy has no audience")
 	}
 	for _, a := range p.Audiences {
@@ -76,6 +86,7 @@ func NewVerifier(p Policy, keys Keys) (*Verifier, error) {
 		keys:      keys,
 		issuer:    p.Issuer,
 		audiences: append([]string(nil), p.Audiences...),
+		anyAud:    p.AnyAudience,
 		leeway:    p.Leeway,
 		maxSize:   p.MaxSize,
 		now:       p.Now,
@@ -374,6 +385,9 @@ func (v *Verifier) checkClaims(c *Claims) error {
 
 func (v *Verifier) audienceAllowed(aud []string) bool {
 	for _, a := range aud {
+		if v.anyAud && a != "" {
+			return true
+		}
 		for _, ours := range v.audiences {
 			if a == ours {
 				return true

@@ -395,6 +395,7 @@ func TestNewVerifierErrors(t *testing.T) {
 		{"no issuer", func(p *Policy) { p.Issuer = "" }, set},
 		{"no audience", func(p *Policy) { p.Audiences = nil }, set},
 		{"empty audience", func(p *Policy) { p.Audiences = []string{""} }, set},
+		{"audiences and any audience", func(p *Policy) { p.AnyAudience = true }, set},
 		{"negative leeway", func(p *Policy) { p.Leeway = -time.Second }, set},
 		{"leeway too long", func(p *Policy) { p.Leeway = time.Hour }, set},
 		{"negative max size", func(p *Policy) { p.MaxSize = -1 }, set},
@@ -408,6 +409,34 @@ func TestNewVerifierErrors(t *testing.T) {
 			tt.policy(&p)
 			if _, err := NewVerifier(p, tt.keys); err == nil {
 				t.Error("NewVerifier succeeded")
+			}
+		})
+	}
+}
+
+// TestAnyAudience checks the policy of an authorization server verifying
+// its own tokens: any audience, but one there must be.
+func TestAnyAudience(t *testing.T) {
+	p := testPolicy()
+	p.Audiences, p.AnyAudience = nil, true
+	v := testVerifier(t, p)
+	claims := func(aud string) string {
+		return fmt.Sprintf(`{"iss":%q,%s"exp":%d}`, testIssuer, aud, testNow.Unix()+300)
+	}
+	for _, tc := range []struct {
+		name, aud string
+		want      error
+	}{
+		{"one audience", `"aud":"anything",`, nil},
+		{"several", `"aud":["", "ledger"],`, nil},
+		{"no aud", ``, ErrMissingClaim},
+		{"only empty audiences", `"aud":[""],`, ErrBadAudience},
+		{"empty list", `"aud":[],`, ErrBadAudience},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tok := compact(header("ES256"), claims(tc.aud), "ES256", fixture().signer("ES256"))
+			if _, err := v.Verify(tok); !errors.Is(err, tc.want) {
+				t.Errorf("err = %v, want %v", err, tc.want)
 			}
 		})
 	}
