@@ -36,9 +36,13 @@ const (
 // Parameter values of the requests a Client sends (RFC 8693 §2.1, §3;
 // RFC 6749 §4.4.2).
 const (
-	clientGrantExchange    = "urn:ietf:params:oauth:grant-type:token-exchange"
+	GrantTypeTokenExchange = "urn:ietf:params:oauth:grant-type:token-exchange"
+	TokenTypeAccessToken   = "urn:ietf:params:oauth:token-type:access_token"
+	// SubjectIssuerParam names, in a dereference, the foreign authorization
+	// server whose reference token the subject token is (a meshauth
+	// extension of RFC 8693 §2.1).
+	SubjectIssuerParam     = "subject_issuer"
 	clientGrantCredentials = "client_credentials"
-	clientTypeAccessToken  = "urn:ietf:params:oauth:token-type:access_token"
 )
 
 const (
@@ -279,10 +283,10 @@ func (c *Client) Exchange(ctx context.Context, subjectToken, audience, scope str
 	}
 	return c.fetch(ctx, key, audience, true, func() url.Values {
 		form := url.Values{
-			"grant_type":           {clientGrantExchange},
+			"grant_type":           {GrantTypeTokenExchange},
 			"subject_token":        {subjectToken},
-			"subject_token_type":   {clientTypeAccessToken},
-			"requested_token_type": {clientTypeAccessToken},
+			"subject_token_type":   {TokenTypeAccessToken},
+			"requested_token_type": {TokenTypeAccessToken},
 			"audience":             {audience},
 		}
 		if scope != "" {
@@ -306,14 +310,14 @@ func (c *Client) Dereference(ctx context.Context, referenceToken, audience strin
 	rctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	form := url.Values{
-		"grant_type":           {clientGrantExchange},
+		"grant_type":           {GrantTypeTokenExchange},
 		"subject_token":        {referenceToken},
-		"subject_token_type":   {clientTypeAccessToken},
-		"requested_token_type": {clientTypeAccessToken},
+		"subject_token_type":   {TokenTypeAccessToken},
+		"requested_token_type": {TokenTypeAccessToken},
 		"audience":             {audience},
 	}
 	if c.subjectIssuer != "" {
-		form.Set("subject_issuer", c.subjectIssuer)
+		form.Set(SubjectIssuerParam, c.subjectIssuer)
 	}
 	return c.request(rctx, form, true)
 }
@@ -495,8 +499,8 @@ func parseTokenResponse(body []byte, exchanged bool, sent time.Time) (Token, err
 	}
 	if exchanged {
 		// RFC 8693 §2.2.1: required, and the type asked for.
-		if itt, ok := strictjson.String(v[3]); !ok || itt != clientTypeAccessToken {
-			return Token{}, errors.New("issued_token_type missing or not " + clientTypeAccessToken)
+		if itt, ok := strictjson.String(v[3]); !ok || itt != TokenTypeAccessToken {
+			return Token{}, errors.New("issued_token_type missing or not " + TokenTypeAccessToken)
 		}
 	}
 	return Token{AccessToken: tok, ExpiresAt: sent.Add(time.Duration(secs) * time.Second)}, nil

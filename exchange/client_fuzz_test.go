@@ -48,7 +48,7 @@ func FuzzParseTokenResponse(f *testing.F) {
 		if secs < 1 || secs != float64(int64(secs)) || !tok.ExpiresAt.Equal(sent.Add(time.Duration(secs)*time.Second)) {
 			t.Fatalf("expires_in %v gave expiry %v", m["expires_in"], tok.ExpiresAt)
 		}
-		if exchanged && m["issued_token_type"] != clientTypeAccessToken {
+		if exchanged && m["issued_token_type"] != TokenTypeAccessToken {
 			t.Fatalf("issued_token_type %v accepted", m["issued_token_type"])
 		}
 	})

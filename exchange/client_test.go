@@ -88,8 +88,8 @@ func issuedToken(n int64, form url.Values) string {
 func ok(secs int) func(http.ResponseWriter, url.Values, int64) {
 	return func(w http.ResponseWriter, form url.Values, n int64) {
 		resp := map[string]any{"access_token": issuedToken(n, form), "token_type": "Bearer", "expires_in": secs}
-		if form.Get("grant_type") == clientGrantExchange {
-			resp["issued_token_type"] = clientTypeAccessToken
+		if form.Get("grant_type") == GrantTypeTokenExchange {
+			resp["issued_token_type"] = TokenTypeAccessToken
 		}
 		writeJSON(w, http.StatusOK, resp)
 	}
@@ -437,7 +437,7 @@ func TestClientUnavailable(t *testing.T) {
 func TestClientMalformedAnswers(t *testing.T) {
 	good := func(edit func(m map[string]any)) string {
 		m := map[string]any{"access_token": "abc.def", "token_type": "Bearer", "expires_in": 300,
-			"issued_token_type": clientTypeAccessToken}
+			"issued_token_type": TokenTypeAccessToken}
 		edit(m)
 		b, _ := json.Marshal(m)
 		return string(b)
@@ -468,8 +468,8 @@ func TestClientMalformedAnswers(t *testing.T) {
 		{"issued_token_type jwt", 200, "application/json", good(func(m map[string]any) {
 			m["issued_token_type"] = "urn:ietf:params:oauth:token-type:jwt"
 		})},
-		{"repeated access_token", 200, "application/json", `{"access_token":"a","access_token":"b","token_type":"Bearer","expires_in":300,"issued_token_type":"` + clientTypeAccessToken + `"}`},
-		{"member names differ in case", 200, "application/json", `{"ACCESS_TOKEN":"a","token_type":"Bearer","expires_in":300,"issued_token_type":"` + clientTypeAccessToken + `"}`},
+		{"repeated access_token", 200, "application/json", `{"access_token":"a","access_token":"b","token_type":"Bearer","expires_in":300,"issued_token_type":"` + TokenTypeAccessToken + `"}`},
+		{"member names differ in case", 200, "application/json", `{"ACCESS_TOKEN":"a","token_type":"Bearer","expires_in":300,"issued_token_type":"` + TokenTypeAccessToken + `"}`},
 		{"trailing data", 200, "application/json", good(func(map[string]any) {}) + "{}"},
 		{"array", 200, "application/json", "[]"},
 		{"over 64 KiB", 200, "application/json", good(func(m map[string]any) { m["pad"] = strings.Repeat("x", 64<<10) })},

@@ -221,7 +221,7 @@ func (s *Server) authenticateAssertion(ctx context.Context, form url.Values) (*s
 	return c, nil
 }
 
-// assertionSubject reads the unverified sub (or iss) of a client assertion
+// assertionSubject reads the unverified sub of a client assertion
 // only to find which client's keys to verify it with; the verification that
 // follows binds it.
 func assertionSubject(assertion string) (string, error) {
@@ -234,7 +234,6 @@ func assertionSubject(assertion string) (string, error) {
 		return "", errors.New("client assertion payload is not base64url")
 	}
 	var c struct {
-		Iss string `json:"iss"`
 		Sub string `json:"sub"`
 	}
 	if err := json.Unmarshal(payload, &c); err != nil {

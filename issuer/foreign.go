@@ -51,9 +51,8 @@ type ForeignIssuer struct {
 
 // Bounds of a foreign introspection.
 const (
-	foreignTimeout     = 5 * time.Second
-	maxForeignAnswer   = 64 << 10
-	subjectIssuerParam = "subject_issuer"
+	foreignTimeout   = 5 * time.Second
+	maxForeignAnswer = 64 << 10
 )
 
 // errForeignInactive: the foreign server says the token is not active, or

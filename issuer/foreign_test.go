@@ -64,7 +64,7 @@ func TestDereferenceForeign(t *testing.T) {
 	edge := e.register(ClientMetadata{ClientID: "edge", GrantTypes: []string{GrantTypeTokenExchange}, Scope: exchange.DereferenceScope, AllowedAudiences: []string{"orders", "ledger"}})
 	plain := e.register(ClientMetadata{ClientID: "orders", GrantTypes: []string{GrantTypeTokenExchange}, Scope: "orders.read", AllowedAudiences: []string{"orders"}})
 	edgeAuth := basic("edge", edge.ClientSecret)
-	params := []string{"audience", "orders", subjectIssuerParam, "https://as.example"}
+	params := []string{"audience", "orders", exchange.SubjectIssuerParam, "https://as.example"}
 
 	status, _, m := e.tokenRequest(exchangeForm("good", params...), edgeAuth)
 	if status != http.StatusOK {
@@ -110,7 +110,7 @@ func TestDereferenceForeign(t *testing.T) {
 			}
 		})
 	}
-	if status, _, m := e.tokenRequest(exchangeForm("good", "audience", "orders", subjectIssuerParam, "https://unknown.example"), edgeAuth); status != 400 || m["error"] != "invalid_request" {
+	if status, _, m := e.tokenRequest(exchangeForm("good", "audience", "orders", exchange.SubjectIssuerParam, "https://unknown.example"), edgeAuth); status != 400 || m["error"] != "invalid_request" {
 		t.Errorf("unknown subject_issuer: %d %v", status, m)
 	}
 

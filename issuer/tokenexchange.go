@@ -16,13 +16,13 @@ import (
 
 // GrantTypeTokenExchange is the RFC 8693 §2.1 grant type. A client must
 // register it to use it.
-const GrantTypeTokenExchange = "urn:ietf:params:oauth:grant-type:token-exchange"
+const GrantTypeTokenExchange = exchange.GrantTypeTokenExchange
 
 // Token type identifiers (RFC 8693 §3) accepted for subject and actor
 // tokens and for requested_token_type. Both name this issuer's access
 // tokens: "jwt" only the JWT ones, "access_token" reference tokens too.
 const (
-	tokenTypeAccessToken = "urn:ietf:params:oauth:token-type:access_token"
+	tokenTypeAccessToken = exchange.TokenTypeAccessToken
 	tokenTypeJWT         = "urn:ietf:params:oauth:token-type:jwt"
 )
 
@@ -75,7 +75,7 @@ func (s *Server) tokenExchange(ctx context.Context, c *store.Client, form url.Va
 	now := s.now().UTC()
 	decide := exchange.Decide
 	var subject *token.Claims
-	if iss := form.Get(subjectIssuerParam); iss != "" && iss != s.issuerURL {
+	if iss := form.Get(exchange.SubjectIssuerParam); iss != "" && iss != s.issuerURL {
 		// Another authorization server's token, for an edge only.
 		if subject, err = s.foreignToken(ctx, c, iss, subjectToken, now); err != nil {
 			return nil, err
@@ -154,7 +154,7 @@ func (s *Server) foreignToken(ctx context.Context, c *store.Client, iss, value s
 	}
 	f := s.foreign[iss]
 	if f == nil {
-		return nil, errInvalidRequest(fmt.Sprintf("%s %q is not a foreign issuer of this issuer", subjectIssuerParam, truncate(iss, 128)))
+		return nil, errInvalidRequest(fmt.Sprintf("%s %q is not a foreign issuer of this issuer", exchange.SubjectIssuerParam, truncate(iss, 128)))
 	}
 	claims, err := f.introspect(ctx, value, now)
 	if errors.Is(err, errForeignInactive) {
