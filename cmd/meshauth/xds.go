@@ -103,10 +103,18 @@ func runXDS(ctx context.Context, args []string, _ io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", f.listen, err)
 	}
-	var admin *http.Server
-	var aln net.Listener
+	servers := []func() error{func() error { return gs.Serve(ln) }}
+	ran := make(chan struct{})
+	stops := []func(context.Context) error{func(context.Context) error {
+		stopRun()
+		<-ran
+		// Envoy streams never end by themselves: stop them rather than wait.
+		gs.Stop()
+		return nil
+	}}
 	if f.adminListen != "" {
-		if aln, err = net.Listen("tcp", f.adminListen); err != nil {
+		aln, err := net.Listen("tcp", f.adminListen)
+		if err != nil {
 			ln.Close()
 			return fmt.Errorf("listen on %s: %w", f.adminListen, err)
 		}
@@ -118,38 +126,15 @@ func runXDS(ctx context.Context, args []string, _ io.Writer) error {
 			}
 			return nil
 		}
-		admin = &http.Server{Handler: proxy.NewAdminHandler(reg, ready), ReadHeaderTimeout: 5 * time.Second}
+		admin := &http.Server{Handler: proxy.NewAdminHandler(reg, ready), ReadHeaderTimeout: 5 * time.Second}
+		servers = append(servers, func() error { return admin.Serve(aln) })
+		stops = append(stops, admin.Shutdown)
 	}
 
-	ran := make(chan struct{})
 	go func() { srv.Run(runCtx); close(ran) }()
-	errc := make(chan error, 2)
-	go func() { errc <- gs.Serve(ln) }()
-	if admin != nil {
-		go func() { errc <- admin.Serve(aln) }()
-	}
-	log.Info("xds serving", "listen", ln.Addr().String(), "config", configFile, "admin", f.adminListen, "tls", f.tlsCertFile != "")
-
-	var serveErr error
-	select {
-	case serveErr = <-errc:
-	case <-ctx.Done():
-	}
-	log.Info("shutting down")
-	stopRun()
-	<-ran
-	// Envoy streams never end by themselves: stop them rather than wait.
-	gs.Stop()
-	var errs []error
-	if admin != nil {
-		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		errs = append(errs, admin.Shutdown(shutdownCtx))
-	}
-	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
-		errs = append(errs, fmt.Errorf("serve: %w", serveErr))
-	}
-	return errors.Join(errs...)
+	return serveUntilDone(ctx, servers, stops, log, func() {
+		log.Info("xds serving", "listen", ln.Addr().String(), "config", configFile, "admin", f.adminListen, "tls", f.tlsCertFile != "")
+	})
 }
 
 // followPushedKeys makes each issuer's key-set cache follow the key sets
