@@ -252,28 +252,14 @@ func serveHTTP(ctx context.Context, addr string, h http.Handler, certFile, keyFi
 		MaxHeaderBytes:    32 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	errc := make(chan error, 1)
-	go func() {
-		if certFile != "" {
-			errc <- hs.ServeTLS(ln, certFile, keyFile)
-		} else {
-			errc <- hs.Serve(ln)
+	serve := func() error { return hs.Serve(ln) }
+	if certFile != "" {
+		serve = func() error { return hs.ServeTLS(ln, certFile, keyFile) }
+	}
+	return serveUntilDone(ctx, []func() error{serve}, []func(context.Context) error{hs.Shutdown}, log, func() {
+		log.Info("listening", "addr", ln.Addr().String())
+		if ready != nil {
+			ready(ln.Addr().String())
 		}
-	}()
-	log.Info("listening", "addr", ln.Addr().String())
-	if ready != nil {
-		ready(ln.Addr().String())
-	}
-	select {
-	case err := <-errc:
-		return fmt.Errorf("serve %s: %w", addr, err)
-	case <-ctx.Done():
-	}
-	log.Info("shutting down")
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	if err := hs.Shutdown(shutdownCtx); err != nil {
-		return fmt.Errorf("shutdown: %w", err)
-	}
-	return nil
+	})
 }
