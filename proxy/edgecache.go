@@ -6,13 +6,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"github.com/allegro/bigcache/v3"
 
+	"github.com/meshauth/meshauth/internal/digestkey"
 	"github.com/meshauth/meshauth/token"
 )
 
@@ -86,7 +85,7 @@ func newDerefCache(maxBytes int) (*derefCache, error) {
 		// entries arrive.
 		MaxEntrySize:     1 << 10,
 		HardMaxCacheSize: maxBytes >> 20,
-		Hasher:           digestKeyHasher{},
+		Hasher:           digestkey.Hasher{},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("proxy: edge cache: %w", err)
@@ -94,24 +93,10 @@ func newDerefCache(maxBytes int) (*derefCache, error) {
 	return &derefCache{bc: bc}, nil
 }
 
-// digestKeyHasher is bigcache's Hasher for keys that are SHA-256 digests,
-// already uniform: no need to hash them again.
-type digestKeyHasher struct{}
-
-func (digestKeyHasher) Sum64(key string) uint64 {
-	// bigcache marks deleted entries with hash 0; the top bit keeps real
-	// ones apart.
-	return binary.LittleEndian.Uint64([]byte(key[:8])) | 1<<63
-}
-
 func (c *derefCache) slot(sum *[sha256.Size]byte) *atomic.Pointer[derefEntry] {
 	// Not the bits that pick bigcache's shard.
 	return &c.front[binary.LittleEndian.Uint64(sum[8:16])%edgeFrontSlots]
 }
-
-// digestKeys lend bigcache its string keys without an allocation: a string
-// over an array on the stack would escape through the Hasher interface.
-var digestKeys = sync.Pool{New: func() any { return new([sha256.Size]byte) }}
 
 // get returns the Authorization value for the reference token whose digest
 // is sum, if cached and usable at now. The value is shared: the caller
@@ -126,10 +111,7 @@ func (c *derefCache) get(sum *[sha256.Size]byte, now time.Time) ([]byte, bool) {
 		return nil, false
 	}
 	evictions := c.evictions.Load()
-	k := digestKeys.Get().(*[sha256.Size]byte)
-	*k = *sum
-	b, err := c.bc.Get(unsafe.String(&k[0], len(k)))
-	digestKeys.Put(k)
+	b, err := digestkey.Get(c.bc, sum)
 	if err != nil {
 		return nil, false
 	}

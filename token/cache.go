@@ -6,12 +6,13 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
 
 	"github.com/allegro/bigcache/v3"
+
+	"github.com/meshauth/meshauth/internal/digestkey"
 )
 
 // Cache defaults and bounds.
@@ -140,7 +141,7 @@ func NewCache(cfg CacheConfig) (*Cache, error) {
 		LifeWindow:       maxAge,
 		MaxEntrySize:     1 << 10, // a typical entry, to size the shards initially
 		HardMaxCacheSize: maxBytes >> 20,
-		Hasher:           digestHasher{},
+		Hasher:           digestkey.Hasher{},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("token: cache: %w", err)
@@ -255,22 +256,6 @@ func (c *Cache) promote(sum *[sha256.Size]byte, b []byte, deletes uint64) {
 	}
 }
 
-// digestHasher is bigcache's Hasher for keys that are SHA-256 digests,
-// whose first bytes are already uniform: hashing all 32 with bigcache's
-// default FNV would cost a tenth of a cache hit.
-type digestHasher struct{}
-
-func (digestHasher) Sum64(key string) uint64 {
-	// bigcache marks deleted entries with hash 0; the top bit keeps real
-	// ones apart without touching the low bits that choose the shard.
-	return binary.LittleEndian.Uint64([]byte(key[:8])) | 1<<63
-}
-
-// keyBufs holds the arrays that lend bigcache its string keys: a string
-// over an array on the stack would escape through bigcache's Hasher
-// interface and cost an allocation on every hit.
-var keyBufs = sync.Pool{New: func() any { return new([sha256.Size]byte) }}
-
 // load fills cl from the entry for the token whose digest is sum, and
 // reports whether it could be used.
 func (c *Cache) load(sum *[sha256.Size]byte, verifiers []*Verifier, cl *Claims) bool {
@@ -292,14 +277,9 @@ func (c *Cache) load(sum *[sha256.Size]byte, verifiers []*Verifier, cl *Claims) 
 		}
 	}
 	deletes := c.deletes.Load()
-	k := keyBufs.Get().(*[sha256.Size]byte)
-	*k = *sum
-	// bigcache keeps no reference to the key once Get returns. Get
-	// returns a copy of the entry, which only cl and the front come to
-	// refer to and nothing writes: the strings of cl can share its
-	// memory.
-	b, err := c.bc.Get(unsafe.String(&k[0], len(k)))
-	keyBufs.Put(k)
+	// The entry is a copy, which only cl and the front come to refer to
+	// and nothing writes: the strings of cl can share its memory.
+	b, err := digestkey.Get(c.bc, sum)
 	e := entryReader(b)
 	if err != nil || !c.usable(&e, verifiers) {
 		n.misses.Add(1)
