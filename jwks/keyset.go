@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"os"
@@ -275,18 +274,9 @@ func (c *KeySetCache) run(ctx context.Context) {
 	}
 }
 
-// backoff returns the wait before the next attempt after n+1 failures in a
-// row: doubling from a second (or MinRefresh, if shorter) up to MinRefresh,
-// and randomised over its upper half so that the sidecars of an issuer that
-// comes back do not all retry at once.
-func (c *KeySetCache) backoff(n int) time.Duration {
-	d := min(time.Second, c.cfg.MinRefresh)
-	for ; n > 0 && d < c.cfg.MinRefresh; n-- {
-		d *= 2
-	}
-	d = min(d, c.cfg.MinRefresh)
-	return d/2 + rand.N(d/2+1)
-}
+// backoff returns the wait before a refresh after n+1 failures in a row, at
+// most MinRefresh.
+func (c *KeySetCache) backoff(n int) time.Duration { return backoff(n, c.cfg.MinRefresh) }
 
 // Lookup returns the key with ID kid (for "", the only key of a one-key
 // set). A hit is an atomic load and a map read: no lock, no allocation. On a

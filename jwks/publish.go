@@ -174,7 +174,7 @@ func (p *Publisher) Run(ctx context.Context) {
 		}()
 		wait := p.cfg.Reassert
 		if err != nil && ctx.Err() == nil {
-			wait = min(backoff(failures, p.cfg.Reassert), p.cfg.Reassert)
+			wait = backoff(failures, p.cfg.Reassert)
 			failures++
 			p.cfg.Logger.Warn("key and revocation distribution: publication failed; will retry", "retry_in", wait.Round(time.Millisecond), "err", err)
 		} else {
@@ -197,12 +197,15 @@ func (p *Publisher) Run(ctx context.Context) {
 }
 
 // backoff returns a randomised wait after n+1 failures in a row: doubling
-// from a second, at most max.
+// from a second (or max, if shorter) up to max, and randomised over its
+// upper half so that the many sidecars of an issuer, or replicas, do not
+// all retry at once.
 func backoff(n int, max time.Duration) time.Duration {
-	d := time.Second
+	d := min(time.Second, max)
 	for ; n > 0 && d < max; n-- {
 		d *= 2
 	}
+	d = min(d, max)
 	return d/2 + rand.N(d/2+1)
 }
 
