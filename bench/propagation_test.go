@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
-	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -234,17 +233,6 @@ func (f *fanOutFloor) event(b *testing.B) time.Duration {
 	return time.Since(start)
 }
 
-// reportLatencies reports the p50, p99 and maximum of lats in µs.
-func reportLatencies(b *testing.B, lats []time.Duration) {
-	slices.Sort(lats)
-	at := func(q float64) float64 {
-		return float64(lats[min(len(lats)-1, int(q*float64(len(lats))))].Microseconds())
-	}
-	b.ReportMetric(at(0.50), "p50-µs")
-	b.ReportMetric(at(0.99), "p99-µs")
-	b.ReportMetric(float64(lats[len(lats)-1].Microseconds()), "max-µs")
-}
-
 // BenchmarkPropagation measures how long a key rotation (Keyring.Rotate,
 // immediate) and a revocation (stored, then NotifyRevocation) take from the
 // issuer's action to the moment all N subscribers enforce it: the new key
@@ -269,7 +257,7 @@ func BenchmarkPropagation(b *testing.B) {
 				for range b.N {
 					lats = append(lats, ev.event(b))
 				}
-				reportLatencies(b, lats)
+				reportLatencies(b, true, lats)
 			})
 		}
 	}

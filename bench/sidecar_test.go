@@ -9,7 +9,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"net"
-	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -136,16 +135,7 @@ func loadHTTP(b *testing.B, addr, path, authz string) {
 		mu.Unlock()
 	})
 	b.StopTimer()
-	reportPercentiles(b, all)
-}
-
-func reportPercentiles(b *testing.B, lat []time.Duration) {
-	if len(lat) == 0 {
-		return
-	}
-	slices.Sort(lat)
-	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
-	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+	reportLatencies(b, false, all)
 }
 
 // allowAll is the floor for ext_authz: a Check server that allows
@@ -212,7 +202,7 @@ func BenchmarkExtAuthzCheck(b *testing.B) {
 				mu.Unlock()
 			})
 			b.StopTimer()
-			reportPercentiles(b, all)
+			reportLatencies(b, false, all)
 		})
 	}
 }
