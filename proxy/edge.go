@@ -138,7 +138,7 @@ type EdgeConfig struct {
 type Edge struct {
 	audience   string
 	deref      Dereferencer
-	verifier   Verifier
+	guard      *guard // verifies internal JWTs
 	acceptJWT  bool
 	cache      *derefCache
 	negative   *negativeCache
@@ -194,10 +194,14 @@ func NewEdge(cfg EdgeConfig) (*Edge, error) {
 	if err != nil {
 		return nil, err
 	}
+	g, err := newGuard(Config{Verifier: cfg.Verifier, Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
 	e := &Edge{
 		audience:  cfg.Audience,
 		deref:     cfg.Dereferencer,
-		verifier:  cfg.Verifier,
+		guard:     g,
 		acceptJWT: cfg.AcceptInternalJWT,
 		cache:     cache,
 		negative:  newNegativeCache(cmp.Or(cfg.NegativeSlots, DefaultNegativeSlots), cmp.Or(cfg.NegativeLifetime, DefaultNegativeLifetime)),
@@ -300,9 +304,11 @@ func (e *Edge) serve(ctx *fasthttp.RequestCtx) {
 			deny(ctx, edgeInternalJWT)
 			return
 		}
-		var c token.Claims
-		if v := e.verifyInternal(tok, &c); !v.ok() {
-			deny(ctx, v)
+		c := e.guard.getClaims()
+		verified := e.guard.verify(tok, c)
+		e.guard.putClaims(c)
+		if verified != codeAllowed {
+			deny(ctx, answers[verified].verdict)
 			return
 		}
 	} else {
@@ -345,20 +351,6 @@ func retryAfter(status int) string {
 		return "1"
 	}
 	return "5"
-}
-
-// verifyInternal verifies a JWT a client sent, with AcceptInternalJWT.
-func (e *Edge) verifyInternal(tok []byte, c *token.Claims) verdict {
-	err := e.verifier.VerifyInto(tok, c)
-	if err == nil {
-		return answers[codeAllowed].verdict
-	}
-	var te *token.Error
-	if errors.As(err, &te) {
-		return answers[codeToken+code(te.Reason)].verdict
-	}
-	e.log.Error("proxy: edge: token verifier failed", "err", err)
-	return answers[codeVerifier].verdict
 }
 
 // Failures of a dereference, shared by the requests that waited for it.
@@ -436,7 +428,7 @@ func (e *Edge) dereference(ref string, sum *[sha256.Size]byte) ([]byte, error) {
 		return nil, e.dereferenceFailed(err, sum)
 	}
 	var c token.Claims
-	if err := e.verifier.VerifyInto([]byte(t.AccessToken), &c); err != nil {
+	if err := e.guard.verifier.VerifyInto([]byte(t.AccessToken), &c); err != nil {
 		// The issuer's own token, refused: keys not loaded yet, or a
 		// configuration that does not match the issuer's.
 		e.stats.failed.Add(1)
