@@ -51,58 +51,26 @@ func Dereference(r Request, now time.Time, lifetime time.Duration) (*Decision, e
 	if !slices.Contains(client.Scope, DereferenceScope) {
 		return nil, fmt.Errorf("%w: %q is not in its registered scope", ErrNoDereference, DereferenceScope)
 	}
-	if len(r.Audiences) == 0 {
-		return nil, ErrNoAudience
+	aud, err := targets(r.Audiences, client)
+	if err != nil {
+		return nil, err
 	}
-	var aud []string
-	for _, a := range r.Audiences {
-		if !slices.Contains(client.AllowedAudiences, a) {
-			return nil, fmt.Errorf("%w: %.128q is not in this client's allowed_audiences", ErrTarget, a)
-		}
+	for _, a := range aud {
 		if !slices.Contains(sub.Audience, a) {
 			return nil, fmt.Errorf("%w: the reference token was not issued for %.128q", ErrTarget, a)
 		}
-		if !slices.Contains(aud, a) {
-			aud = append(aud, a)
-		}
 	}
-
 	held := strings.Fields(sub.Scope)
-	allowed := func(sc string) string {
-		if !slices.Contains(held, sc) {
-			return "is not in the reference token's scope"
-		}
-		for _, a := range aud {
-			if lim, ok := client.ExchangeScopes[a]; ok && !slices.Contains(lim, sc) {
-				return fmt.Sprintf("is not allowed for audience %.128q", a)
-			}
-		}
-		return ""
-	}
-	var scope []string
-	want := r.Scope
-	if len(want) == 0 {
-		want = held
-	}
-	for _, sc := range want {
-		why := allowed(sc)
-		if why != "" && len(r.Scope) > 0 {
-			return nil, fmt.Errorf("%w: %.64q %s", ErrScope, sc, why)
-		}
-		if why == "" && !slices.Contains(scope, sc) {
-			scope = append(scope, sc)
-		}
+	scope, err := scopeRule{held: held, of: "reference token", limits: client.ExchangeScopes, aud: aud}.grant(r.Scope)
+	if err != nil {
+		return nil, err
 	}
 	if len(scope) == 0 && len(held) > 0 {
 		return nil, fmt.Errorf("%w: no scope of the reference token is allowed for the audience", ErrScope)
 	}
-
-	exp := now.Add(lifetime)
-	if sub.ExpiresAt.Before(exp) {
-		exp = sub.ExpiresAt
-	}
-	if !exp.After(now) {
-		return nil, ErrExpired
+	exp, err := expiry(sub, now, lifetime)
+	if err != nil {
+		return nil, err
 	}
 	return &Decision{Audience: aud, Scope: scope, Act: sub.Act, ExpiresAt: exp, ClientID: sub.ClientID, ID: sub.ID}, nil
 }

@@ -55,6 +55,7 @@ func TestDereference(t *testing.T) {
 		{name: "no audience", req: Request{Subject: ref(nil), Client: edgeClient(nil)}, wantErr: ErrNoAudience},
 		{name: "audience not allowed for the edge", req: Request{Subject: ref(func(c *token.Claims) { c.Audience = append(c.Audience, "payments") }), Client: edgeClient(nil), Audiences: []string{"payments"}}, wantErr: ErrTarget},
 		{name: "audience not of the reference token", req: Request{Subject: ref(func(c *token.Claims) { c.Audience = []string{"ledger"} }), Client: edgeClient(nil), Audiences: []string{"orders"}}, wantErr: ErrTarget},
+		{name: "reference token without audience", req: Request{Subject: ref(func(c *token.Claims) { c.Audience = nil }), Client: edgeClient(nil), Audiences: []string{"orders"}}, wantErr: ErrTarget},
 		{name: "requested scope not held", req: Request{Subject: ref(nil), Client: edgeClient(nil), Audiences: []string{"orders"}, Scope: []string{"admin"}}, wantErr: ErrScope},
 		{name: "requested scope beyond the audience's limit", req: Request{Subject: ref(nil), Client: edgeClient(nil), Audiences: []string{"ledger"}, Scope: []string{"profile"}}, wantErr: ErrScope},
 		{name: "nothing allowed for the audience", req: Request{Subject: ref(func(c *token.Claims) { c.Scope = "profile" }), Client: edgeClient(nil), Audiences: []string{"ledger"}}, wantErr: ErrScope},

@@ -134,29 +134,20 @@ func Decide(r Request, now time.Time, lifetime time.Duration) (*Decision, error)
 		return nil, fmt.Errorf("%w: the new act chain would be longer than %d actors, this client's limit", ErrDepth, limit)
 	}
 
-	var aud []string
-	for _, a := range r.Audiences {
-		if !slices.Contains(client.AllowedAudiences, a) {
-			return nil, fmt.Errorf("%w: %.128q is not in this client's allowed_audiences", ErrTarget, a)
-		}
-		if !slices.Contains(aud, a) {
-			aud = append(aud, a)
-		}
-	}
-
-	scope, err := grantScope(r.Scope, strings.Fields(sub.Scope), client, aud)
+	aud, err := targets(r.Audiences, client)
 	if err != nil {
 		return nil, err
 	}
-
-	exp := now.Add(lifetime)
-	if sub.ExpiresAt.Before(exp) {
-		exp = sub.ExpiresAt
+	scope, err := scopeRule{held: strings.Fields(sub.Scope), of: "subject token", registered: client.Scope, limits: client.ExchangeScopes, aud: aud}.grant(r.Scope)
+	if err != nil {
+		return nil, err
 	}
-	// The verifier allows some clock leeway past exp; a token minted from
-	// such a subject would be born expired.
-	if !exp.After(now) {
-		return nil, ErrExpired
+	if len(scope) == 0 {
+		return nil, fmt.Errorf("%w: no scope in common between the subject token, the client and the audience", ErrScope)
+	}
+	exp, err := expiry(sub, now, lifetime)
+	if err != nil {
+		return nil, err
 	}
 
 	act, err := json.Marshal(actor{Sub: client.ID, Act: sub.Act})
@@ -166,39 +157,80 @@ func Decide(r Request, now time.Time, lifetime time.Duration) (*Decision, error)
 	return &Decision{Audience: aud, Scope: scope, Act: act, ExpiresAt: exp, ClientID: client.ID}, nil
 }
 
-// grantScope returns the requested scope if every member is held by the
-// subject token, registered for the client and within the client's limit
-// for each target audience; with none requested, every scope that is.
-func grantScope(requested, held []string, client *store.Client, aud []string) ([]string, error) {
-	// why returns the reason sc may not be granted, or "".
-	why := func(sc string) string {
-		if !slices.Contains(held, sc) {
-			return "is not in the subject token's scope"
-		}
-		if !slices.Contains(client.Scope, sc) {
-			return "is not registered for this client"
-		}
-		for _, a := range aud {
-			if lim, ok := client.ExchangeScopes[a]; ok && !slices.Contains(lim, sc) {
-				return fmt.Sprintf("is not allowed for audience %.128q", a)
-			}
-		}
-		return ""
+// targets returns the requested audiences, without repeats, if each is in
+// the client's allowed_audiences.
+func targets(requested []string, client *store.Client) ([]string, error) {
+	if len(requested) == 0 {
+		return nil, ErrNoAudience
 	}
+	var aud []string
+	for _, a := range requested {
+		if !slices.Contains(client.AllowedAudiences, a) {
+			return nil, fmt.Errorf("%w: %.128q is not in this client's allowed_audiences", ErrTarget, a)
+		}
+		if !slices.Contains(aud, a) {
+			aud = append(aud, a)
+		}
+	}
+	return aud, nil
+}
+
+// expiry returns when a token minted from sub at now expires: after
+// lifetime, never after sub.
+func expiry(sub *token.Claims, now time.Time, lifetime time.Duration) (time.Time, error) {
+	exp := now.Add(lifetime)
+	if sub.ExpiresAt.Before(exp) {
+		exp = sub.ExpiresAt
+	}
+	// The verifier allows some clock leeway past exp; a token minted from
+	// such a subject would be born expired.
+	if !exp.After(now) {
+		return time.Time{}, ErrExpired
+	}
+	return exp, nil
+}
+
+// scopeRule bounds the scope of a new token: within the subject token's
+// (held), the client's registered scope (unless registered is nil) and
+// its limit for each target audience.
+type scopeRule struct {
+	held       []string
+	of         string // what held is the scope of, for refusals
+	registered []string
+	limits     map[string][]string
+	aud        []string
+}
+
+// why returns the reason sc may not be granted, or "".
+func (r scopeRule) why(sc string) string {
+	if !slices.Contains(r.held, sc) {
+		return "is not in the " + r.of + "'s scope"
+	}
+	if r.registered != nil && !slices.Contains(r.registered, sc) {
+		return "is not registered for this client"
+	}
+	for _, a := range r.aud {
+		if lim, ok := r.limits[a]; ok && !slices.Contains(lim, sc) {
+			return fmt.Sprintf("is not allowed for audience %.128q", a)
+		}
+	}
+	return ""
+}
+
+// grant returns the requested scope if every member may be granted; with
+// none requested, every held scope that may. A refusal wraps ErrScope.
+func (r scopeRule) grant(requested []string) ([]string, error) {
 	var out []string
 	if len(requested) == 0 {
-		for _, sc := range held {
-			if why(sc) == "" && !slices.Contains(out, sc) {
+		for _, sc := range r.held {
+			if r.why(sc) == "" && !slices.Contains(out, sc) {
 				out = append(out, sc)
 			}
-		}
-		if len(out) == 0 {
-			return nil, fmt.Errorf("%w: no scope in common between the subject token, the client and the audience", ErrScope)
 		}
 		return out, nil
 	}
 	for _, sc := range requested {
-		if reason := why(sc); reason != "" {
+		if reason := r.why(sc); reason != "" {
 			return nil, fmt.Errorf("%w: %.64q %s", ErrScope, sc, reason)
 		}
 		if !slices.Contains(out, sc) {
