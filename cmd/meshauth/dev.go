@@ -33,7 +33,7 @@ import (
 func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 	fset := flag.NewFlagSet("dev", flag.ContinueOnError)
 	var f issuerFlags
-	f.register(fset, "127.0.0.1:8080", "")
+	f.register(fset, "127.0.0.1:8080")
 	dir := fset.String("dir", ".meshauth", "directory for the development state: store, key-encryption key, admin token, NATS data")
 	natsListen := fset.String("nats-listen", "127.0.0.1:4223", "address of the embedded NATS server")
 	sidecarListen := fset.String("sidecar-listen", "127.0.0.1:8000", "address of the sidecar of the demo service payments (empty disables the demo)")

@@ -322,7 +322,7 @@ func TestEdgeForeignIssuer(t *testing.T) {
 	}
 	fs := flag.NewFlagSet("issuer", flag.ContinueOnError)
 	var parsed issuerFlags
-	parsed.register(fs, ":8080", "")
+	parsed.register(fs, ":8080")
 	var file issuerFile
 	if err := flagconf.ParseWith(fs, []string{"--config", configFile}, func(string) string { return "" }, &file); err != nil {
 		t.Fatal(err)

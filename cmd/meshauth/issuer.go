@@ -52,10 +52,10 @@ type issuerFlags struct {
 	foreign []issuer.ForeignIssuer
 }
 
-func (f *issuerFlags) register(fs *flag.FlagSet, listen, storeURL string) {
+func (f *issuerFlags) register(fs *flag.FlagSet, listen string) {
 	fs.StringVar(&f.listen, "listen", listen, "address to serve HTTP on")
 	fs.StringVar(&f.issuerURL, "issuer-url", "", "issuer identifier: the https URL clients reach this issuer at (http only for loopback)")
-	fs.StringVar(&f.storeURL, "store", storeURL, "where clients and keys live: file:DIR (embedded, single node) or postgres://... (replicated)")
+	fs.StringVar(&f.storeURL, "store", "", "where clients and keys live: file:DIR (embedded, single node) or postgres://... (replicated)")
 	fs.StringVar(&f.adminTokenFile, "admin-token-file", "", "file holding the admin token for registration and key rotation (or set "+envAdminToken+")")
 	fs.StringVar(&f.kekFile, "key-encryption-key-file", "", "file holding the base64 32-byte key that encrypts signing keys at rest (or set "+envKEK+")")
 	fs.StringVar(&f.algorithm, "signing-alg", "ES256", "algorithm of new signing keys: ES256, EdDSA or RS256")
@@ -76,7 +76,7 @@ func (f *issuerFlags) register(fs *flag.FlagSet, listen, storeURL string) {
 func runIssuer(ctx context.Context, args []string, _ io.Writer) error {
 	fs := flag.NewFlagSet("issuer", flag.ContinueOnError)
 	var f issuerFlags
-	f.register(fs, ":8080", "")
+	f.register(fs, ":8080")
 	var file issuerFile
 	if err := flagconf.ParseWith(fs, args, nil, &file); err != nil {
 		return err
