@@ -77,7 +77,8 @@ func (c *derefCache) generation() uint64 { return c.entries.Generation() }
 // revocation it carried may concern this JWT, which the issuer minted
 // before it.
 func (c *derefCache) put(sum *[sha256.Size]byte, until time.Time, authz []byte, id token.Identity, generation uint64) {
-	b := digestcache.NewEntry(until.UnixNano(), 5*binary.MaxVarintLen32+len(authz)+len(id.Issuer)+len(id.TokenID)+len(id.ClientID)+len(id.Subject)+len(id.Session))
+	// Six fields, each a 4-byte length and its bytes.
+	b := digestcache.NewEntry(until.UnixNano(), 6*4+len(authz)+len(id.Issuer)+len(id.TokenID)+len(id.ClientID)+len(id.Subject)+len(id.Session))
 	b = digestcache.AppendString(b, authz)
 	b = digestcache.AppendStrings(b, id.Issuer, id.TokenID, id.ClientID, id.Subject, id.Session)
 	c.entries.Put(sum, b, generation)

@@ -188,7 +188,7 @@ func (c *Cache) usable(r *entryReader, verifiers []*Verifier) bool {
 	issuer, alg, kid := r.header()
 	// A slot is empty once its issuer was replaced, and absent from the
 	// issuers of a verification that began before it was added.
-	if !r.OK() || issuer >= uint64(len(verifiers)) || verifiers[issuer] == nil {
+	if !r.OK() || int(issuer) >= len(verifiers) || verifiers[issuer] == nil {
 		return false
 	}
 	k, ok := verifiers[issuer].keys.Lookup(kid)
@@ -228,7 +228,7 @@ func (c *Cache) store(sum *[sha256.Size]byte, issuer int, v *Verifier, hdr64 []b
 	}
 
 	b := digestcache.NewEntry(deadline.UnixNano(), 64+len(kid)+2*len(cl.Raw)+4*len(cl.Audience))
-	b = binary.AppendUvarint(b, uint64(issuer))
+	b = binary.LittleEndian.AppendUint32(b, uint32(issuer))
 	b = append(b, byte(alg))
 	b = digestcache.AppendString(b, kid)
 	b = append(b, byte(cl.seen))
@@ -236,7 +236,7 @@ func (c *Cache) store(sum *[sha256.Size]byte, issuer int, v *Verifier, hdr64 []b
 	b = appendTime(b, cl.NotBefore)
 	b = appendTime(b, cl.IssuedAt)
 	b = digestcache.AppendStrings(b, cl.Issuer, cl.Subject, cl.ID, cl.ClientID, cl.Scope, cl.SessionID)
-	b = binary.AppendUvarint(b, uint64(len(cl.Audience)))
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(cl.Audience)))
 	b = digestcache.AppendStrings(b, cl.Audience...)
 	b = digestcache.AppendString(b, cl.Raw)
 	b = binary.LittleEndian.AppendUint64(b, act)
@@ -259,18 +259,18 @@ func offsetIn(raw, sub []byte) (uint64, bool) {
 
 func appendTime(b []byte, t time.Time) []byte {
 	b = binary.LittleEndian.AppendUint64(b, uint64(t.Unix()))
-	return binary.AppendUvarint(b, uint64(t.Nanosecond()))
+	return binary.LittleEndian.AppendUint32(b, uint32(t.Nanosecond()))
 }
 
 // entryReader reads the value of an entry that store wrote:
 //
-//	issuer index        uvarint
+//	issuer index        4
 //	alg                 1
 //	kid                 string
 //	claimSet            1
-//	exp, nbf, iat       3 × (unix s 8, ns uvarint)
+//	exp, nbf, iat       3 × (unix s 8, ns 4)
 //	iss, sub, jti, client_id, scope, sid   string each
-//	aud                 count uvarint, string each
+//	aud                 count 4, string each
 //	raw                 string
 //	act, may_act        offset<<32 | length 8 each, into raw; 0 if absent
 //
@@ -280,15 +280,15 @@ type entryReader struct{ digestcache.Reader }
 
 // time reads a time, the zero Time unless present.
 func (r *entryReader) time(present bool) time.Time {
-	sec, nsec := int64(r.Uint64()), int64(r.Uvarint())
+	sec, nsec := int64(r.Uint64()), int64(r.Uint32())
 	if !present {
 		return time.Time{}
 	}
 	return time.Unix(sec, nsec)
 }
 
-func (r *entryReader) header() (issuer uint64, alg algorithm, kid string) {
-	issuer = r.Uvarint()
+func (r *entryReader) header() (issuer uint32, alg algorithm, kid string) {
+	issuer = r.Uint32()
 	alg = algorithm(r.Byte())
 	return issuer, alg, r.String()
 }
@@ -302,7 +302,7 @@ func (r *entryReader) claims(c *Claims) {
 	c.NotBefore = r.time(c.has(claimNbf))
 	c.IssuedAt = r.time(c.has(claimIat))
 	r.Strings(&c.Issuer, &c.Subject, &c.ID, &c.ClientID, &c.Scope, &c.SessionID)
-	for n := r.Uvarint(); n > 0 && r.OK(); n-- {
+	for n := r.Uint32(); n > 0 && r.OK(); n-- {
 		aud = append(aud, r.String())
 	}
 	if c.has(claimAud) {
