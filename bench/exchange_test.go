@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"crypto/sha256"
 	"net"
 	"net/url"
 	"testing"
@@ -78,4 +79,39 @@ func BenchmarkEgressHop(b *testing.B) {
 
 	b.Run("floor", func(b *testing.B) { loadHTTP(b, floor, "/charge", "Bearer "+subject) })
 	b.Run("egress", func(b *testing.B) { loadHTTP(b, ln.Addr().String(), "/payments/charge", "Bearer "+subject) })
+}
+
+// BenchmarkExchangeCacheHit measures an exchange answered from the exchange
+// client's cache, with a real subject token, against its floor: the
+// SHA-256 digest of the subject token and a Go map lookup of it. The
+// difference is the digest of the request (subject digest, audience and
+// scope) and the cache lookup.
+func BenchmarkExchangeCacheHit(b *testing.B) {
+	issuerURL, subject, ordersSecret, _ := exchangeSetup(b)
+	client, err := exchange.NewClient(exchange.ClientConfig{TokenURL: issuerURL + "/token", ClientID: "orders", ClientSecret: ordersSecret})
+	if err != nil {
+		b.Fatal(err)
+	}
+	tok := []byte(subject)
+	ctx := context.Background()
+	if _, err := client.Exchange(ctx, tok, "payments", "payments.charge"); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("floor", func(b *testing.B) {
+		m := map[[sha256.Size]byte]*exchange.Token{sha256.Sum256(tok): new(exchange.Token)}
+		b.ReportAllocs()
+		for b.Loop() {
+			if m[sha256.Sum256(tok)] == nil {
+				b.Fatal("not found")
+			}
+		}
+	})
+	b.Run("client", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := client.Exchange(ctx, tok, "payments", "payments.charge"); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

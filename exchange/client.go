@@ -17,13 +17,13 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unsafe"
 
-	"github.com/allegro/bigcache/v3"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/meshauth/meshauth/internal/digestcache"
 	"github.com/meshauth/meshauth/internal/loopback"
 	"github.com/meshauth/meshauth/internal/strictjson"
+	"github.com/meshauth/meshauth/token"
 )
 
 // Defaults of ClientConfig.
@@ -53,10 +53,13 @@ const (
 	// carries to the caller, who may pass it on.
 	maxRefusalCode        = 64
 	maxRefusalDescription = 256
-	// clientCacheShards is the number of bigcache shards: 1 MiB, the
+	// clientCacheShards is the number of shards of the cache: 1 MiB, the
 	// smallest cache, gives each 16 KiB, room for a few tokens.
 	clientCacheShards = 64
-	// clientCacheLifeWindow is when bigcache may reclaim an entry's
+	// clientFrontSlots is the size of the heap table in front of the
+	// cache (digestcache.Config.FrontSlots).
+	clientFrontSlots = 1024
+	// clientCacheLifeWindow is when the cache may reclaim an entry's
 	// space. Entries are checked against their token's expiry on every
 	// use; a token that lives longer than this is at worst exchanged
 	// again once it is reclaimed.
@@ -127,8 +130,9 @@ type ClientConfig struct {
 	// to redirect, and following one would carry the client secret along.
 	HTTPClient *http.Client
 	// CacheBytes bounds the memory of the token cache. It is rounded down
-	// to whole MiB, the unit of bigcache, and must be at least 1 MiB. When
-	// a part of the cache is full its oldest tokens go first. Default:
+	// to whole MiB and must be at least 1 MiB. When a part of the cache is
+	// full its oldest tokens go first. The tokens used most recently also
+	// have a copy on the Go heap, up to 1024. Default:
 	// DefaultClientCacheBytes.
 	CacheBytes int
 	// RefreshBefore is how long before its expiry a cached token stops
@@ -158,13 +162,20 @@ type ClientConfig struct {
 // (RFC 8693), or the service's own token for a call it makes by itself
 // (RFC 6749 §4.4). It is safe for concurrent use.
 //
-// Tokens are cached in bigcache, bounded in bytes and out of the garbage
-// collector's scanning, until RefreshBefore before their expiry. An
-// exchanged token is keyed by the SHA-256 digest of the subject token,
-// never the subject token itself, with the audience and the scope. While a
-// token is being obtained, identical requests wait for it
-// (singleflight): a burst of calls with one inbound token to one service
+// Tokens are cached in the digest cache that every cache of meshauth
+// shares (internal/digestcache), bounded in bytes, until RefreshBefore
+// before their expiry. An exchanged token is keyed by the SHA-256 digest of
+// the subject token, never the subject token itself, with the audience and
+// the scope. While a token is being obtained, identical requests wait for
+// it (singleflight): a burst of calls with one inbound token to one service
 // costs one exchange.
+//
+// Every cached token answers to revocation (Evict): it is kept with what a
+// revocation can name (token.Identity) of the subject token it was
+// exchanged for, read from the subject token's claims once the issuer has
+// accepted it, and of itself. A subject token whose claims cannot be read
+// is exchanged, but its token is not cached, since no revocation could
+// reach it.
 //
 // Refusals are not cached: a refusal costs the issuer one request, and
 // caching it would keep refusing after the client's registration or the
@@ -173,7 +184,7 @@ type Client struct {
 	tokenURL string
 	basic    string // the Authorization field value: holds the secret, never logged
 	http     *http.Client
-	cache    *bigcache.BigCache
+	cache    *digestcache.Cache
 	refresh  time.Duration
 	timeout  time.Duration
 	now      func() time.Time
@@ -200,13 +211,12 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	case cfg.Timeout < 0:
 		return nil, fmt.Errorf("exchange: negative Timeout %v", cfg.Timeout)
 	}
-	cache, err := bigcache.New(context.Background(), bigcache.Config{
+	cache, err := digestcache.New(digestcache.Config{
+		MaxBytes:   cacheBytes,
 		Shards:     clientCacheShards,
+		FrontSlots: clientFrontSlots,
 		LifeWindow: clientCacheLifeWindow,
-		// No CleanWindow: no goroutine to stop; space is reclaimed as new
-		// entries arrive.
-		MaxEntrySize:     2 << 10, // a typical entry, to size the shards initially
-		HardMaxCacheSize: cacheBytes >> 20,
+		EntrySize:  2 << 10,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("exchange: cache: %w", err)
@@ -257,7 +267,7 @@ func checkTokenURL(raw string) error {
 	return nil
 }
 
-// Kinds of cache entries, the first byte of their key.
+// Kinds of cached tokens, the first byte of what their key digests.
 const (
 	keyExchange          = 'x'
 	keyClientCredentials = 'c'
@@ -265,23 +275,29 @@ const (
 
 // Exchange returns an access token for audience, with scope if not empty,
 // in exchange for subjectToken, the access token of the request being
-// served (RFC 8693 §2.1). The token is from the cache while it has more
-// than RefreshBefore to live. A refusal is a *RefusedError; a token
-// endpoint that did not answer, an error wrapping ErrUnavailable; ctx
-// being done, an error wrapping its cause.
-func (c *Client) Exchange(ctx context.Context, subjectToken, audience, scope string) (Token, error) {
-	if subjectToken == "" || audience == "" {
+// served (RFC 8693 §2.1). Exchange reads subjectToken during the call
+// only: it may be a request's buffer. The token is from the cache while it
+// has more than RefreshBefore to live. A refusal is a *RefusedError; a
+// token endpoint that did not answer, an error wrapping ErrUnavailable;
+// ctx being done, an error wrapping its cause.
+func (c *Client) Exchange(ctx context.Context, subjectToken []byte, audience, scope string) (Token, error) {
+	if len(subjectToken) == 0 || audience == "" {
 		return Token{}, errors.New("exchange: a subject token and an audience are required")
 	}
-	// Sum256 only reads its argument, which may therefore share the
-	// string's memory: a copy would cost an allocation of the token's size
-	// on every call.
-	sum := sha256.Sum256(unsafe.Slice(unsafe.StringData(subjectToken), len(subjectToken)))
-	key := cacheKey(keyExchange, sum[:], audience, scope)
-	if t, ok := c.cached(key); ok {
+	subject := sha256.Sum256(subjectToken)
+	key := cacheKey(keyExchange, subject[:], audience, scope)
+	if t, ok := c.cached(&key); ok {
 		return t, nil
 	}
-	return c.fetch(ctx, key, audience, true, func() url.Values {
+	// A copy: the request to the token endpoint may outlive this call,
+	// for the others waiting on it.
+	return c.exchange(ctx, key, string(subjectToken), audience, scope)
+}
+
+// exchange obtains the token of Exchange on a miss. Apart from Exchange,
+// so that key moves to the heap on misses only.
+func (c *Client) exchange(ctx context.Context, key [sha256.Size]byte, subjectToken, audience, scope string) (Token, error) {
+	return c.fetch(ctx, &key, audience, subjectToken, func() url.Values {
 		form := url.Values{
 			"grant_type":           {GrantTypeTokenExchange},
 			"subject_token":        {subjectToken},
@@ -330,10 +346,15 @@ func (c *Client) ClientCredentials(ctx context.Context, audience, scope string) 
 		return Token{}, errors.New("exchange: an audience is required")
 	}
 	key := cacheKey(keyClientCredentials, nil, audience, scope)
-	if t, ok := c.cached(key); ok {
+	if t, ok := c.cached(&key); ok {
 		return t, nil
 	}
-	return c.fetch(ctx, key, audience, false, func() url.Values {
+	return c.clientCredentials(ctx, key, audience, scope)
+}
+
+// clientCredentials obtains the token of ClientCredentials on a miss.
+func (c *Client) clientCredentials(ctx context.Context, key [sha256.Size]byte, audience, scope string) (Token, error) {
+	return c.fetch(ctx, &key, audience, "", func() url.Values {
 		form := url.Values{"grant_type": {clientGrantCredentials}, "audience": {audience}}
 		if scope != "" {
 			form.Set("scope", scope)
@@ -342,56 +363,120 @@ func (c *Client) ClientCredentials(ctx context.Context, audience, scope string) 
 	})
 }
 
-// cacheKey returns kind, digest, the length of audience, audience and
-// scope: no two requests share a key.
-func cacheKey(kind byte, digest []byte, audience, scope string) string {
-	b := make([]byte, 0, 1+len(digest)+binary.MaxVarintLen64+len(audience)+len(scope))
-	b = append(b, kind)
-	b = append(b, digest...)
+// Evict drops the cached tokens that revocation r names (token.Revocation's
+// Names), by the identity of the subject token they were exchanged for or
+// by their own, whatever their "iat", and returns how many: the next call
+// is exchanged again, and the issuer decides. A token being obtained while
+// Evict runs is not cached. It visits every entry: revocations are rare.
+func (c *Client) Evict(r token.Revocation) int {
+	return c.cache.DeleteFunc(func(v []byte) bool {
+		e := readEntry(v)
+		return e.ok && (r.Names(e.subject) || r.Names(e.issued))
+	})
+}
+
+// cacheKey returns the digest of kind, subject (the digest of the subject
+// token, or nil), the length of audience, audience and scope: no two
+// requests share a key. It allocates nothing for the audiences and scopes
+// of a route.
+func cacheKey(kind byte, subject []byte, audience, scope string) [sha256.Size]byte {
+	var buf [256]byte
+	b := append(buf[:0], kind)
+	b = append(b, subject...)
 	b = binary.AppendUvarint(b, uint64(len(audience)))
 	b = append(b, audience...)
 	b = append(b, scope...)
-	return unsafe.String(&b[0], len(b)) // b is never written again
+	return sha256.Sum256(b)
+}
+
+// entry is a cached token, with the identities that a revocation evicts
+// it by. Its value in the cache is expiresAt (Unix ns, 8 bytes), the
+// token, then the subject's and the token's Identity, each its five
+// strings (digestcache.AppendString).
+type entry struct {
+	expiresAt       int64
+	token           string
+	subject, issued token.Identity
+	ok              bool // all of it was there
+}
+
+func (e *entry) appendTo(b []byte) []byte {
+	b = binary.LittleEndian.AppendUint64(b, uint64(e.expiresAt))
+	b = digestcache.AppendString(b, e.token)
+	for _, id := range [...]*token.Identity{&e.subject, &e.issued} {
+		b = digestcache.AppendStrings(b, id.Issuer, id.TokenID, id.ClientID, id.Subject, id.Session)
+	}
+	return b
+}
+
+// readEntry reads an entry that appendTo wrote; its strings share v.
+func readEntry(v []byte) entry {
+	r := digestcache.NewReader(v)
+	e := entry{expiresAt: int64(r.Uint64()), token: r.String()}
+	for _, id := range [...]*token.Identity{&e.subject, &e.issued} {
+		r.Strings(&id.Issuer, &id.TokenID, &id.ClientID, &id.Subject, &id.Session)
+	}
+	e.ok = r.OK()
+	return e
 }
 
 // cached returns the token under key if it has more than RefreshBefore to
-// live. An entry is the expiry (Unix ns, 8 bytes) and the token.
-func (c *Client) cached(key string) (Token, bool) {
-	b, err := c.cache.Get(key)
-	if err != nil || len(b) <= 8 {
+// live.
+func (c *Client) cached(key *[sha256.Size]byte) (Token, bool) {
+	v, ok := c.cache.Get(key, c.now().Add(c.refresh).UnixNano())
+	if !ok {
 		return Token{}, false
 	}
-	exp := time.Unix(0, int64(binary.LittleEndian.Uint64(b)))
-	if !c.now().Add(c.refresh).Before(exp) {
+	// Only what a hit needs: the rest is for Evict.
+	r := digestcache.NewReader(v)
+	exp := int64(r.Uint64())
+	tok := r.String() // shares the entry, which never changes
+	if !r.OK() || tok == "" {
 		return Token{}, false
 	}
-	// Get returns a copy that nothing else holds or writes: the string
-	// can share its memory.
-	return Token{AccessToken: unsafe.String(&b[8], len(b)-8), ExpiresAt: exp}, true
+	return Token{AccessToken: tok, ExpiresAt: time.Unix(0, exp)}, true
 }
 
-func (c *Client) store(key string, t Token) {
+// store caches t under key, obtained in exchange for subjectToken (empty
+// for the service's own token) by a request that began at generation.
+func (c *Client) store(key *[sha256.Size]byte, t Token, subjectToken string, generation uint64) {
 	if !c.now().Add(c.refresh).Before(t.ExpiresAt) {
 		return // it would never be used
 	}
-	b := make([]byte, 8+len(t.AccessToken))
-	binary.LittleEndian.PutUint64(b, uint64(t.ExpiresAt.UnixNano()))
-	copy(b[8:], t.AccessToken)
-	// bigcache refuses only an entry larger than a shard: such a token is
-	// obtained anew each time.
-	_ = c.cache.Set(key, b)
+	e := entry{expiresAt: t.ExpiresAt.UnixNano(), token: t.AccessToken}
+	if subjectToken != "" {
+		// The issuer accepted the subject token just now: its claims are
+		// the issuer's, read here only to be evicted by.
+		id, err := token.ReadIdentity([]byte(subjectToken))
+		if err != nil {
+			return
+		}
+		e.subject = id
+	}
+	// A token that is not a JWT is kept by its subject's identity alone;
+	// the next hop, which verifies it, also checks its revocations.
+	e.issued, _ = token.ReadIdentity([]byte(t.AccessToken))
+	b := digestcache.NewEntry(e.expiresAt, 256+len(e.token)) // identities are short
+	// An entry larger than a part of the cache is not kept: such a token
+	// is obtained anew each time.
+	c.cache.Put(key, e.appendTo(b), generation)
 }
 
 // fetch obtains the token under key from the token endpoint, with the form
-// that form returns, and caches it. Callers asking for the same key
-// meanwhile share the one request.
-func (c *Client) fetch(ctx context.Context, key, audience string, exchanged bool, form func() url.Values) (Token, error) {
-	ch := c.flights.DoChan(key, func() (any, error) {
+// that form returns, in exchange for subjectToken (empty for the service's
+// own token), and caches it. Callers asking for the same key meanwhile
+// share the one request.
+func (c *Client) fetch(ctx context.Context, key *[sha256.Size]byte, audience, subjectToken string, form func() url.Values) (Token, error) {
+	exchanged := subjectToken != ""
+	ch := c.flights.DoChan(string(key[:]), func() (any, error) {
 		// A request that ended between the caller's cache miss and this
 		// one starting has cached the token.
 		if t, ok := c.cached(key); ok {
 			return t, nil
 		}
+		// Before the request: a revocation that arrives during it may
+		// name the token it obtains, which is then not cached.
+		generation := c.cache.Generation()
 		// Detached from the caller's context: other callers may be
 		// waiting on this request, and the first one giving up must not
 		// fail them. Timeout bounds it.
@@ -400,7 +485,7 @@ func (c *Client) fetch(ctx context.Context, key, audience string, exchanged bool
 		start := time.Now()
 		t, err := c.request(rctx, form(), exchanged)
 		if err == nil {
-			c.store(key, t)
+			c.store(key, t, subjectToken, generation)
 		}
 		if c.log.Enabled(rctx, slog.LevelDebug) {
 			grant := clientGrantCredentials

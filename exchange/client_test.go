@@ -12,11 +12,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/meshauth/meshauth/token"
 )
 
 const (
@@ -160,7 +163,7 @@ func TestClientRequests(t *testing.T) {
 		{
 			"exchange",
 			func(c *Client) (Token, error) {
-				return c.Exchange(context.Background(), testSubject, "payments", "payments.charge payments.read")
+				return c.Exchange(context.Background(), []byte(testSubject), "payments", "payments.charge payments.read")
 			},
 			url.Values{
 				"grant_type":           {"urn:ietf:params:oauth:grant-type:token-exchange"},
@@ -173,7 +176,9 @@ func TestClientRequests(t *testing.T) {
 		},
 		{
 			"exchange without scope",
-			func(c *Client) (Token, error) { return c.Exchange(context.Background(), testSubject, "payments", "") },
+			func(c *Client) (Token, error) {
+				return c.Exchange(context.Background(), []byte(testSubject), "payments", "")
+			},
 			url.Values{
 				"grant_type":           {"urn:ietf:params:oauth:grant-type:token-exchange"},
 				"subject_token":        {testSubject},
@@ -251,7 +256,7 @@ func TestClientCacheKeys(t *testing.T) {
 		if k.subject == "" {
 			tok, err = c.ClientCredentials(ctx, k.audience, k.scope)
 		} else {
-			tok, err = c.Exchange(ctx, k.subject, k.audience, k.scope)
+			tok, err = c.Exchange(ctx, []byte(k.subject), k.audience, k.scope)
 		}
 		if err != nil {
 			t.Fatalf("%+v: %v", k, err)
@@ -287,7 +292,7 @@ func TestClientRefresh(t *testing.T) {
 	ctx := context.Background()
 	get := func() string {
 		t.Helper()
-		tok, err := c.Exchange(ctx, testSubject, "payments", "")
+		tok, err := c.Exchange(ctx, []byte(testSubject), "payments", "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -306,6 +311,117 @@ func TestClientRefresh(t *testing.T) {
 	}
 	if got := get(); got != second || f.calls.Load() != 2 {
 		t.Errorf("the refreshed token is not cached: %q, %d requests", got, f.calls.Load())
+	}
+}
+
+// jwtAnswer answers with a token whose claims name it: jti "x-" and the
+// answer's number, client_id the exchanging client.
+func jwtAnswer(w http.ResponseWriter, form url.Values, n int64) {
+	claims := base64.RawURLEncoding.EncodeToString(fmt.Appendf(nil, `{"jti":"x-%d","client_id":%q,"sub":%q}`, n, testClientID, testClientID))
+	resp := map[string]any{"access_token": "eyJhbGciOiJFUzI1NiJ9." + claims + ".c2ln", "token_type": "Bearer", "expires_in": 300}
+	if form.Get("grant_type") == GrantTypeTokenExchange {
+		resp["issued_token_type"] = TokenTypeAccessToken
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// TestClientEvict checks which cached tokens a revocation drops: those
+// whose subject token it names, and those it names themselves.
+func TestClientEvict(t *testing.T) {
+	// testSubject's claims are {"sub":"alice"}.
+	tests := []struct {
+		name    string
+		r       token.Revocation
+		evicted []string // of the calls below
+	}{
+		{"subject of the subject token", token.Revocation{Kind: token.RevokeSubject, Value: "alice"}, []string{"exchange"}},
+		{"jti of an exchanged token", token.Revocation{Kind: token.RevokeTokenID, Value: "x-1"}, []string{"exchange"}},
+		{"jti of the own token", token.Revocation{Kind: token.RevokeTokenID, Value: "x-2"}, []string{"own"}},
+		{"the client itself", token.Revocation{Kind: token.RevokeClientID, Value: testClientID}, []string{"exchange", "own"}},
+		{"another subject", token.Revocation{Kind: token.RevokeSubject, Value: "bob"}, nil},
+		{"empty value", token.Revocation{Kind: token.RevokeTokenID}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFakeIssuer(t)
+			f.setAnswer(jwtAnswer)
+			c := newTestClient(t, f, nil)
+			ctx := context.Background()
+			calls := map[string]func() (Token, error){
+				"exchange": func() (Token, error) { return c.Exchange(ctx, []byte(testSubject), "payments", "") },
+				"own":      func() (Token, error) { return c.ClientCredentials(ctx, "payments", "") },
+			}
+			first := map[string]string{}
+			for _, name := range []string{"exchange", "own"} {
+				tok, err := calls[name]()
+				if err != nil {
+					t.Fatal(err)
+				}
+				first[name] = tok.AccessToken
+			}
+			if n := c.Evict(tt.r); n != len(tt.evicted) {
+				t.Errorf("Evict dropped %d tokens, want %d", n, len(tt.evicted))
+			}
+			for name, call := range calls {
+				tok, err := call()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if evicted := slices.Contains(tt.evicted, name); (tok.AccessToken != first[name]) != evicted {
+					t.Errorf("%s: %q after %q, want evicted %v", name, tok.AccessToken, first[name], evicted)
+				}
+			}
+		})
+	}
+}
+
+// TestClientEvictDuringExchange checks that a token obtained by a request
+// that a revocation overtook is handed out but not cached: the revocation
+// may name it.
+func TestClientEvictDuringExchange(t *testing.T) {
+	f := newFakeIssuer(t)
+	asked, release := make(chan struct{}), make(chan struct{})
+	f.setAnswer(func(w http.ResponseWriter, form url.Values, n int64) {
+		if n == 1 {
+			close(asked)
+			<-release
+		}
+		ok(300)(w, form, n)
+	})
+	c := newTestClient(t, f, nil)
+	exchange := func() string {
+		t.Helper()
+		tok, err := c.Exchange(context.Background(), []byte(testSubject), "payments", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok.AccessToken
+	}
+	done := make(chan string)
+	go func() { done <- exchange() }()
+	<-asked
+	c.Evict(token.Revocation{Kind: token.RevokeSubject, Value: "alice"})
+	close(release)
+	first := <-done
+	second, third := exchange(), exchange()
+	if first == second || second != third || f.calls.Load() != 2 {
+		t.Errorf("tokens %q, %q, %q after %d requests: want the first not cached", first, second, third, f.calls.Load())
+	}
+}
+
+// TestClientUnreadableSubject checks that the token obtained for a subject
+// token whose claims cannot be read is not cached: no revocation could
+// reach it.
+func TestClientUnreadableSubject(t *testing.T) {
+	f := newFakeIssuer(t)
+	c := newTestClient(t, f, nil)
+	for i := range 2 {
+		if _, err := c.Exchange(context.Background(), []byte("opaque-reference-token"), "payments", ""); err != nil {
+			t.Fatal(err)
+		}
+		if n := f.calls.Load(); n != int64(i+1) {
+			t.Errorf("call %d: %d requests", i, n)
+		}
 	}
 }
 
@@ -338,7 +454,7 @@ func TestClientBurstCostsOneRequest(t *testing.T) {
 	errs := make([]error, callers)
 	for i := range callers {
 		wg.Go(func() {
-			tok, err := c.Exchange(context.Background(), testSubject, "payments", "payments.charge")
+			tok, err := c.Exchange(context.Background(), []byte(testSubject), "payments", "payments.charge")
 			tokens[i], errs[i] = tok.AccessToken, err
 		})
 	}
@@ -383,7 +499,7 @@ func TestClientRefused(t *testing.T) {
 			f.setAnswer(tc.answer)
 			c := newTestClient(t, f, nil)
 			for i := range 2 {
-				_, err := c.Exchange(context.Background(), testSubject, "payments", "")
+				_, err := c.Exchange(context.Background(), []byte(testSubject), "payments", "")
 				var re *RefusedError
 				if !errors.As(err, &re) || *re != tc.want {
 					t.Fatalf("call %d: %v, want %+v", i, err, tc.want)
@@ -422,7 +538,7 @@ func TestClientUnavailable(t *testing.T) {
 			if tc.down {
 				f.Close()
 			}
-			_, err := c.Exchange(context.Background(), testSubject, "payments", "")
+			_, err := c.Exchange(context.Background(), []byte(testSubject), "payments", "")
 			if !errors.Is(err, ErrUnavailable) {
 				t.Fatalf("got %v, want ErrUnavailable", err)
 			}
@@ -483,7 +599,7 @@ func TestClientMalformedAnswers(t *testing.T) {
 			f := newFakeIssuer(t)
 			f.setAnswer(raw(tc.status, tc.ctype, tc.body))
 			c := newTestClient(t, f, nil)
-			tok, err := c.Exchange(context.Background(), testSubject, "payments", "")
+			tok, err := c.Exchange(context.Background(), []byte(testSubject), "payments", "")
 			var re *RefusedError
 			if err == nil || errors.Is(err, ErrUnavailable) || errors.As(err, &re) {
 				t.Fatalf("got %q, %v; want an error that is neither unavailable nor a refusal", tok.AccessToken, err)
@@ -503,7 +619,7 @@ func TestClientKeepsSecrets(t *testing.T) {
 		f := newFakeIssuer(t)
 		f.setAnswer(answer)
 		c := newTestClient(t, f, func(cfg *ClientConfig) { cfg.Logger = logger })
-		tok, err := c.Exchange(context.Background(), testSubject, "payments", "")
+		tok, err := c.Exchange(context.Background(), []byte(testSubject), "payments", "")
 		errs = append(errs, err)
 		logger.Info("token", "token", tok)
 		if s := fmt.Sprint(tok); tok.AccessToken != "" && strings.Contains(s, tok.AccessToken) {
@@ -540,7 +656,7 @@ func TestClientCallerGivesUp(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	first := make(chan error, 1)
 	go func() {
-		_, err := c.Exchange(ctx, testSubject, "payments", "")
+		_, err := c.Exchange(ctx, []byte(testSubject), "payments", "")
 		first <- err
 	}()
 	second := make(chan Token, 1)
@@ -548,7 +664,7 @@ func TestClientCallerGivesUp(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	go func() {
-		tok, err := c.Exchange(context.Background(), testSubject, "payments", "")
+		tok, err := c.Exchange(context.Background(), []byte(testSubject), "payments", "")
 		if err != nil {
 			t.Error(err)
 		}
@@ -606,10 +722,10 @@ func TestClientRefusesBadArguments(t *testing.T) {
 	f := newFakeIssuer(t)
 	c := newTestClient(t, f, nil)
 	ctx := context.Background()
-	if _, err := c.Exchange(ctx, "", "payments", ""); err == nil {
+	if _, err := c.Exchange(ctx, nil, "payments", ""); err == nil {
 		t.Error("empty subject token accepted")
 	}
-	if _, err := c.Exchange(ctx, testSubject, "", ""); err == nil {
+	if _, err := c.Exchange(ctx, []byte(testSubject), "", ""); err == nil {
 		t.Error("empty audience accepted")
 	}
 	if _, err := c.ClientCredentials(ctx, "", ""); err == nil {
@@ -625,7 +741,7 @@ func BenchmarkClientCached(b *testing.B) {
 	f := newFakeIssuer(b)
 	c := newTestClient(b, f, nil)
 	ctx := context.Background()
-	subject := testSubject + strings.Repeat("A", 600) // the size of a real JWT
+	subject := []byte(testSubject + strings.Repeat("A", 600)) // the size of a real JWT
 	if _, err := c.Exchange(ctx, subject, "payments", "payments.charge"); err != nil {
 		b.Fatal(err)
 	}

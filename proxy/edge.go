@@ -414,7 +414,7 @@ func (e *Edge) miss(ctx *fasthttp.RequestCtx, tok []byte, sum [sha256.Size]byte)
 // dereference asks the issuer for the internal JWT of ref, whose digest
 // is sum, and caches it.
 func (e *Edge) dereference(ref string, sum *[sha256.Size]byte) ([]byte, error) {
-	evictions := e.cache.evictions.Load()
+	generation := e.cache.generation()
 	e.stats.dereferences.Add(1)
 	// Not the request's context: other requests may wait for this one.
 	ctx, cancel := context.WithTimeout(context.Background(), e.wait)
@@ -442,14 +442,11 @@ func (e *Edge) dereference(ref string, sum *[sha256.Size]byte) ([]byte, error) {
 			until = end
 		}
 	}
-	entry := &derefEntry{
-		sum: *sum, until: until.UnixNano(), authz: []byte("Bearer " + t.AccessToken),
-		jti: c.ID, clientID: c.ClientID, subject: c.Subject, session: c.SessionID,
-	}
+	authz := []byte("Bearer " + t.AccessToken)
 	if until.After(now) {
-		e.cache.put(entry, evictions)
+		e.cache.put(sum, until, authz, c.Identity(), generation)
 	}
-	return entry.authz, nil
+	return authz, nil
 }
 
 // dereferenceFailed classifies a failed dereference of the token whose

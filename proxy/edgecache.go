@@ -1,216 +1,103 @@
 package proxy
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
 
-	"github.com/allegro/bigcache/v3"
-
-	"github.com/meshauth/meshauth/internal/digestkey"
+	"github.com/meshauth/meshauth/internal/digestcache"
 	"github.com/meshauth/meshauth/token"
 )
 
 // Bounds of the edge's caches.
 const (
 	edgeCacheShards = 64
-	// edgeFrontSlots is the size of the heap table in front of bigcache;
-	// see derefCache.
+	// edgeFrontSlots is the size of the heap table in front of the
+	// dereference cache (digestcache.Config.FrontSlots).
 	edgeFrontSlots = 4096
-	// edgeCacheLifeWindow only lets bigcache reclaim space: every entry
-	// holds its own end, checked on every use.
+	// edgeCacheLifeWindow only lets space be reclaimed: every entry holds
+	// its own end, checked on every use.
 	edgeCacheLifeWindow = 10 * time.Minute
 )
 
-// derefEntry is one dereferenced reference token: the Authorization field
-// value that replaces it ("Bearer " and the internal JWT), until when it
-// may be used, and the claims a revocation matches (token.Revocation).
-type derefEntry struct {
-	sum   [sha256.Size]byte
-	until int64 // Unix ns
-	authz []byte
-	// jti is the reference token's: the issuer gives its JWT form the
-	// same (exchange.Dereference).
-	jti, clientID, subject, session string
-}
-
-// matches reports whether revocation r reaches the entry. An entry is
-// evicted whatever its iat: the dereference is simply made again, and the
-// issuer decides.
-func (e *derefEntry) matches(r token.Revocation) bool {
-	if r.Value == "" { // matches no token, as for token.Authenticator.Revoke
-		return false
-	}
-	switch r.Kind {
-	case token.RevokeTokenID:
-		return e.jti == r.Value
-	case token.RevokeClientID:
-		return e.clientID == r.Value
-	case token.RevokeSubject:
-		return e.subject == r.Value
-	case token.RevokeSession:
-		return e.session == r.Value
-	}
-	return false
-}
-
 // derefCache holds dereferenced reference tokens, keyed by the SHA-256
-// digest of the reference token: it never holds a token an Internet
-// client presents (RFC 6750 §5.3), only the internal JWT that replaces it.
+// digest of the reference token: it never holds a token an Internet client
+// presents (RFC 6750 §5.3), only the internal JWT that replaces it, in the
+// digest cache that every cache of meshauth shares. A warm hit costs a
+// digest and a comparison.
 //
-// Entries live in bigcache, bounded in bytes and out of the garbage
-// collector's scanning. Because bigcache's Get copies the key and the
-// entry, the tokens used most recently also have a decoded copy in a
-// direct-mapped table on the heap (the front), read without a lock or an
-// allocation: a warm hit costs a digest and a comparison. An entry of the
-// front never changes; it is replaced or cleared whole.
+// An entry's value is the Authorization field value that replaces the
+// reference token ("Bearer " and the internal JWT), then the Identity of
+// the internal JWT (its iss, jti, client_id, sub and sid), by which a
+// revocation evicts it: the issuer gives the JWT the reference token's
+// jti, sub, client_id and sid (exchange.Dereference), so that a
+// revocation of either reaches it.
 type derefCache struct {
-	bc        *bigcache.BigCache
-	front     [edgeFrontSlots]atomic.Pointer[derefEntry]
-	evictions atomic.Uint64 // bumped before every eviction: see put
+	entries *digestcache.Cache
 }
 
 func newDerefCache(maxBytes int) (*derefCache, error) {
 	if maxBytes < 1<<20 {
 		return nil, fmt.Errorf("proxy: edge cache of %d bytes: at least 1 MiB", maxBytes)
 	}
-	bc, err := bigcache.New(context.Background(), bigcache.Config{
+	entries, err := digestcache.New(digestcache.Config{
+		MaxBytes:   maxBytes,
 		Shards:     edgeCacheShards,
+		FrontSlots: edgeFrontSlots,
 		LifeWindow: edgeCacheLifeWindow,
-		// No CleanWindow: no goroutine to stop; space is reclaimed as new
-		// entries arrive.
-		MaxEntrySize:     1 << 10,
-		HardMaxCacheSize: maxBytes >> 20,
-		Hasher:           digestkey.Hasher{},
+		EntrySize:  1 << 10,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("proxy: edge cache: %w", err)
 	}
-	return &derefCache{bc: bc}, nil
-}
-
-func (c *derefCache) slot(sum *[sha256.Size]byte) *atomic.Pointer[derefEntry] {
-	// Not the bits that pick bigcache's shard.
-	return &c.front[binary.LittleEndian.Uint64(sum[8:16])%edgeFrontSlots]
+	return &derefCache{entries: entries}, nil
 }
 
 // get returns the Authorization value for the reference token whose digest
 // is sum, if cached and usable at now. The value is shared: the caller
 // copies it (fasthttp's setters do).
 func (c *derefCache) get(sum *[sha256.Size]byte, now time.Time) ([]byte, bool) {
-	slot := c.slot(sum)
-	if e := slot.Load(); e != nil && e.sum == *sum {
-		if now.UnixNano() < e.until {
-			return e.authz, true
-		}
-		slot.CompareAndSwap(e, nil)
+	v, ok := c.entries.Get(sum, now.UnixNano())
+	if !ok {
 		return nil, false
 	}
-	evictions := c.evictions.Load()
-	b, err := digestkey.Get(c.bc, sum)
-	if err != nil {
-		return nil, false
-	}
-	e, err := decodeDerefEntry(b)
-	if err != nil || now.UnixNano() >= e.until {
-		return nil, false
-	}
-	e.sum = *sum
-	c.promote(slot, e, evictions)
-	return e.authz, true
+	r := digestcache.NewReader(v)
+	authz := r.Bytes()
+	return authz, r.OK()
 }
 
-// put caches e, unless an eviction began since evictions was read (before
-// the dereference that made e): the revocation it carried may concern e,
-// which the issuer minted before it.
-func (c *derefCache) put(e *derefEntry, evictions uint64) {
-	b := e.encode()
-	// bigcache refuses only an entry larger than a shard: such a token is
-	// dereferenced every time.
-	_ = c.bc.Set(string(e.sum[:]), b)
-	c.promote(c.slot(&e.sum), e, evictions)
-	if c.evictions.Load() != evictions {
-		c.bc.Delete(string(e.sum[:]))
-	}
+// generation is to be read before a dereference, and given to put.
+func (c *derefCache) generation() uint64 { return c.entries.Generation() }
+
+// put caches authz, the Authorization value for the reference token whose
+// digest is sum, until until, with the identity id of its JWT; unless an
+// eviction began since generation was read, before the dereference: the
+// revocation it carried may concern this JWT, which the issuer minted
+// before it.
+func (c *derefCache) put(sum *[sha256.Size]byte, until time.Time, authz []byte, id token.Identity, generation uint64) {
+	// Six fields, each a 4-byte length and its bytes.
+	b := digestcache.NewEntry(until.UnixNano(), 6*4+len(authz)+len(id.Issuer)+len(id.TokenID)+len(id.ClientID)+len(id.Subject)+len(id.Session))
+	b = digestcache.AppendString(b, authz)
+	b = digestcache.AppendStrings(b, id.Issuer, id.TokenID, id.ClientID, id.Subject, id.Session)
+	c.entries.Put(sum, b, generation)
 }
 
-// promote puts e in its front slot, and takes it out again if an eviction
-// began since evictions was read: that eviction may have passed the slot
-// before the Store. One that begins after the check finds e there.
-func (c *derefCache) promote(slot *atomic.Pointer[derefEntry], e *derefEntry, evictions uint64) {
-	slot.Store(e)
-	if c.evictions.Load() != evictions {
-		slot.CompareAndSwap(e, nil)
-	}
-}
-
-// evict drops every entry that r reaches and returns how many. It visits
-// every entry: revocations are rare.
+// evict drops every entry that r names and returns how many. An entry is
+// evicted whatever its iat: the dereference is simply made again, and the
+// issuer decides. It visits every entry: revocations are rare.
 func (c *derefCache) evict(r token.Revocation) int {
-	c.evictions.Add(1)
-	n := 0
-	for i := range c.front {
-		if e := c.front[i].Load(); e != nil && e.matches(r) && c.front[i].CompareAndSwap(e, nil) {
-			// Out of bc too, so that the walk below does not count it
-			// again.
-			c.bc.Delete(string(e.sum[:]))
-			n++
-		}
-	}
-	it := c.bc.Iterator()
-	for it.SetNext() {
-		info, err := it.Value()
-		if err != nil {
-			continue
-		}
-		e, err := decodeDerefEntry(info.Value())
-		if err == nil && e.matches(r) && c.bc.Delete(info.Key()) == nil {
-			n++
-		}
-	}
-	return n
+	return c.entries.DeleteFunc(func(v []byte) bool {
+		rd := digestcache.NewReader(v)
+		rd.Bytes() // the Authorization value
+		var id token.Identity
+		rd.Strings(&id.Issuer, &id.TokenID, &id.ClientID, &id.Subject, &id.Session)
+		return rd.OK() && r.Names(id)
+	})
 }
 
-func (c *derefCache) len() int { return c.bc.Len() }
-
-// encode returns e as bigcache holds it: until (8 bytes, little endian),
-// jti, client_id, sub and sid each as a uvarint length and its bytes, then
-// the Authorization value.
-func (e *derefEntry) encode() []byte {
-	n := 8 + 4*binary.MaxVarintLen32 + len(e.jti) + len(e.clientID) + len(e.subject) + len(e.session) + len(e.authz)
-	b := binary.LittleEndian.AppendUint64(make([]byte, 0, n), uint64(e.until))
-	for _, s := range [...]string{e.jti, e.clientID, e.subject, e.session} {
-		b = binary.AppendUvarint(b, uint64(len(s)))
-		b = append(b, s...)
-	}
-	return append(b, e.authz...)
-}
-
-var errBadEntry = errors.New("proxy: malformed edge cache entry")
-
-// decodeDerefEntry reads an entry written by encode. b is a copy of
-// bigcache's, which the entry may share.
-func decodeDerefEntry(b []byte) (*derefEntry, error) {
-	if len(b) < 8 {
-		return nil, errBadEntry
-	}
-	e := &derefEntry{until: int64(binary.LittleEndian.Uint64(b))}
-	b = b[8:]
-	for _, s := range [...]*string{&e.jti, &e.clientID, &e.subject, &e.session} {
-		n, k := binary.Uvarint(b)
-		if k <= 0 || n > uint64(len(b)-k) {
-			return nil, errBadEntry
-		}
-		*s = string(b[k : k+int(n)])
-		b = b[k+int(n):]
-	}
-	e.authz = b
-	return e, nil
-}
+func (c *derefCache) len() int { return c.entries.Len() }
 
 // negativeCache remembers, for a short time, reference tokens that the
 // issuer refused, so that a client repeating a bad token does not reach

@@ -17,6 +17,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/meshauth/meshauth/exchange"
+	"github.com/meshauth/meshauth/token"
 )
 
 // Exchanger obtains the tokens the Egress sends; *exchange.Client is one.
@@ -25,11 +26,16 @@ import (
 // not answer.
 type Exchanger interface {
 	// Exchange trades subjectToken, the token of the request the service
-	// is serving, for one whose audience is audience (RFC 8693).
-	Exchange(ctx context.Context, subjectToken, audience, scope string) (exchange.Token, error)
+	// is serving, for one whose audience is audience (RFC 8693). It reads
+	// subjectToken during the call only: it is the request's buffer.
+	Exchange(ctx context.Context, subjectToken []byte, audience, scope string) (exchange.Token, error)
 	// ClientCredentials returns the service's own token for audience
 	// (RFC 6749 §4.4).
 	ClientCredentials(ctx context.Context, audience, scope string) (exchange.Token, error)
+	// Evict drops the tokens it keeps that revocation r names, whether r
+	// names the token or the subject token it was exchanged for, and
+	// returns how many.
+	Evict(r token.Revocation) int
 }
 
 // EgressConfig configures an Egress.
@@ -107,16 +113,21 @@ type EgressConfig struct {
 //     Retry-After: 5 and temporarily_unavailable.
 //   - The issuer's answer was not understood: 502 bad_gateway.
 //
+// Tokens are cached by the Exchanger; Evict drops those a revocation names,
+// so that a revoked inbound token is no longer forwarded as the token
+// obtained for it.
+//
 // Forwarded requests lose their hop-by-hop fields (RFC 9110 §7.6.1) and
 // any X-Meshauth-* field: identity fields are for the next sidecar to set.
 // A route's service that cannot be reached gives 502 bad_gateway; its
 // answers are relayed without their hop-by-hop fields.
 type Egress struct {
-	routes map[string]*egressRoute // by lower-case name
-	none   *egressRoute            // counts the requests that match no route
-	x      Exchanger
-	log    *slog.Logger
-	server *fasthttp.Server
+	routes    map[string]*egressRoute // by lower-case name
+	none      *egressRoute            // counts the requests that match no route
+	x         Exchanger
+	log       *slog.Logger
+	server    *fasthttp.Server
+	evictions prometheus.Counter // nil without metrics
 }
 
 // egressRoute is a destination of the Egress.
@@ -175,6 +186,7 @@ func NewEgress(cfg EgressConfig) (*Egress, error) {
 		for _, o := range []egressOutcome{egressBadRequest, egressUnknownRoute} {
 			e.none.counts[o] = m.requests.WithLabelValues("", egressOutcomeNames[o])
 		}
+		e.evictions = m.evictions
 	}
 	e.server = newServer(e.serve, e.log)
 	return e, nil
@@ -256,6 +268,18 @@ func (e *Egress) Shutdown(ctx context.Context) error {
 	return nil
 }
 
+// Evict drops the cached tokens that revocation r names, by their own
+// identity or by that of the inbound token they were obtained for, at
+// once: give it the revocations the sidecar receives. Without it a revoked
+// inbound token is forwarded, as its exchanged token, until that token
+// nears its expiry.
+func (e *Egress) Evict(r token.Revocation) {
+	n := e.x.Evict(r)
+	if e.evictions != nil {
+		e.evictions.Add(float64(n))
+	}
+}
+
 // egressOutcome names what became of a request, for the metrics.
 type egressOutcome uint8
 
@@ -280,9 +304,11 @@ var egressOutcomeNames = [numEgressOutcomes]string{
 // meshauth_egress_requests_total{route, outcome}, where route is the route
 // name ("" when none matched) and outcome one of exchanged,
 // client_credentials (both forwarded), bad_request, unknown_route,
-// refused, unavailable, bad_exchange and upstream.
+// refused, unavailable, bad_exchange and upstream; and the cached tokens
+// Evict dropped: meshauth_egress_revocation_evictions_total.
 type EgressMetrics struct {
-	requests *prometheus.CounterVec
+	requests  *prometheus.CounterVec
+	evictions prometheus.Counter
 }
 
 // NewEgressMetrics registers the metrics with reg.
@@ -291,10 +317,16 @@ func NewEgressMetrics(reg prometheus.Registerer) (*EgressMetrics, error) {
 		Name: "meshauth_egress_requests_total",
 		Help: "Outbound requests through the egress, by route and outcome.",
 	}, []string{"route", "outcome"})
-	if err := reg.Register(requests); err != nil {
-		return nil, fmt.Errorf("proxy: registering egress metrics: %w", err)
+	evictions := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "meshauth_egress_revocation_evictions_total",
+		Help: "Cached egress tokens dropped by revocation events.",
+	})
+	for _, c := range []prometheus.Collector{requests, evictions} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("proxy: registering egress metrics: %w", err)
+		}
 	}
-	return &EgressMetrics{requests: requests}, nil
+	return &EgressMetrics{requests: requests, evictions: evictions}, nil
 }
 
 // The Egress's fixed answers.
@@ -363,9 +395,7 @@ func (e *Egress) serve(ctx *fasthttp.RequestCtx) {
 			e.refuse(ctx, r, egressMalformed, "malformed_authorization")
 			return
 		}
-		// A copy: the request's buffers are reused after this handler
-		// returns, and the exchange may outlive it.
-		tok, err = e.x.Exchange(context.Background(), string(subject), r.name, r.scope)
+		tok, err = e.x.Exchange(context.Background(), subject, r.name, r.scope)
 	default:
 		e.refuse(ctx, r, egressMultiple, "multiple_authorization")
 		return

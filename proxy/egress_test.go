@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meshauth/meshauth/exchange"
+	"github.com/meshauth/meshauth/token"
 )
 
 const (
@@ -373,6 +374,100 @@ func TestEgressCacheEntries(t *testing.T) {
 	want = append(want, want...)
 	if got := env.payments.authorizations(); !sameSet(got, want) || len(got) != len(want) {
 		t.Errorf("payments saw %q, want %q", got, want)
+	}
+}
+
+// issueJWT answers with a JWT valid for 300 s, as the issuer does: its jti
+// is "x-" and the answer's number, its sub and client_id the exchanging
+// service's, so that a revocation can name it apart from the inbound
+// token.
+func issueJWT(w http.ResponseWriter, form url.Values, n int64) {
+	tok := tokenWith(func(_, c jsonObject) {
+		c["aud"], c["jti"], c["sub"], c["client_id"] = form.Get("audience"), fmt.Sprintf("x-%d", n), egressClientID, egressClientID
+		delete(c, "sid")
+	})
+	writeTokenJSON(w, 200, jsonObject{"access_token": tok, "token_type": "Bearer", "expires_in": 300,
+		"issued_token_type": "urn:ietf:params:oauth:token-type:access_token"})
+}
+
+// TestEgressEvict checks that Evict drops the exchanged tokens that a
+// revocation names, by the inbound token's identity or by their own, so
+// that the next call is exchanged again, and only those.
+func TestEgressEvict(t *testing.T) {
+	inbound := tokenWith(func(_, c jsonObject) { c["sid"] = "g1" }) // jti j1, sub alice, client_id web
+	other := tokenWith(func(_, c jsonObject) { c["jti"], c["sub"], c["client_id"] = "j2", "bob", "mobile" })
+	tests := []struct {
+		kind, value string
+		evicted     bool
+	}{
+		{token.RevokeTokenID, "j1", true},
+		{token.RevokeSubject, "alice", true},
+		{token.RevokeClientID, "web", true},
+		{token.RevokeSession, "g1", true},
+		{token.RevokeTokenID, "x-1", true},           // the exchanged token itself
+		{token.RevokeClientID, egressClientID, true}, // every token this service obtained
+		{token.RevokeSubject, "carol", false},
+		{token.RevokeTokenID, "alice", false}, // a value of another kind
+		{token.RevokeSession, "", false},
+		{"aud", "payments", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.kind+"="+tt.value, func(t *testing.T) {
+			reg := prometheus.NewRegistry()
+			m, err := NewEgressMetrics(reg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			env := newEgressEnv(t, func(cfg *EgressConfig) { cfg.Metrics = m })
+			env.issuer.set(issueJWT)
+			call := func(tok string) string {
+				t.Helper()
+				if resp := env.call(t, "/payments/x", "egress", bearer(tok)); resp.status != 200 {
+					t.Fatalf("%d %q", resp.status, resp.body)
+				}
+				got := env.payments.authorizations()
+				return got[len(got)-1]
+			}
+			first, otherFirst := call(inbound), call(other)
+			if again := call(inbound); again != first || env.issuer.calls.Load() != 2 {
+				t.Fatalf("not cached: %q then %q, %d exchanges", first, again, env.issuer.calls.Load())
+			}
+
+			env.egress.Evict(token.Revocation{Kind: tt.kind, Value: tt.value})
+			wantEvicted := 0
+			if tt.evicted {
+				wantEvicted = 1
+				if tt.value == egressClientID {
+					wantEvicted = 2 // both callers' tokens
+				}
+			}
+			admin := httptest.NewServer(NewAdminHandler(reg, func(context.Context) error { return nil }))
+			defer admin.Close()
+			if _, body := fetch(t, admin.URL+"/metrics"); !strings.Contains(body, fmt.Sprintf("meshauth_egress_revocation_evictions_total %d\n", wantEvicted)) {
+				t.Errorf("/metrics lacks %d evictions:\n%s", wantEvicted, body)
+			}
+			if again := call(inbound); (again != first) != tt.evicted {
+				t.Errorf("after the revocation: %q, first %q; want evicted %v", again, first, tt.evicted)
+			}
+			if again := call(other); (again != otherFirst) != (wantEvicted == 2) {
+				t.Errorf("another caller's token: %q, first %q", again, otherFirst)
+			}
+		})
+	}
+}
+
+// TestEgressUnreadableSubjectNotCached checks that a token obtained for an
+// inbound token whose claims cannot be read, which no revocation could
+// name, is not cached: each call is exchanged, and the issuer decides.
+func TestEgressUnreadableSubjectNotCached(t *testing.T) {
+	env := newEgressEnv(t, nil)
+	for i := range 3 {
+		if resp := env.call(t, "/payments/x", "egress", bearer("opaque-token")); resp.status != 200 {
+			t.Fatalf("call %d: %d %q", i, resp.status, resp.body)
+		}
+	}
+	if n := env.issuer.calls.Load(); n != 3 {
+		t.Errorf("%d exchanges for three calls, want 3", n)
 	}
 }
 

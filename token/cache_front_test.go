@@ -10,12 +10,8 @@ import (
 
 // inFront reports whether the front of c holds the entry of tok.
 func inFront(c *Cache, tok []byte) bool {
-	if c.front == nil {
-		return false
-	}
 	sum := sha256.Sum256(tok)
-	e := c.frontSlot(&sum).Load()
-	return e != nil && e.sum == sum
+	return c.entries.InFront(&sum)
 }
 
 // TestCacheFrontRevoked checks that deleting a token drops it from the
@@ -65,31 +61,6 @@ func TestCacheFrontRevoked(t *testing.T) {
 	keys.set.Store(trustKeySet("shared@a"))
 	if hit, err := verifyHit(a, tok, &c); hit || reasonOf(err) != UnknownKey {
 		t.Errorf("revoked token with its key removed: hit %v, error %v; want %v", hit, err, UnknownKey)
-	}
-}
-
-// TestCacheFrontOnly checks that DeleteFunc drops a token that only the
-// front still holds, and counts it.
-func TestCacheFrontOnly(t *testing.T) {
-	now := func() time.Time { return testNow }
-	cache := testCache(t, CacheConfig{Now: now})
-	a := testAuthenticator(t, now, cache)
-	tok := mint("b1", "", claimsOf(issuerB, "payments", ""))
-	var c Claims
-	for range 2 {
-		if err := a.VerifyInto(tok, &c); err != nil {
-			t.Fatal(err)
-		}
-	}
-	sum := sha256.Sum256(tok)
-	if err := cache.bc.Delete(string(sum[:])); err != nil || !inFront(cache, tok) { // evicted, say
-		t.Fatalf("error %v, in front %v", err, inFront(cache, tok))
-	}
-	if n := cache.DeleteFunc(func(c *Claims) bool { return c.Issuer == issuerB }); n != 1 {
-		t.Errorf("DeleteFunc dropped %d tokens, want 1", n)
-	}
-	if hit, err := verifyHit(a, tok, &c); hit || err != nil {
-		t.Errorf("hit %v, error %v; want verified again", hit, err)
 	}
 }
 
@@ -169,34 +140,6 @@ func TestCacheFrontCollision(t *testing.T) {
 	other := mint("b1", "", claimsOf(issuerB, "payments", ""))
 	if hit, err := verifyHit(a, other, &c); hit || err != nil || c.Subject != "alice" || c.Audience[0] != "payments" {
 		t.Errorf("hit %v, error %v, claims %+v", hit, err, c)
-	}
-}
-
-// TestCacheFrontPromoteAfterDelete checks that an entry read from the main
-// store before a deletion does not stay in the front after it.
-func TestCacheFrontPromoteAfterDelete(t *testing.T) {
-	now := func() time.Time { return testNow }
-	cache := testCache(t, CacheConfig{Now: now})
-	a := testAuthenticator(t, now, cache)
-	tok := mint("b1", "", claimsOf(issuerB, "payments", ""))
-	var c Claims
-	if err := a.VerifyInto(tok, &c); err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(tok)
-	b, err := cache.bc.Get(string(sum[:]))
-	if err != nil {
-		t.Fatal(err)
-	}
-	deletes := cache.deletes.Load()
-	cache.DeleteToken(sum) // overtakes the promotion
-	cache.promote(&sum, b, deletes)
-	if inFront(cache, tok) {
-		t.Error("deleted entry promoted")
-	}
-	cache.promote(&sum, b, cache.deletes.Load())
-	if !inFront(cache, tok) {
-		t.Error("entry not promoted")
 	}
 }
 

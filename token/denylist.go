@@ -47,7 +47,7 @@ func (a *Authenticator) Revoke(r Revocation) {
 	d, grew := a.denied.add(k, &r, now)
 	if grew && a.cache != nil {
 		a.cache.DeleteFunc(func(c *Claims) bool {
-			return c.revocable(k) == r.Value && d.covers(c, a.now)
+			return r.Names(c.Identity()) && d.covers(c, a.now)
 		})
 	}
 }

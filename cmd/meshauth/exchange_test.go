@@ -7,11 +7,14 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/meshauth/meshauth/internal/natsconn"
+	"github.com/meshauth/meshauth/internal/natstest"
 	"github.com/meshauth/meshauth/proxy"
 )
 
@@ -165,4 +168,108 @@ func get(t *testing.T, url, tok string) int {
 	}
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+// TestEgressRevocation: an egress whose inbound token is revoked, by its
+// jti, its subject or its client, stops forwarding the token it obtained
+// for it as soon as the revocation reaches the sidecar over NATS, while
+// another caller's cached token keeps working. The route goes straight to
+// the service, so that only the egress can stop the call.
+func TestEgressRevocation(t *testing.T) {
+	ns := natstest.Start(t, t.TempDir(), -1)
+	issuerURL := startIssuerWith(t, func(f *issuerFlags) { f.nats.URLs = ns.ClientURL() })
+	ordersSecret := register(t, issuerURL, "--id", "orders", "--scope", "payments.charge",
+		"--grant-type", "client_credentials", "--grant-type", "urn:ietf:params:oauth:grant-type:token-exchange", "--allowed-audience", "payments")
+	register(t, issuerURL, "--id", "payments")
+	payments := &recorder{}
+	paymentsSvc := httptest.NewServer(payments)
+	defer paymentsSvc.Close()
+
+	egressAddr, admin := freeAddr(t), freeAddr(t)
+	f := &sidecarFlags{upstream: paymentsSvc.URL, audience: "orders", listen: "127.0.0.1:0", adminListen: admin,
+		forwardAuthPath: proxy.DefaultForwardAuthPath, cacheMiB: 4, cacheMaxAge: time.Minute, upstreamTimeout: 5 * time.Second,
+		trust: []string{issuerURL}, nats: natsconn.Flags{URLs: ns.ClientURL()},
+		egress: egressAddr, egressRoutes: []string{"payments=" + paymentsSvc.URL}, routeScopes: []string{"payments=payments.charge"}}
+	startSidecarWithSecret(t, f, proxy.Policy{}, ordersSecret)
+	waitReady(t, "http://"+admin+"/readyz")
+	// callPayments calls payments through the egress with tok, as orders
+	// does with the token of the request it serves, and returns the status
+	// and the token payments received.
+	callPayments := func(tok string) (int, string) {
+		t.Helper()
+		before := payments.hits.Load()
+		code := get(t, "http://"+egressAddr+"/payments/charge", tok)
+		if code != 200 {
+			if payments.hits.Load() != before {
+				t.Errorf("refused call (%d) reached payments", code)
+			}
+			return code, ""
+		}
+		got, _ := payments.authz.Load().(string)
+		return code, got
+	}
+	warm := func(tok string) string {
+		t.Helper()
+		_, first := callPayments(tok)
+		if code, again := callPayments(tok); code != 200 || again != first || first == "" || first == "Bearer "+tok {
+			t.Fatalf("warm-up: %d, payments received %q then %q", code, first, again)
+		}
+		return first
+	}
+
+	t.Setenv(envAdminToken, "admin-test-token")
+	tests := []struct {
+		name   string
+		revoke func(client, tok string) []string // the revoke command's arguments
+	}{
+		{"jti", func(_, tok string) []string { return []string{"token", claimOf(t, tok, "jti")} }},
+		{"sub", func(client, _ string) []string { return []string{"subject", client} }},
+		{"client_id", func(client, _ string) []string { return []string{"client", client} }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			client, other := "web-"+tt.name, "other-"+tt.name
+			var toks []string
+			for _, id := range []string{client, other} {
+				secret := register(t, issuerURL, "--id", id, "--scope", "payments.charge", "--allowed-audience", "orders")
+				toks = append(toks, tokenFor(t, issuerURL, id, secret, "orders"))
+			}
+			revoked, kept := toks[0], toks[1]
+			warm(revoked)
+			keptExchanged := warm(kept)
+
+			if err := run(context.Background(), append(append([]string{"revoke"}, tt.revoke(client, revoked)...), "--issuer", issuerURL), io.Discard, io.Discard); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "the egress to stop forwarding with the revoked token", func() bool {
+				code, _ := callPayments(revoked)
+				return code == http.StatusUnauthorized
+			})
+			if code, got := callPayments(kept); code != 200 || got != keptExchanged {
+				t.Errorf("another caller: %d, payments received %q, want the cached %q", code, got, keptExchanged)
+			}
+		})
+	}
+	if m := fetchBody(t, "http://"+admin+"/metrics"); !regexp.MustCompile(`meshauth_egress_revocation_evictions_total [1-9]`).MatchString(m) {
+		t.Errorf("metrics lack the evictions:\n%s", grepLines(m, "meshauth_egress"))
+	}
+}
+
+// claimOf returns the string claim name of the JWT tok, unverified.
+func claimOf(t *testing.T, tok, name string) string {
+	t.Helper()
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 {
+		t.Fatalf("not a JWT: %q", tok)
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	var claims map[string]any
+	if err == nil {
+		err = json.Unmarshal(payload, &claims)
+	}
+	s, _ := claims[name].(string)
+	if err != nil || s == "" {
+		t.Fatalf("claim %s of %s: %v", name, payload, err)
+	}
+	return s
 }

@@ -196,8 +196,18 @@ func serveSidecar(ctx context.Context, f *sidecarFlags, trusted []trustedIssuer,
 		return err
 	}
 	registerRevocationMetrics(reg, auth)
+	// The egress caches tokens obtained with inbound ones: it takes the
+	// same revocations as the verifier.
+	var eg *proxy.Egress
+	revoked := auth.Revoke
+	if f.egress != "" {
+		if eg, err = newEgress(ctx, f, trusted[0].Issuer, clientSecret, reg, log); err != nil {
+			return err
+		}
+		revoked = func(r token.Revocation) { auth.Revoke(r); eg.Evict(r) }
+	}
 	if f.nats.Enabled() {
-		if err := followNATS(keysCtx, f, trusted, keySets, auth, reg, log); err != nil {
+		if err := followNATS(keysCtx, f, trusted, keySets, auth, revoked, reg, log); err != nil {
 			return err
 		}
 	}
@@ -276,11 +286,7 @@ func serveSidecar(ctx context.Context, f *sidecarFlags, trusted []trustedIssuer,
 		stops = append(stops, ea.Shutdown)
 	}
 
-	if f.egress != "" {
-		eg, err := newEgress(ctx, f, trusted[0].Issuer, clientSecret, reg, log)
-		if err != nil {
-			return err
-		}
+	if eg != nil {
 		eln, err := listen(f.egress)
 		if err != nil {
 			return err

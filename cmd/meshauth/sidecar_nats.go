@@ -97,9 +97,9 @@ func (k *trustedKeys) status() string {
 
 // followNATS subscribes to the key sets and revocations of every trusted
 // issuer over NATS until ctx ends: pushed keys go to the issuers' caches,
-// revocations to auth, and with federation on, the providers an issuer
+// revocations to revoked, and with federation on, the providers an issuer
 // relays are trusted with that issuer's audiences and types.
-func followNATS(ctx context.Context, f *sidecarFlags, trusted []trustedIssuer, keys *trustedKeys, auth *token.Authenticator, reg prometheus.Registerer, log *slog.Logger) error {
+func followNATS(ctx context.Context, f *sidecarFlags, trusted []trustedIssuer, keys *trustedKeys, auth *token.Authenticator, revoked func(token.Revocation), reg prometheus.Registerer, log *slog.Logger) error {
 	nc, err := natsconn.Connect(&f.nats, "meshauth sidecar "+f.audience, log.With("part", "nats"))
 	if err != nil {
 		return err
@@ -107,7 +107,7 @@ func followNATS(ctx context.Context, f *sidecarFlags, trusted []trustedIssuer, k
 	context.AfterFunc(ctx, nc.Close)
 	for _, t := range trusted {
 		cache, _ := keys.lookup(t.Issuer)
-		cfg := jwks.SubscriberConfig{Conn: nc, Issuer: t.Issuer, Keys: cache, Revoked: auth.Revoke, Logger: log.With("issuer", t.Issuer)}
+		cfg := jwks.SubscriberConfig{Conn: nc, Issuer: t.Issuer, Keys: cache, Revoked: revoked, Logger: log.With("issuer", t.Issuer)}
 		if f.federation {
 			cfg.Provider = providerTrust(t, keys, auth, log)
 		}

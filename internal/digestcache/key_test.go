@@ -1,4 +1,4 @@
-package digestkey
+package digestcache
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 
 func TestGet(t *testing.T) {
 	cfg := bigcache.DefaultConfig(time.Minute)
-	cfg.Hasher = Hasher{}
+	cfg.Hasher = hasher{}
 	bc, err := bigcache.New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -20,21 +20,21 @@ func TestGet(t *testing.T) {
 	if err := bc.Set(string(sum[:]), []byte("entry")); err != nil {
 		t.Fatal(err)
 	}
-	if b, err := Get(bc, &sum); err != nil || string(b) != "entry" {
-		t.Fatalf("Get = %q, %v", b, err)
+	if b, err := get(bc, &sum); err != nil || string(b) != "entry" {
+		t.Fatalf("get = %q, %v", b, err)
 	}
 	other := sha256.Sum256([]byte("other"))
-	if _, err := Get(bc, &other); err == nil {
-		t.Error("Get of an absent digest succeeded")
+	if _, err := get(bc, &other); err == nil {
+		t.Error("get of an absent digest succeeded")
 	}
-	if n := testing.AllocsPerRun(100, func() { Get(bc, &other) }); n != 0 {
+	if n := testing.AllocsPerRun(100, func() { get(bc, &other) }); n != 0 {
 		t.Errorf("a miss allocates %v times", n)
 	}
 }
 
 func TestHasherNeverZero(t *testing.T) {
 	var zero [sha256.Size]byte
-	if (Hasher{}).Sum64(string(zero[:])) == 0 {
+	if (hasher{}).Sum64(string(zero[:])) == 0 {
 		t.Error("a digest hashed to 0, bigcache's mark of a deleted entry")
 	}
 }
