@@ -41,10 +41,7 @@ func TestLoginPageInChromium(t *testing.T) {
 	); err != nil {
 		t.Fatalf("open the login page: %v", err)
 	}
-	shot := os.Getenv("MESHAUTH_SCREENSHOT")
-	if shot == "" {
-		shot = filepath.Join(t.TempDir(), "login.png")
-	}
+	shot := screenshotPath(t)
 	screenshot(t, ctx, shot)
 
 	if err := chromedp.Do(ctx,
@@ -155,11 +152,7 @@ func TestUpstreamButtonInChromium(t *testing.T) {
 	); err != nil {
 		t.Fatalf("open the login page: %v", err)
 	}
-	shot := os.Getenv("MESHAUTH_SCREENSHOT")
-	if shot == "" {
-		shot = filepath.Join(t.TempDir(), "login.png")
-	}
-	screenshot(t, ctx, strings.TrimSuffix(shot, ".png")+"-upstream.png")
+	screenshot(t, ctx, strings.TrimSuffix(screenshotPath(t), ".png")+"-upstream.png")
 	if err := chromedp.Do(ctx,
 		chromedp.Click(chromedp.Search(`//a[contains(., "Sign in with Corp")]`)),
 		chromedp.WaitVisible(chromedp.ID("username")),
@@ -195,6 +188,15 @@ func TestUpstreamButtonInChromium(t *testing.T) {
 	if resp.Get("state") != "up-state" || resp.Get("iss") != f.down.url || resp.Get("code") == "" {
 		t.Fatalf("authorization response %v", resp)
 	}
+}
+
+// screenshotPath is where the login page's screenshot goes:
+// $MESHAUTH_SCREENSHOT if set, else the test's temporary directory.
+func screenshotPath(t *testing.T) string {
+	if shot := os.Getenv("MESHAUTH_SCREENSHOT"); shot != "" {
+		return shot
+	}
+	return filepath.Join(t.TempDir(), "login.png")
 }
 
 // screenshot saves the browser's viewport as a PNG at path.

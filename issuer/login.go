@@ -345,15 +345,23 @@ func (s *Server) checkFormToken(w http.ResponseWriter, r *http.Request, purpose,
 	if !s.now().Before(time.Unix(st.ExpiresAt, 0)) {
 		return fail(http.StatusBadRequest, "The form has expired.")
 	}
-	c, err := s.store.GetClient(r.Context(), st.Request.ClientID)
+	c, ok := s.pendingClient(w, r, &st.Request)
+	return st, c, ok
+}
+
+// pendingClient returns the client of an authorization that waited in a
+// form or cookie; if it is gone, or the store fails, it answers with a page.
+func (s *Server) pendingClient(w http.ResponseWriter, r *http.Request, req *authorizationRequest) (*store.Client, bool) {
+	c, err := s.store.GetClient(r.Context(), req.ClientID)
 	if errors.Is(err, store.ErrNotFound) {
-		return fail(http.StatusBadRequest, "The application is no longer registered.")
+		s.showError(w, http.StatusBadRequest, "The application is no longer registered.")
+		return nil, false
 	}
 	if err != nil {
 		s.authorizeFailed(w, r, fmt.Errorf("look up client: %w", err))
-		return nil, nil, false
+		return nil, false
 	}
-	return st, c, true
+	return c, true
 }
 
 // handleLogin checks the user's name and password. Unknown names and wrong

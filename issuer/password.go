@@ -203,11 +203,24 @@ func CreateUserWithProfile(ctx context.Context, st store.Store, name, password s
 
 // SetUserPassword replaces the password of the user named name.
 func SetUserPassword(ctx context.Context, st store.Store, name, password string) (*store.User, error) {
-	n, err := NormalizeUserName(name)
+	if err := CheckPassword(password); err != nil {
+		return nil, err
+	}
+	u, err := userNamed(ctx, st, name)
 	if err != nil {
 		return nil, err
 	}
-	if err := CheckPassword(password); err != nil {
+	if err := st.UpdateUserPassword(ctx, u.ID, HashPassword(password)); err != nil {
+		return nil, fmt.Errorf("store password: %w", err)
+	}
+	return u, nil
+}
+
+// userNamed returns the user named name, which it normalises; an unknown
+// name is an error that says so.
+func userNamed(ctx context.Context, st store.Store, name string) (*store.User, error) {
+	n, err := NormalizeUserName(name)
+	if err != nil {
 		return nil, err
 	}
 	u, err := st.GetUserByName(ctx, n)
@@ -216,9 +229,6 @@ func SetUserPassword(ctx context.Context, st store.Store, name, password string)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("look up user: %w", err)
-	}
-	if err := st.UpdateUserPassword(ctx, u.ID, HashPassword(password)); err != nil {
-		return nil, fmt.Errorf("store password: %w", err)
 	}
 	return u, nil
 }

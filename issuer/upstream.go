@@ -200,13 +200,8 @@ func (s *Server) handleUpstreamCallback(w http.ResponseWriter, r *http.Request) 
 		return
 	}
 	req := &pending.Request
-	client, err := s.store.GetClient(ctx, req.ClientID)
-	if errors.Is(err, store.ErrNotFound) {
-		s.showError(w, http.StatusBadRequest, "The application is no longer registered.")
-		return
-	}
-	if err != nil {
-		s.authorizeFailed(w, r, s.storeFailure(ctx, req, fmt.Errorf("look up client: %w", err)))
+	client, ok := s.pendingClient(w, r, req)
+	if !ok {
 		return
 	}
 	id, err := p.rp.Exchange(ctx, pending.Login, r.URL.Query(), func() error {

@@ -18,15 +18,17 @@ import (
 	"github.com/meshauth/meshauth/issuer/store/filestore"
 )
 
+// users runs meshauth users with args and returns what it printed.
+func users(args ...string) (string, error) {
+	var out bytes.Buffer
+	err := run(context.Background(), append([]string{"users"}, args...), &out, io.Discard)
+	return out.String(), err
+}
+
 func TestUsers(t *testing.T) {
 	dir := t.TempDir()
 	storeURL := "file:" + dir
 	ctx := context.Background()
-	users := func(args ...string) (string, error) {
-		var out bytes.Buffer
-		err := run(ctx, append([]string{"users"}, args...), &out, io.Discard)
-		return out.String(), err
-	}
 
 	t.Setenv(envUserPassword, "a passphrase long enough")
 	id, err := users("add", "--store", storeURL, "--name", "Alice")
@@ -136,11 +138,6 @@ func TestUsersProfileAndDisable(t *testing.T) {
 	dir := t.TempDir()
 	storeURL := "file:" + dir
 	ctx := context.Background()
-	users := func(args ...string) (string, error) {
-		var out bytes.Buffer
-		err := run(ctx, append([]string{"users"}, args...), &out, io.Discard)
-		return out.String(), err
-	}
 	t.Setenv(envUserPassword, "a passphrase long enough")
 	if _, err := users("add", "--store", storeURL, "--name", "dana", "--email", "not an address"); err == nil || !strings.Contains(err.Error(), "email") {
 		t.Errorf("bad email: %v", err)
