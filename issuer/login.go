@@ -407,8 +407,11 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if user == nil {
-		s.throttle.fail(now, account, accountFreeFailures)
-		s.throttle.fail(now, address, addressFreeFailures)
+		// The backoff counts from the refusal, not from the request: the
+		// hash may take a while on a loaded machine.
+		failed := s.now()
+		s.throttle.fail(failed, account, accountFreeFailures)
+		s.throttle.fail(failed, address, addressFreeFailures)
 		s.log.InfoContext(r.Context(), "login failed: wrong user name or password", "client_id", c.ID, "address", address)
 		s.showLogin(w, r, c, req, http.StatusUnauthorized, name, "The user name or password is incorrect.")
 		return
