@@ -4,8 +4,11 @@
 // reference tokens, and RFC 8693 token exchange, issuing JWTs for the next
 // hop of a request with an act chain; for people, the authorization
 // endpoint with its login and consent pages, the authorization_code grant
-// with PKCE and rotating refresh tokens. State lives in a store.Store, so
-// replicas over one PostgreSQL database are interchangeable.
+// with PKCE and rotating refresh tokens; OpenID Connect, as a provider (ID
+// Tokens, userinfo, sign-in sessions, RP-initiated logout) and as the
+// relying party of upstream identity providers people sign in through.
+// State lives in a store.Store, so replicas over one PostgreSQL database are
+// interchangeable.
 package issuer
 
 import (
