@@ -400,10 +400,14 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		s.showLogin(w, r, c, req, http.StatusTooManyRequests, name, fmt.Sprintf("Too many failed sign-in attempts. Wait %d seconds, then try again.", secs))
 		return
 	}
-	user, err := s.checkLogin(r.Context(), name, password)
-	if err != nil {
+	// A store that fails changes nothing: the person may try again.
+	unavailable := func(err error) {
 		s.log.ErrorContext(r.Context(), "login failed", "error", err)
 		s.showLogin(w, r, c, req, http.StatusServiceUnavailable, name, "Signing in is temporarily unavailable. Please try again in a moment.")
+	}
+	user, err := s.checkLogin(r.Context(), name, password)
+	if err != nil {
+		unavailable(err)
 		return
 	}
 	if user == nil {
@@ -425,7 +429,7 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	si, err := s.startSession(r.Context(), w, r, user, []string{amrPassword}, "")
 	if err != nil {
-		s.authorizeFailed(w, r, s.storeFailure(r.Context(), req, err))
+		unavailable(err)
 		return
 	}
 	s.proceed(w, r, c, req, si)
