@@ -221,7 +221,7 @@ func (s *Server) handleUpstreamCallback(w http.ResponseWriter, r *http.Request) 
 	amr := dedupe(append([]string{amrFederated}, id.AMR...))
 	si, err := s.startSession(ctx, w, r, user, amr, id.Issuer)
 	if err != nil {
-		s.authorizeFailed(w, r, s.storeFailure(ctx, req, err))
+		s.upstreamFailed(w, r, client, req, p, err)
 		return
 	}
 	s.log.InfoContext(ctx, "signed in through an upstream provider", "upstream", p.ID, "sub", user.ID, "upstream_sub", id.Subject, "client_id", client.ID)
@@ -273,7 +273,9 @@ func (s *Server) upstreamFailed(w http.ResponseWriter, r *http.Request, c *store
 		log.WarnContext(ctx, "upstream sign-in refused", "error", err)
 		s.showLogin(w, r, c, req, http.StatusForbidden, "", "Your "+p.Name+" account cannot be linked to an account here automatically. Ask an administrator.")
 	default:
-		s.authorizeFailed(w, r, s.storeFailure(ctx, req, err))
+		// The store failed; the person may try again.
+		log.ErrorContext(ctx, "upstream sign-in failed", "error", err)
+		s.showLogin(w, r, c, req, http.StatusServiceUnavailable, "", "Signing in is temporarily unavailable. Please try again in a moment.")
 	}
 }
 
