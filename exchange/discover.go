@@ -156,7 +156,7 @@ func parseMetadata(body []byte, issuer, scheme string) (*Metadata, error) {
 			continue
 		}
 		e, err := url.Parse(*p)
-		if err != nil || e.Host == "" || e.User != nil || e.Fragment != "" || (e.Scheme != "https" && e.Scheme != scheme) {
+		if err != nil || e.Host == "" || e.User != nil || strings.Contains(*p, "#") || (e.Scheme != "https" && e.Scheme != scheme) {
 			return nil, fmt.Errorf("no usable %s: %q must be an https URL (or use the issuer's scheme) without user information or fragment", names[i+1], *p)
 		}
 	}
