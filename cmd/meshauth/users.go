@@ -23,8 +23,8 @@ import (
 const envUserPassword = "MESHAUTH_USER_PASSWORD"
 
 func runUsers(ctx context.Context, args []string, stdout io.Writer) error {
-	if len(args) == 0 || !slices.Contains([]string{"add", "passwd", "disable", "enable"}, args[0]) {
-		return errors.New("usage: meshauth users add|passwd|disable|enable --store URL --name NAME (see meshauth users add --help)")
+	if len(args) == 0 || !slices.Contains([]string{"add", "passwd", "disable", "enable", "link"}, args[0]) {
+		return errors.New("usage: meshauth users add|passwd|disable|enable|link --store URL --name NAME (see meshauth users add --help)")
 	}
 	sub := args[0]
 	fs := flag.NewFlagSet("users "+sub, flag.ContinueOnError)
@@ -40,11 +40,19 @@ func runUsers(ctx context.Context, args []string, stdout io.Writer) error {
 		fs.StringVar(&profile.Email, "email", "", "the person's email address, the claim email (scope email); stored lower-cased")
 		fs.BoolVar(&profile.EmailVerified, "email-verified", false, "the email address is known to be the person's (claim email_verified)")
 	}
+	var upstreamIssuer, upstreamSubject string
+	if sub == "link" {
+		fs.StringVar(&upstreamIssuer, "issuer", "", "the upstream provider's issuer URL (the iss of its ID Tokens)")
+		fs.StringVar(&upstreamSubject, "subject", "", "the person's identity there (the sub of its ID Tokens)")
+	}
 	if err := flagconf.Parse(fs, args[1:], nil); err != nil {
 		return err
 	}
 	if *storeURL == "" || *name == "" {
 		return errors.New("--store and --name are required")
+	}
+	if sub == "link" && (upstreamIssuer == "" || upstreamSubject == "") {
+		return errors.New("--issuer and --subject are required")
 	}
 	var password string
 	if passwordFile != nil {
@@ -65,6 +73,12 @@ func runUsers(ctx context.Context, args []string, stdout io.Writer) error {
 			return err
 		}
 		fmt.Fprintf(stdout, "password of %s (%s) changed\n", u.Name, u.ID)
+	case "link":
+		u, err := issuer.LinkUpstreamIdentity(ctx, st, *name, upstreamIssuer, upstreamSubject, time.Now())
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s (%s) signs in as %s at %s\n", u.Name, u.ID, upstreamSubject, upstreamIssuer)
 	case "disable", "enable":
 		u, err := issuer.SetUserDisabled(ctx, st, *name, sub == "disable")
 		if err != nil {

@@ -183,4 +183,26 @@ func TestUsersProfileAndDisable(t *testing.T) {
 	if _, err := users("disable", "--store", storeURL, "--name", "nobody"); err == nil {
 		t.Error("disable of a missing user succeeded")
 	}
+
+	// link: the identity dana signs in as at an upstream provider.
+	if out, err := users("link", "--store", storeURL, "--name", "dana", "--issuer", "https://sso.example", "--subject", "s-1"); err != nil || !strings.Contains(out, "signs in as s-1") {
+		t.Fatalf("users link: %q %v", out, err)
+	}
+	for _, args := range [][]string{
+		{"--name", "dana", "--issuer", "https://sso.example", "--subject", "s-2"}, // dana has an identity there
+		{"--name", "dana", "--issuer", "https://sso.example"},                     // no subject
+		{"--name", "nobody", "--issuer", "https://sso.example", "--subject", "s-3"},
+	} {
+		if _, err := users(append([]string{"link", "--store", storeURL}, args...)...); err == nil {
+			t.Errorf("users link %q succeeded", args)
+		}
+	}
+	st, err = filestore.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if link, err := st.GetIdentity(ctx, "https://sso.example", "s-1"); err != nil || link.UserID != u.ID {
+		t.Errorf("link %+v %v", link, err)
+	}
 }
