@@ -18,7 +18,7 @@ test:
 
 # Packages with goroutines, locks or shared caches run under the race detector.
 race:
-	$(GO) test -race -count=1 ./issuer/... ./jwks/... ./token/... ./proxy/... ./exchange/... ./internal/... ./cmd/... ./xds/...
+	$(GO) test -race -count=1 ./issuer/... ./rp/... ./jwks/... ./token/... ./proxy/... ./exchange/... ./internal/... ./cmd/... ./xds/...
 
 bench:
 	$(GO) run ./bench/report
@@ -30,12 +30,13 @@ lint:
 # Short fuzzing of every parser of untrusted input; FUZZTIME=5m for longer.
 FUZZTIME ?= 20s
 fuzz:
-	for t in FuzzParseForm FuzzAssertionSubject FuzzAuthorizationRequest FuzzCodeVerifier FuzzPrefersIntrospectionJWT FuzzForeignIntrospection; do $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) ./issuer/ || exit 1; done
+	for t in FuzzParseForm FuzzAssertionSubject FuzzAuthorizationRequest FuzzCodeVerifier FuzzPrefersIntrospectionJWT FuzzForeignIntrospection FuzzSessionCookie; do $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) ./issuer/ || exit 1; done
 	for t in FuzzVerify FuzzClaims FuzzParseJWKS FuzzSignedToken FuzzAuthenticator FuzzVerifyJWS FuzzReadIdentity; do $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) ./token/ || exit 1; done
 	for t in FuzzBearer FuzzClientAddr; do $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) ./proxy/ || exit 1; done
 	$(GO) test -run='^$$' -fuzz='^FuzzDecodeUpdate$$' -fuzztime=$(FUZZTIME) ./jwks/
-	for t in FuzzDecide FuzzParseTokenResponse; do $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) ./exchange/ || exit 1; done
+	for t in FuzzDecide FuzzParseTokenResponse FuzzParseMetadata; do $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) ./exchange/ || exit 1; done
 	$(GO) test -run='^$$' -fuzz='^FuzzParseConfig$$' -fuzztime=$(FUZZTIME) ./xds/
+	$(GO) test -run='^$$' -fuzz='^FuzzIDTokenClaims$$' -fuzztime=$(FUZZTIME) ./rp/
 
 clean:
 	rm -rf bin

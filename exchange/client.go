@@ -512,46 +512,61 @@ func (c *Client) request(ctx context.Context, form url.Values, exchanged bool) (
 	// The lifetime is counted from before the request, so that the
 	// token is taken to expire no later than it does.
 	sent := c.now()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.tokenURL, strings.NewReader(form.Encode()))
+	body, err := PostTokenRequest(ctx, c.http, c.tokenURL, c.basic, form)
 	if err != nil {
-		return Token{}, fmt.Errorf("exchange: %w", err)
+		return Token{}, err
+	}
+	t, err := parseTokenResponse(body, exchanged, sent)
+	if err != nil {
+		return Token{}, fmt.Errorf("exchange: malformed token endpoint answer: %w", err)
+	}
+	return t, nil
+}
+
+// PostTokenRequest sends form to the token endpoint tokenURL (RFC 6749
+// §3.2), with the Authorization field authz unless it is "", and returns
+// the body of a 200 answer, which is application/json (§5.1). A refusal
+// (§5.2) is a *RefusedError; no answer, or 5xx, 408 or 429, wraps
+// ErrUnavailable. Errors never contain authz or the form.
+func PostTokenRequest(ctx context.Context, hc *http.Client, tokenURL, authz string, form url.Values) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, tokenURL, strings.NewReader(form.Encode()))
+	if err != nil {
+		return nil, fmt.Errorf("exchange: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Accept", "application/json")
-	req.Header.Set("Authorization", c.basic)
-	resp, err := c.http.Do(req)
+	if authz != "" {
+		req.Header.Set("Authorization", authz)
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
 		// A *url.Error names the method and URL, never the header or
 		// body: neither the secret nor the subject token.
-		return Token{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswerBytes+1))
 	status := resp.StatusCode
 	switch {
 	case status >= 500 || status == http.StatusRequestTimeout || status == http.StatusTooManyRequests:
-		return Token{}, fmt.Errorf("%w: status %d", ErrUnavailable, status)
+		return nil, fmt.Errorf("%w: status %d", ErrUnavailable, status)
 	case err != nil:
-		return Token{}, fmt.Errorf("%w: reading the answer: %w", ErrUnavailable, err)
+		return nil, fmt.Errorf("%w: reading the answer: %w", ErrUnavailable, err)
 	case len(body) > maxAnswerBytes:
-		return Token{}, fmt.Errorf("exchange: token endpoint answer (status %d) over %d bytes", status, maxAnswerBytes)
+		return nil, fmt.Errorf("exchange: token endpoint answer (status %d) over %d bytes", status, maxAnswerBytes)
 	case !isJSON(resp.Header.Get("Content-Type")):
 		// RFC 6749 §5.1, §5.2: both answers are application/json.
-		return Token{}, fmt.Errorf("exchange: token endpoint answer (status %d) is not application/json", status)
+		return nil, fmt.Errorf("exchange: token endpoint answer (status %d) is not application/json", status)
 	case status == http.StatusOK:
-		t, err := parseTokenResponse(body, exchanged, sent)
-		if err != nil {
-			return Token{}, fmt.Errorf("exchange: malformed token endpoint answer: %w", err)
-		}
-		return t, nil
+		return body, nil
 	case status >= 400:
 		re, err := parseErrorResponse(body, status)
 		if err != nil {
-			return Token{}, fmt.Errorf("exchange: malformed token endpoint error answer (status %d): %w", status, err)
+			return nil, fmt.Errorf("exchange: malformed token endpoint error answer (status %d): %w", status, err)
 		}
-		return Token{}, re
+		return nil, re
 	}
-	return Token{}, fmt.Errorf("exchange: unexpected token endpoint status %d", status)
+	return nil, fmt.Errorf("exchange: unexpected token endpoint status %d", status)
 }
 
 func isJSON(contentType string) bool {

@@ -32,6 +32,7 @@ func clientInfo(c *store.Client) ClientInfo {
 		Scope:                   strings.Join(c.Scope, " "),
 		JWKS:                    json.RawMessage(c.JWKS),
 		RedirectURIs:            c.RedirectURIs,
+		PostLogoutRedirectURIs:  c.PostLogoutRedirectURIs,
 		AccessTokenFormat:       c.AccessTokenFormat,
 		AllowedAudiences:        c.AllowedAudiences,
 		MaxDelegationDepth:      c.MaxDelegationDepth,

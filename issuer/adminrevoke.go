@@ -115,6 +115,14 @@ func (s *Server) handleAdminRevoke(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	if kind == store.RevokeSubject {
+		// The user's sign-in sessions end too: otherwise their next
+		// authorization would get new tokens without a password.
+		if err := s.store.DeleteUserSessions(ctx, value); err != nil {
+			s.writeError(w, r, fmt.Errorf("end the user's sessions: %w", err))
+			return
+		}
+	}
 	if req.Token != "" && !strings.Contains(req.Token, ".") {
 		// A reference token is refused at once by being gone.
 		if err := s.store.DeleteAccessToken(ctx, ReferenceTokenHash(req.Token)); err != nil {

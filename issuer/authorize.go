@@ -46,6 +46,14 @@ type authorizationRequest struct {
 	State               string   `json:"state,omitempty"`
 	CodeChallenge       string   `json:"code_challenge,omitempty"`
 	CodeChallengeMethod string   `json:"code_challenge_method,omitempty"`
+	// OpenID Connect (Core §3.1.2.1): the client's nonce for the ID
+	// Token; prompt; max_age in seconds, nil if absent; login_hint, to
+	// fill in the user name; and the sub of a valid id_token_hint.
+	Nonce       string   `json:"nonce,omitempty"`
+	Prompt      []string `json:"prompt,omitempty"`
+	MaxAge      *int64   `json:"max_age,omitempty"`
+	LoginHint   string   `json:"login_hint,omitempty"`
+	HintSubject string   `json:"hint_sub,omitempty"`
 }
 
 // pageError is an authorization error shown to the user as a page. It is
@@ -90,12 +98,38 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		s.authorizeFailed(w, r, &pageError{http.StatusBadRequest, "The authorization request is malformed: " + asOAuthError(err).Description + "."})
 		return
 	}
-	c, req, err := s.authorizationRequest(r.Context(), form)
+	ctx := r.Context()
+	c, req, err := s.authorizationRequest(ctx, form)
 	if err != nil {
 		s.authorizeFailed(w, r, err)
 		return
 	}
-	s.showLogin(w, r, c, req, http.StatusOK, "", "")
+	si, err := s.currentSession(ctx, r)
+	if err != nil {
+		s.authorizeFailed(w, r, s.storeFailure(ctx, req, err))
+		return
+	}
+	if si != nil && !si.satisfies(req, s.now()) {
+		si = nil
+	}
+	if req.prompts(promptNone) {
+		// OpenID Connect Core §3.1.2.1: no page at all; an answer now,
+		// or the reason there can be none.
+		switch {
+		case si == nil:
+			s.authorizeFailed(w, r, &redirectError{req: req, err: interactionError("login_required", "the user is not signed in")})
+		case !si.consented(req):
+			s.authorizeFailed(w, r, &redirectError{req: req, err: interactionError("consent_required", "the user has not allowed this request")})
+		default:
+			s.grantCode(w, r, c, req, si)
+		}
+		return
+	}
+	if si == nil {
+		s.showLogin(w, r, c, req, http.StatusOK, loginHintName(req.LoginHint), "")
+		return
+	}
+	s.proceed(w, r, c, req, si)
 }
 
 // authorizationRequest looks up the client of form and validates the
@@ -158,8 +192,16 @@ func (s *Server) parseAuthorization(form url.Values, c *store.Client) (*authoriz
 	if req.Audience, err = s.audiences(form, c); err != nil {
 		return fail(asOAuthError(err))
 	}
+	if slices.Contains(req.Scope, scopeOpenID) && !form.Has("audience") && !form.Has("resource") {
+		// The access token of an OpenID Connect request without an
+		// audience is for the userinfo endpoint, which is this issuer.
+		req.Audience = []string{s.issuerURL}
+	}
 	req.CodeChallenge, req.CodeChallengeMethod = form.Get("code_challenge"), form.Get("code_challenge_method")
 	if e := checkCodeChallenge(req.CodeChallenge, req.CodeChallengeMethod, c.TokenEndpointAuthMethod == authNone); e != nil {
+		return fail(e)
+	}
+	if e := s.parseOpenID(form, req); e != nil {
 		return fail(e)
 	}
 	return req, nil
@@ -244,23 +286,33 @@ func (s *Server) storeFailure(ctx context.Context, req *authorizationRequest, er
 
 // redirectToClient sends the browser to the request's redirect URI with
 // params, state and iss (RFC 9207 §2) added to its query, which is kept
-// (RFC 6749 §3.1.2). 303 makes the browser follow with a GET after a form
-// POST (RFC 9700 §4.12).
+// (RFC 6749 §3.1.2).
 func (s *Server) redirectToClient(w http.ResponseWriter, r *http.Request, req *authorizationRequest, params url.Values) {
 	if req.State != "" {
 		params.Set("state", req.State)
 	}
 	params.Set("iss", s.issuerURL)
-	target := req.RedirectURI
+	redirectBrowser(w, r, withQuery(req.RedirectURI, params))
+}
+
+// withQuery returns uri with params added to its query.
+func withQuery(uri string, params url.Values) string {
 	switch {
-	case strings.HasSuffix(target, "?"):
-	case strings.Contains(target, "?"):
-		target += "&"
+	case strings.HasSuffix(uri, "?"):
+	case strings.Contains(uri, "?"):
+		uri += "&"
 	default:
-		target += "?"
+		uri += "?"
 	}
+	return uri + params.Encode()
+}
+
+// redirectBrowser sends the browser to target, uncached and without a
+// referrer. 303 makes the browser follow with a GET after a form POST (RFC
+// 9700 §4.12).
+func redirectBrowser(w http.ResponseWriter, r *http.Request, target string) {
 	h := w.Header()
-	h.Set("Location", target+params.Encode())
+	h.Set("Location", target)
 	h.Set("Cache-Control", "no-store")
 	h.Set("Referrer-Policy", "no-referrer")
 	status := http.StatusFound
@@ -270,14 +322,17 @@ func (s *Server) redirectToClient(w http.ResponseWriter, r *http.Request, req *a
 	w.WriteHeader(status)
 }
 
-// issueCode records the user's authorization of req as a new grant and
-// returns an authorization code for it: 256 random bits, stored only as a
-// hash, single use, valid for authorizationCodeLifetime.
-func (s *Server) issueCode(ctx context.Context, req *authorizationRequest, subject string) (string, error) {
+// issueCode records the authorization of req by the session's user as a
+// new grant, with how they signed in, and returns an authorization code for
+// it: 256 random bits, stored only as a hash, single use, valid for
+// authorizationCodeLifetime.
+func (s *Server) issueCode(ctx context.Context, req *authorizationRequest, si *signedIn) (string, error) {
 	now := s.now().UTC()
+	subject := si.user.ID
 	g := &store.Grant{
 		ID: randomID(), ClientID: req.ClientID, Subject: subject, Scope: req.Scope, Audience: req.Audience,
 		CreatedAt: now, ExpiresAt: now.Add(s.grantLifetime),
+		AuthTime: si.session.AuthTime, AMR: si.session.AMR, IDP: si.session.IDP, Nonce: req.Nonce,
 	}
 	if err := s.store.CreateGrant(ctx, g); err != nil {
 		return "", fmt.Errorf("store grant: %w", err)

@@ -81,6 +81,15 @@ func (p *page) formToken(t *testing.T) string {
 	return m[1]
 }
 
+// isLogin and isConsent tell the login and the consent page.
+func (p *page) isLogin() bool {
+	return p.status == http.StatusOK && strings.Contains(p.body, `action="/authorize/login"`)
+}
+
+func (p *page) isConsent() bool {
+	return p.status == http.StatusOK && strings.Contains(p.body, `action="/authorize/consent"`)
+}
+
 func (b *browser) do(req *http.Request) *page {
 	b.t.Helper()
 	resp, err := b.c.Do(req)
@@ -143,24 +152,25 @@ func (b *browser) consent(p *page, action string) *page {
 }
 
 // code runs the whole browser part for clientID as the test user and
-// returns the authorization code from the redirect.
+// returns the authorization code from the redirect. The browser signs in
+// on the login page, and allows on the consent page, when it is shown
+// them: once signed in it is not asked for the password again, and once
+// it allowed a request, not asked again for the same.
 func (b *browser) code(clientID string, kv ...string) string {
 	b.t.Helper()
-	login := b.authorize(clientID, kv...)
-	if login.status != http.StatusOK {
-		b.t.Fatalf("authorize: %d %s", login.status, login.body)
+	p := b.authorize(clientID, kv...)
+	if p.isLogin() {
+		p = b.login(p, testUser, testPassword)
 	}
-	consent := b.login(login, testUser, testPassword)
-	if consent.status != http.StatusOK {
-		b.t.Fatalf("login: %d %s", consent.status, consent.body)
+	if p.isConsent() {
+		p = b.consent(p, "allow")
 	}
-	done := b.consent(consent, "allow")
-	if done.status != http.StatusSeeOther {
-		b.t.Fatalf("consent: %d %s", done.status, done.body)
+	if p.status != http.StatusFound && p.status != http.StatusSeeOther {
+		b.t.Fatalf("authorization did not end in a redirect: %d %s", p.status, p.body)
 	}
-	code := done.location(b.t).Query().Get("code")
+	code := p.location(b.t).Query().Get("code")
 	if code == "" {
-		b.t.Fatalf("no code in %s", done.header.Get("Location"))
+		b.t.Fatalf("no code in %s", p.header.Get("Location"))
 	}
 	return code
 }
@@ -709,8 +719,10 @@ func TestLoginForms(t *testing.T) {
 		}
 	}
 
+	// The browser is signed in since its first login above; prompt=login
+	// shows the login page all the same.
 	t.Run("consent answered twice", func(t *testing.T) {
-		consent := b.login(b.authorize("app"), testUser, testPassword)
+		consent := b.login(b.authorize("app", "prompt", "login"), testUser, testPassword)
 		if p := b.consent(consent, "allow"); p.status != http.StatusSeeOther {
 			t.Fatalf("%d", p.status)
 		}
@@ -719,21 +731,21 @@ func TestLoginForms(t *testing.T) {
 		}
 	})
 	t.Run("expired form", func(t *testing.T) {
-		login := b.authorize("app")
+		login := b.authorize("app", "prompt", "login")
 		e.advance(t, loginFormLifetime+time.Second)
 		if p := b.login(login, testUser, testPassword); p.status != 400 {
 			t.Errorf("%d", p.status)
 		}
 	})
 	t.Run("deny", func(t *testing.T) {
-		consent := b.login(b.authorize("app"), testUser, testPassword)
+		consent := b.login(b.authorize("app", "prompt", "login"), testUser, testPassword)
 		q := b.consent(consent, "deny").location(t).Query()
 		if q.Get("error") != "access_denied" || q.Get("state") != "st-123" || q.Get("iss") != e.url || q.Get("code") != "" {
 			t.Errorf("deny: %v", q)
 		}
 	})
 	t.Run("cancel", func(t *testing.T) {
-		p := b.post("/authorize/login", url.Values{"form_token": {b.authorize("app").formToken(t)}, "action": {"cancel"}})
+		p := b.post("/authorize/login", url.Values{"form_token": {b.authorize("app", "prompt", "login").formToken(t)}, "action": {"cancel"}})
 		if q := p.location(t).Query(); q.Get("error") != "access_denied" || q.Get("state") != "st-123" {
 			t.Errorf("cancel: %v", q)
 		}

@@ -62,7 +62,7 @@ func (s *Server) authorizationCodeGrant(ctx context.Context, c *store.Client, fo
 	if err != nil {
 		return nil, err
 	}
-	return s.issueUserTokens(ctx, c, g, now, userTokens{scope: rec.Scope, audience: rec.Audience, refreshScope: rec.Scope, refreshAudience: rec.Audience})
+	return s.issueUserTokens(ctx, c, g, now, userTokens{scope: rec.Scope, audience: rec.Audience, refreshScope: rec.Scope, refreshAudience: rec.Audience, fromCode: true})
 }
 
 // errGrantEnded answers a code or refresh token whose grant was revoked or
@@ -91,25 +91,43 @@ func (s *Server) liveGrant(ctx context.Context, id string, now time.Time) (*stor
 type userTokens struct {
 	scope, audience               []string
 	refreshScope, refreshAudience []string
+	// fromCode: the tokens answer the code, so the ID Token echoes the
+	// authorization request's nonce.
+	fromCode bool
 }
 
-// issueUserTokens issues an access token of grant g to client c, and a
-// rotated refresh token if c may use them. Neither outlives g.
+// issueUserTokens issues an access token of grant g to client c, a
+// rotated refresh token if c may use them, and an ID Token if the access
+// token's scope has openid. None outlives g, and a disabled user gets
+// none.
 //
 // A replayed code or refresh token may revoke g while this runs; tokens
 // stored after the store's revocation would escape it. So g is read again
 // once they exist, and if it was revoked meanwhile, revoked again now,
 // which deletes them and refuses the JWT by its sid.
 func (s *Server) issueUserTokens(ctx context.Context, c *store.Client, g *store.Grant, now time.Time, t userTokens) (*tokenResponse, error) {
+	user, err := s.store.GetUser(ctx, g.Subject)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && user.Disabled) {
+		return nil, errInvalidGrant("the user's account is disabled")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look up the grant's user: %w", err)
+	}
 	exp := now.Add(s.tokenLifetime)
 	if g.ExpiresAt.Before(exp) {
 		exp = g.ExpiresAt
 	}
 	resp, err := s.issueAccessToken(ctx, c, c.AccessTokenFormat, now, grantedToken{
 		subject: g.Subject, audience: t.audience, scope: t.scope, grantID: g.ID, expiresAt: exp,
+		authTime: g.AuthTime, amr: g.AMR, idp: g.IDP,
 	})
 	if err != nil {
 		return nil, err
+	}
+	if slices.Contains(t.scope, scopeOpenID) {
+		if resp.IDToken, err = s.issueIDToken(c, g, user, t.scope, resp.AccessToken, now, t.fromCode); err != nil {
+			return nil, err
+		}
 	}
 	if slices.Contains(c.GrantTypes, GrantTypeRefreshToken) {
 		value := referenceToken()

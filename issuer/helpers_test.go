@@ -97,6 +97,13 @@ func newEnvOn(t *testing.T, dir string, wrap func(store.Store) store.Store) *env
 // first, while its env's url stays its own address.
 func serveEnv(t *testing.T, keyStore, st store.Store, issuerURL string) *env {
 	t.Helper()
+	return serveEnvWith(t, keyStore, st, issuerURL, nil)
+}
+
+// serveEnvWith is serveEnv with configure, if not nil, changing the
+// issuer's Config once the env's url is known.
+func serveEnvWith(t *testing.T, keyStore, st store.Store, issuerURL string, configure func(*env, *Config)) *env {
+	t.Helper()
 	sealer, err := jwks.NewSealer(testKEK)
 	if err != nil {
 		t.Fatal(err)
@@ -113,8 +120,12 @@ func serveEnv(t *testing.T, keyStore, st store.Store, issuerURL string) *env {
 	e := &env{t: t, store: st, keys: keys, logs: logs, sealer: sealer}
 	hs := httptest.NewUnstartedServer(nil)
 	e.url = "http://" + hs.Listener.Addr().String()
-	e.srv, err = New(Config{IssuerURL: cmp.Or(issuerURL, e.url), Store: st, Keys: keys, AdminToken: testAdminToken, Logger: log,
-		Now: func() time.Time { return time.Now().Add(time.Duration(e.skew.Load())) }})
+	cfg := Config{IssuerURL: cmp.Or(issuerURL, e.url), Store: st, Keys: keys, AdminToken: testAdminToken, Logger: log,
+		Now: func() time.Time { return time.Now().Add(time.Duration(e.skew.Load())) }}
+	if configure != nil {
+		configure(e, &cfg)
+	}
+	e.srv, err = New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

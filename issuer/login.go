@@ -89,11 +89,13 @@ const formKeySize = chacha20poly1305.KeySize
 // maxFormTokenBytes bounds a form token before it is decoded.
 const maxFormTokenBytes = 16 << 10
 
-// sealForm returns st sealed for purpose, as base64url.
-func (s *Server) sealForm(purpose string, st *formState) (string, error) {
-	pt, err := json.Marshal(st)
+// seal returns v sealed for purpose, as base64url: the browser can
+// neither read nor change it, and purpose, the associated data, keeps one
+// kind of sealed value from being taken for another.
+func (s *Server) seal(purpose string, v any) (string, error) {
+	pt, err := json.Marshal(v)
 	if err != nil {
-		return "", fmt.Errorf("encode form state: %w", err)
+		return "", fmt.Errorf("encode sealed state: %w", err)
 	}
 	n := s.formAEAD.NonceSize()
 	nonce := make([]byte, n, n+len(pt)+s.formAEAD.Overhead())
@@ -103,35 +105,37 @@ func (s *Server) sealForm(purpose string, st *formState) (string, error) {
 
 var errBadFormToken = errors.New("form token is not valid")
 
-// openForm opens a form token sealed for purpose.
-func (s *Server) openForm(purpose, token string) (*formState, error) {
-	if len(token) > maxFormTokenBytes {
-		return nil, errBadFormToken
+// unseal opens a value sealed for purpose into v.
+func (s *Server) unseal(purpose, sealed string, v any) error {
+	if len(sealed) > maxFormTokenBytes {
+		return errBadFormToken
 	}
-	raw, err := base64.RawURLEncoding.DecodeString(token)
+	raw, err := base64.RawURLEncoding.DecodeString(sealed)
 	n := s.formAEAD.NonceSize()
 	if err != nil || len(raw) < n+s.formAEAD.Overhead() {
-		return nil, errBadFormToken
+		return errBadFormToken
 	}
 	pt, err := s.formAEAD.Open(nil, raw[:n], raw[n:], []byte(purpose))
 	if err != nil {
-		return nil, errBadFormToken
+		return errBadFormToken
 	}
+	if err := json.Unmarshal(pt, v); err != nil {
+		return errBadFormToken
+	}
+	return nil
+}
+
+// openForm opens a form token sealed for purpose.
+func (s *Server) openForm(purpose, token string) (*formState, error) {
 	var st formState
-	if err := json.Unmarshal(pt, &st); err != nil {
-		return nil, errBadFormToken
+	if err := s.unseal(purpose, token, &st); err != nil {
+		return nil, err
 	}
 	return &st, nil
 }
 
-// csrfCookieName is the cookie that binds forms to a browser. Over https it
-// has the __Host- prefix, so that no sibling host can plant one.
-func (s *Server) csrfCookieName() string {
-	if s.secureCookies {
-		return "__Host-meshauth-csrf"
-	}
-	return "meshauth-csrf"
-}
+// csrfCookieName is the cookie that binds forms to a browser.
+func (s *Server) csrfCookieName() string { return s.cookieName("csrf") }
 
 // browserBinding returns the binding of the browser's CSRF cookie, setting
 // a new cookie if the browser has none. Reusing a cookie keeps forms open
@@ -178,7 +182,11 @@ type pageData struct {
 	Scopes    []string
 	Audiences []string
 	Until     string
-	// error
+	// login: the upstream identity providers to sign in with, and
+	// whether the password form is shown.
+	Upstreams     []upstreamButton
+	PasswordLogin bool
+	// error, logout and signed out
 	Message string
 }
 
@@ -258,7 +266,7 @@ func (s *Server) showError(w http.ResponseWriter, status int, message string) {
 // showLogin renders the login form for req, with problem, if any, shown
 // above the fields.
 func (s *Server) showLogin(w http.ResponseWriter, r *http.Request, c *store.Client, req *authorizationRequest, status int, userName, problem string) {
-	token, err := s.sealForm(purposeLogin, &formState{
+	token, err := s.seal(purposeLogin, &formState{
 		Request: *req, Binding: s.browserBinding(w, r), ExpiresAt: s.now().Add(loginFormLifetime).Unix(),
 	})
 	if err != nil {
@@ -268,25 +276,26 @@ func (s *Server) showLogin(w http.ResponseWriter, r *http.Request, c *store.Clie
 	s.render(w, status, req.RedirectURI, &pageData{
 		Kind: "login", Title: "Sign in to " + clientName(c), ClientName: clientName(c), RedirectHost: redirectHost(req.RedirectURI),
 		Action: s.prefix + pathLogin, FormToken: token, UserName: userName, Error: problem,
+		Upstreams: s.upstreamButtons(token), PasswordLogin: s.passwordLogin,
 	})
 }
 
 // showConsent renders what the client asks of the signed-in user, with
 // Allow and Deny.
-func (s *Server) showConsent(w http.ResponseWriter, r *http.Request, c *store.Client, st *formState, user *store.User) {
+func (s *Server) showConsent(w http.ResponseWriter, r *http.Request, c *store.Client, req *authorizationRequest, user *store.User) {
 	now := s.now()
-	token, err := s.sealForm(purposeConsent, &formState{
-		Request: st.Request, Binding: st.Binding, ExpiresAt: now.Add(consentFormLifetime).Unix(),
+	token, err := s.seal(purposeConsent, &formState{
+		Request: *req, Binding: s.browserBinding(w, r), ExpiresAt: now.Add(consentFormLifetime).Unix(),
 		ID: randomID(), UserID: user.ID, UserName: user.Name,
 	})
 	if err != nil {
 		s.authorizeFailed(w, r, err)
 		return
 	}
-	s.render(w, http.StatusOK, st.Request.RedirectURI, &pageData{
-		Kind: "consent", Title: "Allow " + clientName(c) + "?", ClientName: clientName(c), RedirectHost: redirectHost(st.Request.RedirectURI),
+	s.render(w, http.StatusOK, req.RedirectURI, &pageData{
+		Kind: "consent", Title: "Allow " + clientName(c) + "?", ClientName: clientName(c), RedirectHost: redirectHost(req.RedirectURI),
 		Action: s.prefix + pathConsent, FormToken: token, UserName: user.Name,
-		Scopes: st.Request.Scope, Audiences: st.Request.Audience,
+		Scopes: req.Scope, Audiences: req.Audience,
 		Until: now.Add(s.grantLifetime).UTC().Format("2 January 2006, 15:04 UTC"),
 	})
 }
@@ -301,22 +310,32 @@ var crossOrigin = http.NewCrossOriginProtection()
 // that still exists. Failures are answered here with a page, never a
 // redirect to the client.
 func (s *Server) submittedForm(w http.ResponseWriter, r *http.Request, purpose string) (url.Values, *formState, *store.Client, bool) {
-	fail := func(status int, msg string) (url.Values, *formState, *store.Client, bool) {
-		s.showError(w, status, msg)
-		return nil, nil, nil, false
-	}
 	if crossOrigin.Check(r) != nil {
-		return fail(http.StatusForbidden, "This form was submitted from another site, so it was refused.")
+		s.showError(w, http.StatusForbidden, "This form was submitted from another site, so it was refused.")
+		return nil, nil, nil, false
 	}
 	form, err := readForm(w, r)
 	if err != nil {
-		return fail(http.StatusBadRequest, "The form could not be read.")
+		s.showError(w, http.StatusBadRequest, "The form could not be read.")
+		return nil, nil, nil, false
+	}
+	st, c, ok := s.checkFormToken(w, r, purpose, form.Get("form_token"))
+	return form, st, c, ok
+}
+
+// checkFormToken opens a form token sealed for purpose and checks that it
+// was issued to this browser, has not expired, and names a client that
+// still exists. Failures are answered here with a page.
+func (s *Server) checkFormToken(w http.ResponseWriter, r *http.Request, purpose, token string) (*formState, *store.Client, bool) {
+	fail := func(status int, msg string) (*formState, *store.Client, bool) {
+		s.showError(w, status, msg)
+		return nil, nil, false
 	}
 	cookie, ok := s.csrfCookie(r)
 	if !ok {
 		return fail(http.StatusForbidden, "Your browser did not send this site's cookie, which protects the form from forgery. Allow cookies for "+s.issuerHost+" and start again from the application.")
 	}
-	st, err := s.openForm(purpose, form.Get("form_token"))
+	st, err := s.openForm(purpose, token)
 	if err != nil {
 		return fail(http.StatusBadRequest, "The form is incomplete or has been altered.")
 	}
@@ -326,15 +345,23 @@ func (s *Server) submittedForm(w http.ResponseWriter, r *http.Request, purpose s
 	if !s.now().Before(time.Unix(st.ExpiresAt, 0)) {
 		return fail(http.StatusBadRequest, "The form has expired.")
 	}
-	c, err := s.store.GetClient(r.Context(), st.Request.ClientID)
+	c, ok := s.pendingClient(w, r, &st.Request)
+	return st, c, ok
+}
+
+// pendingClient returns the client of an authorization that waited in a
+// form or cookie; if it is gone, or the store fails, it answers with a page.
+func (s *Server) pendingClient(w http.ResponseWriter, r *http.Request, req *authorizationRequest) (*store.Client, bool) {
+	c, err := s.store.GetClient(r.Context(), req.ClientID)
 	if errors.Is(err, store.ErrNotFound) {
-		return fail(http.StatusBadRequest, "The application is no longer registered.")
+		s.showError(w, http.StatusBadRequest, "The application is no longer registered.")
+		return nil, false
 	}
 	if err != nil {
 		s.authorizeFailed(w, r, fmt.Errorf("look up client: %w", err))
-		return nil, nil, nil, false
+		return nil, false
 	}
-	return form, st, c, true
+	return c, true
 }
 
 // handleLogin checks the user's name and password. Unknown names and wrong
@@ -355,6 +382,10 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		s.showError(w, http.StatusBadRequest, "The form was submitted without a known action.")
 		return
 	}
+	if !s.passwordLogin {
+		s.showError(w, http.StatusForbidden, "Signing in with a password is turned off here; use one of the identity providers the sign-in page offers.")
+		return
+	}
 	name, password := form.Get("username"), form.Get("password")
 	if name == "" || password == "" {
 		s.showLogin(w, r, c, req, http.StatusBadRequest, name, "Enter your user name and password.")
@@ -369,22 +400,43 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		s.showLogin(w, r, c, req, http.StatusTooManyRequests, name, fmt.Sprintf("Too many failed sign-in attempts. Wait %d seconds, then try again.", secs))
 		return
 	}
-	user, err := s.checkLogin(r.Context(), name, password)
-	if err != nil {
+	// A store that fails changes nothing: the person may try again.
+	unavailable := func(err error) {
 		s.log.ErrorContext(r.Context(), "login failed", "error", err)
 		s.showLogin(w, r, c, req, http.StatusServiceUnavailable, name, "Signing in is temporarily unavailable. Please try again in a moment.")
+	}
+	user, err := s.checkLogin(r.Context(), name, password)
+	if err != nil {
+		unavailable(err)
 		return
 	}
 	if user == nil {
-		s.throttle.fail(now, account, accountFreeFailures)
-		s.throttle.fail(now, address, addressFreeFailures)
+		// The backoff counts from the refusal, not from the request: the
+		// hash may take a while on a loaded machine.
+		failed := s.now()
+		s.throttle.fail(failed, account, accountFreeFailures)
+		s.throttle.fail(failed, address, addressFreeFailures)
 		s.log.InfoContext(r.Context(), "login failed: wrong user name or password", "client_id", c.ID, "address", address)
 		s.showLogin(w, r, c, req, http.StatusUnauthorized, name, "The user name or password is incorrect.")
 		return
 	}
 	s.throttle.succeed(account)
-	s.showConsent(w, r, c, st, user)
+	if user.Disabled {
+		// Said only to someone who knows the password.
+		s.log.InfoContext(r.Context(), "login refused: the user is disabled", "client_id", c.ID, "sub", user.ID)
+		s.showLogin(w, r, c, req, http.StatusForbidden, name, "This account is disabled.")
+		return
+	}
+	si, err := s.startSession(r.Context(), w, r, user, []string{amrPassword}, "")
+	if err != nil {
+		unavailable(err)
+		return
+	}
+	s.proceed(w, r, c, req, si)
 }
+
+// amrPassword is the RFC 8176 §2 authentication method of a password.
+const amrPassword = "pwd"
 
 // checkLogin returns the user whose name and password these are, or nil.
 // A name that is invalid or unknown is checked against a dummy hash, so it
@@ -402,6 +454,12 @@ func (s *Server) checkLogin(ctx context.Context, name, password string) (*store.
 	}
 	if err != nil {
 		return nil, fmt.Errorf("look up user: %w", err)
+	}
+	if u.PasswordHash == "" {
+		// Signs in only through an upstream provider; this answer takes
+		// as long as any other.
+		passwordMatches(dummyPasswordHash, password)
+		return nil, nil
 	}
 	if !passwordMatches(u.PasswordHash, password) {
 		return nil, nil
@@ -423,7 +481,16 @@ func (s *Server) handleConsent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx, req := r.Context(), &st.Request
-	err := s.store.UseOnce(ctx, "consent/"+st.ID, time.Unix(st.ExpiresAt, 0).Add(time.Minute))
+	si, err := s.currentSession(ctx, r)
+	if err != nil {
+		s.authorizeFailed(w, r, s.storeFailure(ctx, req, err))
+		return
+	}
+	if si == nil || si.user.ID != st.UserID {
+		s.showError(w, http.StatusForbidden, "You are no longer signed in as "+st.UserName+" in this browser, so the answer was refused. Start again from the application.")
+		return
+	}
+	err = s.store.UseOnce(ctx, "consent/"+st.ID, time.Unix(st.ExpiresAt, 0).Add(time.Minute))
 	if errors.Is(err, store.ErrReplay) {
 		s.showError(w, http.StatusBadRequest, "This request was already answered.")
 		return
@@ -436,11 +503,9 @@ func (s *Server) handleConsent(w http.ResponseWriter, r *http.Request) {
 		s.redirectToClient(w, r, req, url.Values{"error": {"access_denied"}, "error_description": {"the user denied the request"}})
 		return
 	}
-	code, err := s.issueCode(ctx, req, st.UserID)
-	if err != nil {
+	if err := s.rememberConsent(ctx, si, req); err != nil {
 		s.authorizeFailed(w, r, s.storeFailure(ctx, req, err))
 		return
 	}
-	s.log.InfoContext(ctx, "authorization granted", "client_id", c.ID, "sub", st.UserID, "scope", strings.Join(req.Scope, " "))
-	s.redirectToClient(w, r, req, url.Values{"code": {code}})
+	s.grantCode(w, r, c, req, si)
 }

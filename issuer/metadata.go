@@ -3,6 +3,7 @@ package issuer
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 
@@ -52,6 +53,24 @@ func (s *Server) buildMetadata() ([]byte, error) {
 		"revocation_endpoint_auth_methods_supported":               AuthMethodsSupported,
 		"revocation_endpoint_auth_signing_alg_values_supported":    signingAlgorithms,
 	}
+	// OpenID Connect Discovery 1.0 §3 (also registered as RFC 8414
+	// metadata, so both documents carry them).
+	maps.Copy(md, map[string]any{
+		"userinfo_endpoint":                     s.endpoint(pathUserinfo),
+		"end_session_endpoint":                  s.endpoint(pathLogout),
+		"scopes_supported":                      []string{scopeOpenID, scopeProfile, scopeEmail},
+		"subject_types_supported":               []string{"public"},
+		"id_token_signing_alg_values_supported": responseSigningAlgorithms,
+		"claims_supported": []string{"iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "amr", "idp",
+			"preferred_username", "name", "email", "email_verified"},
+		"claim_types_supported":           []string{"normal"},
+		"claims_parameter_supported":      false,
+		"request_parameter_supported":     false,
+		"request_uri_parameter_supported": false,
+		"prompt_values_supported":         promptValues,
+		"frontchannel_logout_supported":   false,
+		"backchannel_logout_supported":    false,
+	})
 	b, err := json.MarshalIndent(md, "", "  ")
 	if err != nil {
 		return nil, fmt.Errorf("render metadata: %w", err)

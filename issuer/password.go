@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"golang.org/x/crypto/argon2"
@@ -156,6 +157,23 @@ func NormalizeUserName(name string) (string, error) {
 // returns it. Errors say what was wrong with the name or password; a taken
 // name wraps store.ErrExists.
 func CreateUser(ctx context.Context, st store.Store, name, password string, now time.Time) (*store.User, error) {
+	return CreateUserWithProfile(ctx, st, name, password, Profile{}, now)
+}
+
+// Profile is what a user record tells clients about the person, as the
+// OpenID Connect claims name, email and email_verified.
+type Profile struct {
+	DisplayName   string
+	Email         string
+	EmailVerified bool
+}
+
+// maxDisplayName bounds a display name.
+const maxDisplayName = 200
+
+// CreateUserWithProfile is CreateUser with the person's profile. The email
+// is stored lower-cased.
+func CreateUserWithProfile(ctx context.Context, st store.Store, name, password string, p Profile, now time.Time) (*store.User, error) {
 	n, err := NormalizeUserName(name)
 	if err != nil {
 		return nil, err
@@ -163,7 +181,17 @@ func CreateUser(ctx context.Context, st store.Store, name, password string, now 
 	if err := CheckPassword(password); err != nil {
 		return nil, err
 	}
-	u := &store.User{ID: randomID(), Name: n, PasswordHash: HashPassword(password), CreatedAt: now.UTC()}
+	email := normalizeEmail(p.Email)
+	switch {
+	case p.Email != "" && email == "":
+		return nil, fmt.Errorf("email %q is not an email address", truncate(p.Email, 64))
+	case p.EmailVerified && email == "":
+		return nil, errors.New("an email can be verified only if there is one")
+	case len(p.DisplayName) > maxDisplayName || !utf8.ValidString(p.DisplayName) || strings.ContainsFunc(p.DisplayName, unicode.IsControl):
+		return nil, fmt.Errorf("display name must be at most %d bytes of text", maxDisplayName)
+	}
+	u := &store.User{ID: randomID(), Name: n, PasswordHash: HashPassword(password), CreatedAt: now.UTC(),
+		DisplayName: p.DisplayName, Email: email, EmailVerified: p.EmailVerified}
 	if err := st.CreateUser(ctx, u); err != nil {
 		if errors.Is(err, store.ErrExists) {
 			return nil, fmt.Errorf("user %q: %w", n, store.ErrExists)
@@ -175,11 +203,24 @@ func CreateUser(ctx context.Context, st store.Store, name, password string, now 
 
 // SetUserPassword replaces the password of the user named name.
 func SetUserPassword(ctx context.Context, st store.Store, name, password string) (*store.User, error) {
-	n, err := NormalizeUserName(name)
+	if err := CheckPassword(password); err != nil {
+		return nil, err
+	}
+	u, err := userNamed(ctx, st, name)
 	if err != nil {
 		return nil, err
 	}
-	if err := CheckPassword(password); err != nil {
+	if err := st.UpdateUserPassword(ctx, u.ID, HashPassword(password)); err != nil {
+		return nil, fmt.Errorf("store password: %w", err)
+	}
+	return u, nil
+}
+
+// userNamed returns the user named name, which it normalises; an unknown
+// name is an error that says so.
+func userNamed(ctx context.Context, st store.Store, name string) (*store.User, error) {
+	n, err := NormalizeUserName(name)
+	if err != nil {
 		return nil, err
 	}
 	u, err := st.GetUserByName(ctx, n)
@@ -188,9 +229,6 @@ func SetUserPassword(ctx context.Context, st store.Store, name, password string)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("look up user: %w", err)
-	}
-	if err := st.UpdateUserPassword(ctx, u.ID, HashPassword(password)); err != nil {
-		return nil, fmt.Errorf("store password: %w", err)
 	}
 	return u, nil
 }

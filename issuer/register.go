@@ -31,9 +31,12 @@ type ClientMetadata struct {
 	JWKS                    json.RawMessage `json:"jwks,omitempty"`
 	JWKSURI                 string          `json:"jwks_uri,omitempty"`
 	RedirectURIs            []string        `json:"redirect_uris,omitempty"`
-	ResponseTypes           []string        `json:"response_types,omitempty"`
-	AccessTokenFormat       string          `json:"access_token_format,omitempty"`
-	AllowedAudiences        []string        `json:"allowed_audiences,omitempty"`
+	// PostLogoutRedirectURIs are where the client may send people after
+	// signing out (OpenID Connect RP-Initiated Logout 1.0 §3.1).
+	PostLogoutRedirectURIs []string `json:"post_logout_redirect_uris,omitempty"`
+	ResponseTypes          []string `json:"response_types,omitempty"`
+	AccessTokenFormat      string   `json:"access_token_format,omitempty"`
+	AllowedAudiences       []string `json:"allowed_audiences,omitempty"`
 	// ExchangeScopes limits, per target audience, the scopes the client may
 	// obtain by token exchange (RFC 8693).
 	ExchangeScopes map[string]string `json:"exchange_scopes,omitempty"`
@@ -184,6 +187,7 @@ func clientFromMetadata(md *ClientMetadata) (*store.Client, error) {
 		ExchangeScopes:          exchangeScopes,
 		MaxDelegationDepth:      md.MaxDelegationDepth,
 		RedirectURIs:            nonNil(md.RedirectURIs),
+		PostLogoutRedirectURIs:  nonNil(md.PostLogoutRedirectURIs),
 	}, nil
 }
 
@@ -198,6 +202,12 @@ func checkBrowserGrants(md *ClientMetadata) error {
 		}
 	}
 	md.RedirectURIs = dedupe(md.RedirectURIs)
+	for _, u := range md.PostLogoutRedirectURIs {
+		if err := checkRedirectURI(u); err != nil {
+			return errInvalidClientMetadata("post_logout_" + err.Error())
+		}
+	}
+	md.PostLogoutRedirectURIs = dedupe(md.PostLogoutRedirectURIs)
 	code := slices.Contains(md.GrantTypes, GrantTypeAuthorizationCode)
 	for _, rt := range md.ResponseTypes {
 		if rt != responseTypeCode {

@@ -4,8 +4,11 @@
 // reference tokens, and RFC 8693 token exchange, issuing JWTs for the next
 // hop of a request with an act chain; for people, the authorization
 // endpoint with its login and consent pages, the authorization_code grant
-// with PKCE and rotating refresh tokens. State lives in a store.Store, so
-// replicas over one PostgreSQL database are interchangeable.
+// with PKCE and rotating refresh tokens; OpenID Connect, as a provider (ID
+// Tokens, userinfo, sign-in sessions, RP-initiated logout) and as the
+// relying party of upstream identity providers people sign in through.
+// State lives in a store.Store, so replicas over one PostgreSQL database are
+// interchangeable.
 package issuer
 
 import (
@@ -21,6 +24,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/chacha20poly1305"
@@ -95,8 +99,19 @@ type Config struct {
 	// ForeignIssuers are the other authorization servers whose tokens an
 	// edge may dereference through this issuer (see ForeignIssuer).
 	ForeignIssuers []ForeignIssuer
-	Logger         *slog.Logger
-	Now            func() time.Time
+	// SessionLifetime bounds a sign-in session, SessionIdleTimeout ends
+	// one unused that long; defaults DefaultSessionLifetime and
+	// DefaultSessionIdleTimeout.
+	SessionLifetime    time.Duration
+	SessionIdleTimeout time.Duration
+	// UpstreamProviders are the OpenID providers people may sign in with
+	// (see UpstreamProvider), offered on the login page in this order.
+	UpstreamProviders []UpstreamProvider
+	// DisablePasswordLogin leaves only the upstream providers on the
+	// login page.
+	DisablePasswordLogin bool
+	Logger               *slog.Logger
+	Now                  func() time.Time
 }
 
 // Server serves the issuer's HTTP endpoints.
@@ -119,6 +134,15 @@ type Server struct {
 	own             *token.Authenticator      // verifies this issuer's tokens presented back to it
 	foreign         map[string]*foreignIssuer // by id
 	log             *slog.Logger
+	// OpenID Connect.
+	issuerPort      string              // of the issuer URL, in http cookie names
+	sessionLifetime time.Duration       // absolute
+	sessionIdle     time.Duration       // idle timeout
+	hints           *token.Verifier     // this issuer's ID Tokens presented back as hints
+	idTokenAlg      atomic.Value        // string: the algorithm ID Tokens were last signed with
+	upstreams       []*upstreamProvider // in the login page's order
+	upstreamByID    map[string]*upstreamProvider
+	passwordLogin   bool
 	now             func() time.Time
 	mux             *http.ServeMux
 }
@@ -149,6 +173,10 @@ func New(cfg Config) (*Server, error) {
 		notifier:        cfg.Revocations,
 		log:             cfg.Logger,
 		now:             cfg.Now,
+		issuerPort:      cmp.Or(u.Port(), "80"), // named in http cookies only
+		sessionLifetime: cmp.Or(cfg.SessionLifetime, DefaultSessionLifetime),
+		sessionIdle:     cmp.Or(cfg.SessionIdleTimeout, DefaultSessionIdleTimeout),
+		passwordLogin:   !cfg.DisablePasswordLogin,
 	}
 	formKey := cfg.FormKey
 	if len(formKey) == 0 {
@@ -192,6 +220,20 @@ func New(cfg Config) (*Server, error) {
 	}}, token.AuthenticatorOptions{}); err != nil {
 		return nil, fmt.Errorf("own-token verifier: %w", err)
 	}
+	if s.sessionLifetime < 0 || s.sessionIdle < 0 {
+		return nil, errors.New("session lifetime and idle timeout must be positive")
+	}
+	// ID Tokens of this issuer presented back as hints, whatever client
+	// they were for.
+	if s.hints, err = token.NewVerifier(token.Policy{Issuer: s.issuerURL, AnyAudience: true, Types: []string{idTokenType}, Now: s.now}, cfg.Keys); err != nil {
+		return nil, fmt.Errorf("ID Token hint verifier: %w", err)
+	}
+	if err := s.addUpstreams(cfg.UpstreamProviders); err != nil {
+		return nil, err
+	}
+	if !s.passwordLogin && len(s.upstreams) == 0 {
+		return nil, errors.New("password login is disabled and no upstream provider is configured: nobody could sign in")
+	}
 	if s.metadata, err = s.buildMetadata(); err != nil {
 		return nil, err
 	}
@@ -223,6 +265,13 @@ func (s *Server) routes() {
 	m.HandleFunc("GET "+p+pathAdminClients, s.handleListClients)
 	m.HandleFunc("GET "+p+pathAdminClients+"/{id}", s.handleGetClient)
 	m.HandleFunc("DELETE "+p+pathAdminClients+"/{id}", s.handleDeleteClient)
+	m.HandleFunc("GET "+p+pathUserinfo, s.handleUserinfo)
+	m.HandleFunc("POST "+p+pathUserinfo, s.handleUserinfo)
+	m.HandleFunc("GET "+p+pathLogout, s.handleLogout)
+	m.HandleFunc("POST "+p+pathLogout, s.handleLogout)
+	m.HandleFunc("POST "+p+pathLogoutConfirm, s.handleLogoutConfirm)
+	m.HandleFunc("GET "+p+pathUpstreamLogin, s.handleUpstreamLogin)
+	m.HandleFunc("GET "+p+pathUpstreamCallback, s.handleUpstreamCallback)
 	m.HandleFunc("GET /healthz", s.handleHealthz)
 	m.HandleFunc("GET /readyz", s.handleReadyz)
 	s.mux = m
@@ -234,12 +283,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.Serve
 // checkAdmin authorizes an administrative request by the admin bearer token
 // (RFC 7591 §3 initial access token). It answers the failure itself.
 func (s *Server) checkAdmin(w http.ResponseWriter, r *http.Request) bool {
-	const prefix = "Bearer "
-	authz := r.Header.Values("Authorization")
-	var presented string
-	if len(authz) == 1 && len(authz[0]) > len(prefix) && strings.EqualFold(authz[0][:len(prefix)], prefix) {
-		presented = authz[0][len(prefix):]
-	}
+	presented := bearerToken(r)
 	if s.adminEnabled && presented != "" {
 		sum := sha256.Sum256([]byte(presented))
 		if subtle.ConstantTimeCompare(sum[:], s.adminTokenHash[:]) == 1 {
@@ -261,6 +305,17 @@ func (s *Server) checkAdmin(w http.ResponseWriter, r *http.Request) bool {
 		Description string `json:"error_description"`
 	}{"invalid_token", desc})
 	return false
+}
+
+// bearerToken returns the token of the request's one Authorization field
+// of the Bearer scheme (RFC 6750 §2.1), or "".
+func bearerToken(r *http.Request) string {
+	const prefix = "Bearer "
+	authz := r.Header.Values("Authorization")
+	if len(authz) == 1 && len(authz[0]) > len(prefix) && strings.EqualFold(authz[0][:len(prefix)], prefix) {
+		return authz[0][len(prefix):]
+	}
+	return ""
 }
 
 func (s *Server) handleRotate(w http.ResponseWriter, r *http.Request) {

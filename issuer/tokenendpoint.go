@@ -32,6 +32,8 @@ type tokenResponse struct {
 	ExpiresIn       int64  `json:"expires_in"`
 	RefreshToken    string `json:"refresh_token,omitempty"`
 	Scope           string `json:"scope,omitempty"`
+	// IDToken answers an OpenID Connect request (Core §3.1.3.3).
+	IDToken string `json:"id_token,omitempty"`
 }
 
 func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
@@ -160,6 +162,11 @@ type accessTokenClaims struct {
 	SessionID string `json:"sid,omitempty"`
 	// Act names the actor chain of an exchanged token (RFC 8693 §4.1).
 	Act json.RawMessage `json:"act,omitempty"`
+	// How the user of a grant signed in (RFC 9068 §2.2.1): when, with
+	// what (RFC 8176), and through which upstream provider, if any.
+	AuthTime int64    `json:"auth_time,omitempty"`
+	AMR      []string `json:"amr,omitempty"`
+	IDP      string   `json:"idp,omitempty"`
 }
 
 // grantedToken is what a grant decided to issue.
@@ -170,6 +177,11 @@ type grantedToken struct {
 	expiresAt time.Time
 	act       json.RawMessage
 	grantID   string // the user authorization, if any
+	// authTime, amr and idp describe the user's sign-in, for a grant's
+	// tokens.
+	authTime time.Time
+	amr      []string
+	idp      string
 	// clientID is the token's client_id and id its jti when not "": the
 	// issuing client's id and a new id otherwise.
 	clientID, id string
@@ -197,6 +209,10 @@ func (s *Server) issueAccessToken(ctx context.Context, c *store.Client, format s
 	claims := accessTokenClaims{
 		Issuer: s.issuerURL, Subject: g.subject, ExpiresAt: exp.Unix(), IssuedAt: now.Unix(),
 		ID: cmp.Or(g.id, randomID()), ClientID: cmp.Or(g.clientID, c.ID), Scope: scope, Audience: aud, SessionID: g.grantID, Act: g.act,
+		AMR: g.amr, IDP: g.idp,
+	}
+	if !g.authTime.IsZero() {
+		claims.AuthTime = g.authTime.Unix()
 	}
 	if len(aud) == 1 {
 		claims.Audience = aud[0]

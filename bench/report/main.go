@@ -52,6 +52,8 @@ var ratios = []ratio{
 	{"introspections/s of a reference token (RFC 9701 JWT), file store ÷ client_credentials tokens/s, file store", "bench/BenchmarkIntrospection/store=file/format=jwt", "bench/BenchmarkClientCredentials/store=file", false, ""},
 	{"introspections/s of a reference token (JSON), PostgreSQL ÷ client_credentials tokens/s, PostgreSQL", "bench/BenchmarkIntrospection/store=postgres/format=json", "bench/BenchmarkClientCredentials/store=postgres", false, ""},
 	{"introspections/s of a reference token (RFC 9701 JWT), PostgreSQL ÷ client_credentials tokens/s, PostgreSQL", "bench/BenchmarkIntrospection/store=postgres/format=jwt", "bench/BenchmarkClientCredentials/store=postgres", false, ""},
+	{"signed-in authorizations/s (session cookie: no password, no consent page), file store ÷ first sign-ins/s (login page, argon2id, consent page)", "bench/BenchmarkAuthorize/store=file/session", "bench/BenchmarkAuthorize/store=file/first-sign-in", false, ""},
+	{"signed-in authorizations/s (session cookie: no password, no consent page), PostgreSQL ÷ first sign-ins/s (login page, argon2id, consent page)", "bench/BenchmarkAuthorize/store=postgres/session", "bench/BenchmarkAuthorize/store=postgres/first-sign-in", false, ""},
 }
 
 // latencies are benchmarks whose p50/p99 (b.ReportMetric) are listed beside

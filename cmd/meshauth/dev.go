@@ -28,6 +28,7 @@ import (
 	"github.com/meshauth/meshauth/issuer/store"
 	"github.com/meshauth/meshauth/issuer/store/storeurl"
 	"github.com/meshauth/meshauth/proxy"
+	"github.com/meshauth/meshauth/rp"
 )
 
 func runDev(ctx context.Context, args []string, stdout io.Writer) error {
@@ -39,7 +40,17 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 	sidecarListen := fset.String("sidecar-listen", "127.0.0.1:8000", "address of the sidecar of the demo service payments (empty disables the demo)")
 	ordersListen := fset.String("orders-listen", "127.0.0.1:8001", "address of the sidecar of the demo service orders, which calls payments through its egress with an exchanged token")
 	edgeListen := fset.String("edge-listen", "127.0.0.1:8002", "address of the edge in front of orders' sidecar, where Internet clients' reference tokens become internal JWTs (empty disables it)")
-	if err := flagconf.Parse(fset, args, nil); err != nil {
+	rpListen := fset.String("rp-listen", "127.0.0.1:8003", "address of a demo web application that signs people in through the issuer with OpenID Connect (empty disables it)")
+	upstreamListen := fset.String("upstream-listen", "127.0.0.1:8081", "address of a second issuer that the login page offers as an upstream identity provider (empty disables it; the config file's upstream_providers name others)")
+	var file issuerFile
+	if err := flagconf.ParseWith(fset, args, nil, &file); err != nil {
+		return err
+	}
+	var err error
+	if f.foreign, err = file.foreignIssuers(); err != nil {
+		return err
+	}
+	if f.upstreams, err = file.upstreamProviders(); err != nil {
 		return err
 	}
 	log, err := newLogger(f.log.level, f.log.format)
@@ -89,6 +100,24 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := setUpBrowserDemo(ctx, f.storeURL, *dir, log); err != nil {
 		return err
 	}
+	var rpSecret string
+	if *rpListen != "" {
+		if rpSecret, err = setUpRelyingPartyDemo(ctx, f.storeURL, *dir, "http://"+*rpListen); err != nil {
+			return err
+		}
+	}
+	// The upstream issuer: a copy of this one's settings, on its own
+	// address and store, without NATS.
+	up := f
+	if *upstreamListen != "" {
+		up.listen, up.issuerURL, up.storeURL = *upstreamListen, "http://"+*upstreamListen, "file:"+filepath.Join(*dir, "upstream", "store")
+		up.federate, up.foreign, up.upstreams, up.nats, up.tlsCertFile, up.tlsKeyFile = nil, nil, nil, natsconn.Flags{}, "", ""
+		p, err := setUpUpstreamDemo(ctx, &up, f.issuerURL, *dir, log)
+		if err != nil {
+			return err
+		}
+		f.upstreams = append(f.upstreams, *p)
+	}
 
 	ns, err := startNATS(*natsListen, filepath.Join(*dir, "nats"))
 	if err != nil {
@@ -105,7 +134,35 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 	paymentsDone := make(chan error, 1)
 	ordersDone := make(chan error, 1)
 	edgeDone := make(chan error, 1)
+	upstreamDone := make(chan error, 1)
+	rpDone := make(chan error, 1)
+	if *upstreamListen == "" {
+		close(upstreamDone)
+	} else {
+		go func() {
+			upstreamDone <- serveIssuer(ctx, &up, adminToken, kek, log.With("part", "upstream-issuer"), nil)
+		}()
+	}
 	err = serveIssuer(ctx, &f, adminToken, kek, log, func(addr string) {
+		// The web app's part of the quick start is printed once it
+		// serves, and not if it cannot.
+		rpReady, rpExited := make(chan struct{}), make(chan struct{})
+		if *rpListen == "" {
+			close(rpDone)
+			close(rpExited)
+		} else {
+			go func() {
+				defer close(rpExited)
+				rpDone <- runRelyingPartyDemo(ctx, *rpListen, f.issuerURL, rpSecret, log, func(string) { close(rpReady) })
+			}()
+		}
+		defer func() {
+			select {
+			case <-rpReady:
+				printSignInDemo(stdout, *dir, *rpListen, up.issuerURL, *upstreamListen != "")
+			case <-rpExited:
+			}
+		}()
 		if *sidecarListen == "" || *edgeListen == "" {
 			close(edgeDone)
 		} else {
@@ -127,7 +184,7 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 		printQuickStart(stdout, f.issuerURL, ns.ClientURL(), *dir, *sidecarListen, *ordersListen, *edgeListen)
 	})
 	cancel()
-	return errors.Join(err, <-paymentsDone, <-ordersDone, <-edgeDone)
+	return errors.Join(err, <-paymentsDone, <-ordersDone, <-edgeDone, <-upstreamDone, <-rpDone)
 }
 
 // runPaymentsDemo serves the demo service "payments" on a loopback port and
@@ -247,36 +304,125 @@ func setUpBrowserDemo(ctx context.Context, storeURL, dir string, log *slog.Logge
 		return fmt.Errorf("open store: %w", err)
 	}
 	defer st.Close()
-	_, err = st.GetClient(ctx, demoClientID)
-	if errors.Is(err, store.ErrNotFound) {
-		_, err = issuer.RegisterClient(ctx, st, issuer.ClientMetadata{
-			ClientID: demoClientID, ClientName: "meshauth demo app", TokenEndpointAuthMethod: "none",
-			GrantTypes:   []string{issuer.GrantTypeAuthorizationCode, issuer.GrantTypeRefreshToken},
-			RedirectURIs: []string{demoRedirectURI}, Scope: "payments.charge payments.read",
-			AllowedAudiences: []string{"orders", "payments"},
-		}, time.Now())
-	}
+	_, err = demoClient(ctx, st, issuer.ClientMetadata{
+		ClientID: demoClientID, ClientName: "meshauth demo app", TokenEndpointAuthMethod: "none",
+		GrantTypes:   []string{issuer.GrantTypeAuthorizationCode, issuer.GrantTypeRefreshToken},
+		RedirectURIs: []string{demoRedirectURI}, Scope: "payments.charge payments.read",
+		AllowedAudiences: []string{"orders", "payments"},
+	}, "")
 	if err != nil {
-		return fmt.Errorf("demo client %s: %w", demoClientID, err)
+		return err
 	}
-	path := filepath.Join(dir, "demo-user-password")
-	if _, err := os.Stat(path); err == nil {
+	return demoPerson(ctx, st, demoUser, issuer.Profile{}, filepath.Join(dir, "demo-user-password"), log)
+}
+
+// demoClient registers the client md in st unless it exists, and returns
+// its secret, which it keeps in secretPath ("" for a public client).
+func demoClient(ctx context.Context, st store.Store, md issuer.ClientMetadata, secretPath string) (string, error) {
+	_, err := st.GetClient(ctx, md.ClientID)
+	switch {
+	case err == nil && secretPath == "":
+		return "", nil
+	case err == nil:
+		b, err := os.ReadFile(secretPath)
+		if err != nil {
+			return "", fmt.Errorf("demo client %s exists but its secret is gone (%w); delete the state directory to start over", md.ClientID, err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	case !errors.Is(err, store.ErrNotFound):
+		return "", fmt.Errorf("demo client %s: %w", md.ClientID, err)
+	}
+	reg, err := issuer.RegisterClient(ctx, st, md, time.Now())
+	if err != nil {
+		return "", fmt.Errorf("demo client %s: %w", md.ClientID, err)
+	}
+	if secretPath != "" {
+		if err := os.WriteFile(secretPath, []byte(reg.ClientSecret+"\n"), 0o600); err != nil {
+			return "", fmt.Errorf("write %s: %w", secretPath, err)
+		}
+	}
+	return reg.ClientSecret, nil
+}
+
+// demoPerson creates the user name in st, once, with a generated password
+// kept in passwordPath.
+func demoPerson(ctx context.Context, st store.Store, name string, p issuer.Profile, passwordPath string, log *slog.Logger) error {
+	if _, err := os.Stat(passwordPath); err == nil {
 		return nil // made on an earlier run
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
 	password := rand.Text()
-	if _, err := issuer.CreateUser(ctx, st, demoUser, password, time.Now()); errors.Is(err, store.ErrExists) {
-		log.Warn("the demo user exists but its password file is gone; set a new password with meshauth users passwd", "user", demoUser, "file", path)
+	if _, err := issuer.CreateUserWithProfile(ctx, st, name, password, p, time.Now()); errors.Is(err, store.ErrExists) {
+		log.Warn("the demo user exists but its password file is gone; set a new password with meshauth users passwd", "user", name, "file", passwordPath)
 		return nil
 	} else if err != nil {
-		return fmt.Errorf("demo user: %w", err)
+		return fmt.Errorf("demo user %s: %w", name, err)
 	}
-	if err := os.WriteFile(path, []byte(password+"\n"), 0o600); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
+	if err := os.WriteFile(passwordPath, []byte(password+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", passwordPath, err)
 	}
-	log.Info("created the demo user", "user", demoUser, "password_file", path)
+	log.Info("created a demo user", "user", name, "password_file", passwordPath)
 	return nil
+}
+
+// The OpenID Connect demo: a web application signing people in through
+// the issuer, and a second issuer they may sign in through instead.
+const (
+	rpClientID         = "demo-rp"
+	upstreamDemoID     = "dev-upstream"
+	upstreamDemoUser   = "upstream-demo"
+	upstreamDemoClient = "meshauth-dev"
+)
+
+// setUpRelyingPartyDemo registers the demo web application at rpURL as a
+// confidential OpenID Connect client, once, and returns its secret.
+func setUpRelyingPartyDemo(ctx context.Context, storeURL, dir, rpURL string) (string, error) {
+	st, err := storeurl.Open(ctx, storeURL)
+	if err != nil {
+		return "", fmt.Errorf("open store: %w", err)
+	}
+	defer st.Close()
+	return demoClient(ctx, st, issuer.ClientMetadata{
+		ClientID: rpClientID, ClientName: "meshauth demo web app", GrantTypes: []string{issuer.GrantTypeAuthorizationCode},
+		RedirectURIs: []string{rpURL + "/callback"}, PostLogoutRedirectURIs: []string{rpURL + "/"}, Scope: "openid profile email",
+	}, filepath.Join(dir, "demo-rp-secret"))
+}
+
+// setUpUpstreamDemo prepares the upstream issuer up, once: its person
+// upstream-demo, with a generated password kept in dir, and its client for
+// the issuer at issuerURL. It returns that issuer's provider configuration.
+func setUpUpstreamDemo(ctx context.Context, up *issuerFlags, issuerURL, dir string, log *slog.Logger) (*issuer.UpstreamProvider, error) {
+	st, err := storeurl.Open(ctx, up.storeURL)
+	if err != nil {
+		return nil, fmt.Errorf("open the upstream issuer's store: %w", err)
+	}
+	defer st.Close()
+	secret, err := demoClient(ctx, st, issuer.ClientMetadata{
+		ClientID: upstreamDemoClient, ClientName: "meshauth dev", GrantTypes: []string{issuer.GrantTypeAuthorizationCode},
+		RedirectURIs: []string{issuerURL + "/upstream/" + upstreamDemoID + "/callback"}, Scope: "openid profile email",
+	}, filepath.Join(dir, "upstream-client-secret"))
+	if err != nil {
+		return nil, err
+	}
+	p := issuer.Profile{DisplayName: "Upstream Demo", Email: "upstream-demo@example.com", EmailVerified: true}
+	if err := demoPerson(ctx, st, upstreamDemoUser, p, filepath.Join(dir, "upstream-user-password"), log); err != nil {
+		return nil, err
+	}
+	return &issuer.UpstreamProvider{ID: upstreamDemoID, Name: "the dev upstream issuer", Issuer: up.issuerURL,
+		ClientID: upstreamDemoClient, ClientSecret: secret, CreateUsers: true}, nil
+}
+
+// runRelyingPartyDemo serves the demo web application on listen until ctx
+// ends; ready is called once it listens.
+func runRelyingPartyDemo(ctx context.Context, listen, issuerURL, secret string, log *slog.Logger, ready func(addr string)) error {
+	self := "http://" + listen
+	p, err := rp.New(rp.Config{Issuer: issuerURL, ClientID: rpClientID, ClientSecret: secret, RedirectURL: self + "/callback",
+		Scopes: []string{"profile", "email"}, Logger: log.With("part", "demo-rp")})
+	if err != nil {
+		return fmt.Errorf("demo web app: %w", err)
+	}
+	return serveHTTP(ctx, listen, demo.NewRelyingParty(p, issuerURL, self), "", "", log.With("part", "demo-rp"), ready)
 }
 
 // devSecret reads a 32-byte base64 secret from path, creating it (0600) on
@@ -428,4 +574,23 @@ Sign in as a person (authorization code with PKCE, as the public client %[4]s):
   curl -si -H "Authorization: Bearer $REF" http://%[1]s/checkout | head -n1   # 401
 
 `, edge, issuerURL)
+}
+
+// printSignInDemo tells how to sign in to the demo web application, and
+// through the upstream issuer.
+func printSignInDemo(w io.Writer, dir, rpListen, upstreamURL string, upstream bool) {
+	fmt.Fprintf(w, `  web app  http://%[1]s   signs people in through the issuer (OpenID Connect)
+
+  # open http://%[1]s/ in a browser and sign in as %[2]s (password in %[3]s/demo-user-password)
+`, rpListen, demoUser, dir)
+	if upstream {
+		fmt.Fprintf(w, `  # or with "Sign in with the dev upstream issuer", a second issuer at %[1]s,
+  # as %[2]s (password in %[3]s/upstream-user-password): the first sign-in
+  # creates a local user linked to that identity, the next ones reuse it
+`, upstreamURL, upstreamDemoUser, dir)
+	}
+	fmt.Fprint(w, `  # the page shows the ID Token's claims and the userinfo answer; signing in again needs
+  # no password (the issuer's session), and "Sign out" ends that session too
+
+`)
 }

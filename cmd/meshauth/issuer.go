@@ -48,8 +48,13 @@ type issuerFlags struct {
 	natsReplicas    int
 	federate        flagconf.StringList
 	log             logFlags
-	// foreign comes from the config file's foreign_issuers section.
-	foreign []issuer.ForeignIssuer
+	sessionLifetime time.Duration
+	sessionIdle     time.Duration
+	passwordLogin   *bool // nil (a struct literal) means the default, true
+	// foreign and upstreams come from the config file's foreign_issuers
+	// and upstream_providers sections.
+	foreign   []issuer.ForeignIssuer
+	upstreams []issuer.UpstreamProvider
 }
 
 func (f *issuerFlags) register(fs *flag.FlagSet, listen string) {
@@ -69,6 +74,9 @@ func (f *issuerFlags) register(fs *flag.FlagSet, listen string) {
 	fs.StringVar(&f.tlsKeyFile, "tls-key-file", "", "private key (PEM) for --tls-cert-file")
 	f.nats.Register(fs, "publish keys and revocations to sidecars over JetStream")
 	fs.IntVar(&f.natsReplicas, "nats-replicas", 1, "JetStream replicas of the key bucket and the revocation stream (3 in a NATS cluster)")
+	fs.DurationVar(&f.sessionLifetime, "session-lifetime", issuer.DefaultSessionLifetime, "a sign-in session at the login page ends this long after the person signed in")
+	fs.DurationVar(&f.sessionIdle, "session-idle-timeout", issuer.DefaultSessionIdleTimeout, "a sign-in session unused this long ends")
+	f.passwordLogin = fs.Bool("password-login", true, "offer the password form on the login page; false leaves only the upstream providers of the config file's upstream_providers")
 	fs.Var(&f.federate, "federate", "issuer URL of a trusted provider whose keys (found through its metadata) are relayed to this issuer's sidecars over NATS (repeatable; needs --nats)")
 	f.log.register(fs)
 }
@@ -86,6 +94,9 @@ func runIssuer(ctx context.Context, args []string, _ io.Writer) error {
 		return err
 	}
 	f.foreign = foreign
+	if f.upstreams, err = file.upstreamProviders(); err != nil {
+		return err
+	}
 	log, err := newLogger(f.log.level, f.log.format)
 	if err != nil {
 		return err
@@ -178,6 +189,10 @@ func serveIssuer(ctx context.Context, f *issuerFlags, adminToken, kek string, lo
 		FormKey:              formKey,
 		DefaultAudience:      f.defaultAudience,
 		ForeignIssuers:       f.foreign,
+		UpstreamProviders:    f.upstreams,
+		SessionLifetime:      f.sessionLifetime,
+		SessionIdleTimeout:   f.sessionIdle,
+		DisablePasswordLogin: f.passwordLogin != nil && !*f.passwordLogin,
 		Logger:               log,
 	}
 	if f.nats.Enabled() {

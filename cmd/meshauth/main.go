@@ -25,7 +25,7 @@ var commands = []command{
 	{"dev", "run everything on one machine: issuer, embedded store and NATS, demo services behind sidecars", runDev},
 	{"issuer", "run the authorization server", runIssuer},
 	{"clients", "register clients (clients create --id NAME ...)", runClients},
-	{"users", "add people who sign in at the login page (users add --name NAME; users passwd)", runUsers},
+	{"users", "people who sign in at the login page (users add --name NAME; users passwd|disable|enable|link)", runUsers},
 	{"keys", "manage signing keys (keys rotate)", runKeys},
 	{"revoke", "revoke tokens by id, client, subject or grant (revoke subject SUB ...)", runRevoke},
 	{"sidecar", "verify tokens in front of a service: reverse proxy, forward-auth, Envoy ext_authz", runSidecar},

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -22,42 +23,75 @@ import (
 const envUserPassword = "MESHAUTH_USER_PASSWORD"
 
 func runUsers(ctx context.Context, args []string, stdout io.Writer) error {
-	if len(args) == 0 || (args[0] != "add" && args[0] != "passwd") {
-		return errors.New("usage: meshauth users add|passwd --store URL --name NAME (see meshauth users add --help)")
+	if len(args) == 0 || !slices.Contains([]string{"add", "passwd", "disable", "enable", "link"}, args[0]) {
+		return errors.New("usage: meshauth users add|passwd|disable|enable|link --store URL --name NAME (see meshauth users add --help)")
 	}
 	sub := args[0]
 	fs := flag.NewFlagSet("users "+sub, flag.ContinueOnError)
 	storeURL := fs.String("store", "", "the store the issuer uses: file:DIR (while no issuer holds it) or postgres://...")
 	name := fs.String("name", "", "login name: letters, digits, '.', '_', '@', '+', '-'; case-insensitive")
-	passwordFile := fs.String("password-file", "", "file holding the password (or set "+envUserPassword+"; on a terminal it is asked for without echo)")
+	var passwordFile *string
+	if sub == "add" || sub == "passwd" {
+		passwordFile = fs.String("password-file", "", "file holding the password (or set "+envUserPassword+"; on a terminal it is asked for without echo)")
+	}
+	var profile issuer.Profile
+	if sub == "add" {
+		fs.StringVar(&profile.DisplayName, "display-name", "", "the person's name, the OpenID Connect claim name (scope profile)")
+		fs.StringVar(&profile.Email, "email", "", "the person's email address, the claim email (scope email); stored lower-cased")
+		fs.BoolVar(&profile.EmailVerified, "email-verified", false, "the email address is known to be the person's (claim email_verified)")
+	}
+	var upstreamIssuer, upstreamSubject string
+	if sub == "link" {
+		fs.StringVar(&upstreamIssuer, "issuer", "", "the upstream provider's issuer URL (the iss of its ID Tokens)")
+		fs.StringVar(&upstreamSubject, "subject", "", "the person's identity there (the sub of its ID Tokens)")
+	}
 	if err := flagconf.Parse(fs, args[1:], nil); err != nil {
 		return err
 	}
 	if *storeURL == "" || *name == "" {
 		return errors.New("--store and --name are required")
 	}
-	password, err := userPassword(*passwordFile)
-	if err != nil {
-		return err
+	if sub == "link" && (upstreamIssuer == "" || upstreamSubject == "") {
+		return errors.New("--issuer and --subject are required")
+	}
+	var password string
+	if passwordFile != nil {
+		var err error
+		if password, err = userPassword(*passwordFile); err != nil {
+			return err
+		}
 	}
 	st, err := storeurl.Open(ctx, *storeURL)
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}
 	defer st.Close()
-	if sub == "passwd" {
+	switch sub {
+	case "passwd":
 		u, err := issuer.SetUserPassword(ctx, st, *name, password)
 		if err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "password of %s (%s) changed\n", u.Name, u.ID)
-		return nil
+	case "link":
+		u, err := issuer.LinkUpstreamIdentity(ctx, st, *name, upstreamIssuer, upstreamSubject, time.Now())
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s (%s) signs in as %s at %s\n", u.Name, u.ID, upstreamSubject, upstreamIssuer)
+	case "disable", "enable":
+		u, err := issuer.SetUserDisabled(ctx, st, *name, sub == "disable")
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s (%s) %sd\n", u.Name, u.ID, sub)
+	default:
+		u, err := issuer.CreateUserWithProfile(ctx, st, *name, password, profile, time.Now())
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, u.ID)
 	}
-	u, err := issuer.CreateUser(ctx, st, *name, password, time.Now())
-	if err != nil {
-		return err
-	}
-	fmt.Fprintln(stdout, u.ID)
 	return nil
 }
 

@@ -3,27 +3,32 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/term"
 
+	"github.com/meshauth/meshauth/issuer/store"
 	"github.com/meshauth/meshauth/issuer/store/filestore"
 )
+
+// users runs meshauth users with args and returns what it printed.
+func users(args ...string) (string, error) {
+	var out bytes.Buffer
+	err := run(context.Background(), append([]string{"users"}, args...), &out, io.Discard)
+	return out.String(), err
+}
 
 func TestUsers(t *testing.T) {
 	dir := t.TempDir()
 	storeURL := "file:" + dir
 	ctx := context.Background()
-	users := func(args ...string) (string, error) {
-		var out bytes.Buffer
-		err := run(ctx, append([]string{"users"}, args...), &out, io.Discard)
-		return out.String(), err
-	}
 
 	t.Setenv(envUserPassword, "a passphrase long enough")
 	id, err := users("add", "--store", storeURL, "--name", "Alice")
@@ -123,5 +128,81 @@ func TestBrowserDemoSetUp(t *testing.T) {
 	}
 	if _, err := st.GetUserByName(ctx, demoUser); err != nil {
 		t.Errorf("demo user: %v", err)
+	}
+}
+
+// TestUsersProfileAndDisable: users add sets the standard claims the user
+// record has; disable keeps a user out and ends their sessions, enable
+// lets them in again.
+func TestUsersProfileAndDisable(t *testing.T) {
+	dir := t.TempDir()
+	storeURL := "file:" + dir
+	ctx := context.Background()
+	t.Setenv(envUserPassword, "a passphrase long enough")
+	if _, err := users("add", "--store", storeURL, "--name", "dana", "--email", "not an address"); err == nil || !strings.Contains(err.Error(), "email") {
+		t.Errorf("bad email: %v", err)
+	}
+	if _, err := users("add", "--store", storeURL, "--name", "dana", "--email-verified"); err == nil {
+		t.Error("a verified email without an email was accepted")
+	}
+	id, err := users("add", "--store", storeURL, "--name", "dana", "--display-name", "Dana Scully", "--email", "Dana@FBI.example", "--email-verified")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(envUserPassword, "")
+	if _, err := users("disable", "--store", storeURL, "--password-file", "x", "--name", "dana"); err == nil {
+		t.Error("disable took a password flag")
+	}
+	st, err := filestore.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.CreateSession(ctx, &store.Session{Hash: "h", UserID: strings.TrimSpace(id), ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	if out, err := users("disable", "--store", storeURL, "--name", "DANA"); err != nil || !strings.Contains(out, "disabled") {
+		t.Fatalf("users disable: %q %v", out, err)
+	}
+	st, err = filestore.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := st.GetUserByName(ctx, "dana")
+	_, sessErr := st.GetSession(ctx, "h")
+	st.Close()
+	if err != nil || u.DisplayName != "Dana Scully" || u.Email != "dana@fbi.example" || !u.EmailVerified || !u.Disabled {
+		t.Errorf("user after disable: %+v %v", u, err)
+	}
+	if !errors.Is(sessErr, store.ErrNotFound) {
+		t.Errorf("the disabled user's session: %v", sessErr)
+	}
+	if out, err := users("enable", "--store", storeURL, "--name", "dana"); err != nil || !strings.Contains(out, "enabled") {
+		t.Fatalf("users enable: %q %v", out, err)
+	}
+	if _, err := users("disable", "--store", storeURL, "--name", "nobody"); err == nil {
+		t.Error("disable of a missing user succeeded")
+	}
+
+	// link: the identity dana signs in as at an upstream provider.
+	if out, err := users("link", "--store", storeURL, "--name", "dana", "--issuer", "https://sso.example", "--subject", "s-1"); err != nil || !strings.Contains(out, "signs in as s-1") {
+		t.Fatalf("users link: %q %v", out, err)
+	}
+	for _, args := range [][]string{
+		{"--name", "dana", "--issuer", "https://sso.example", "--subject", "s-2"}, // dana has an identity there
+		{"--name", "dana", "--issuer", "https://sso.example"},                     // no subject
+		{"--name", "nobody", "--issuer", "https://sso.example", "--subject", "s-3"},
+	} {
+		if _, err := users(append([]string{"link", "--store", storeURL}, args...)...); err == nil {
+			t.Errorf("users link %q succeeded", args)
+		}
+	}
+	st, err = filestore.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if link, err := st.GetIdentity(ctx, "https://sso.example", "s-1"); err != nil || link.UserID != u.ID {
+		t.Errorf("link %+v %v", link, err)
 	}
 }

@@ -51,6 +51,9 @@ type Client struct {
 	// AllowedAudiences are the audiences this client may obtain tokens for.
 	AllowedAudiences []string
 	RedirectURIs     []string
+	// PostLogoutRedirectURIs are where the client may send people after
+	// they sign out (OpenID Connect RP-Initiated Logout 1.0 §3.1).
+	PostLogoutRedirectURIs []string
 	// ExchangeScopes limits, per target audience, the scopes this client may
 	// obtain by token exchange (RFC 8693); an audience not listed is limited
 	// only by Scope. Absent reads back as an empty map.
@@ -178,6 +181,11 @@ type Store interface {
 	// iat). Introspection asks it for every token it answers active.
 	IsRevoked(ctx context.Context, keys []RevocationKey, issuedAt, now time.Time) (bool, error)
 
+	// Sign-in sessions and links to upstream identities (sessions.go,
+	// identities.go).
+	Sessions
+	Identities
+
 	// Ping reports whether the store is reachable.
 	Ping(ctx context.Context) error
 	// Close releases the store's resources.
@@ -206,9 +214,18 @@ type User struct {
 	ID string
 	// Name is the unique login name.
 	Name string
-	// PasswordHash is the argon2id hash in PHC string format.
+	// PasswordHash is the argon2id hash in PHC string format; empty for a
+	// user who signs in only through an upstream identity provider.
 	PasswordHash string
 	CreatedAt    time.Time
+	// DisplayName, Email and EmailVerified are what clients may learn of
+	// the person as the OpenID Connect claims name, email and
+	// email_verified; empty when unknown.
+	DisplayName   string
+	Email         string
+	EmailVerified bool
+	// Disabled users cannot sign in, and their grants issue no tokens.
+	Disabled bool
 }
 
 // Grant is one user authorization of one client: the family of an
@@ -226,6 +243,14 @@ type Grant struct {
 	ExpiresAt time.Time
 	// RevokedAt is zero unless the grant was revoked.
 	RevokedAt time.Time
+	// How the user signed in (OpenID Connect Core §2): when (AuthTime),
+	// with which methods (AMR, RFC 8176 values) and, for a sign-in
+	// through an upstream identity provider, its issuer (IDP). Nonce is
+	// the client's nonce, echoed in the ID Token.
+	AuthTime time.Time
+	AMR      []string
+	IDP      string
+	Nonce    string
 }
 
 // AuthorizationCode is an RFC 6749 §4.1 code, stored only as a hash.

@@ -152,6 +152,7 @@ type clientRecord struct {
 	AccessTokenFormat       string              `json:"access_token_format"`
 	AllowedAudiences        []string            `json:"allowed_audiences"`
 	RedirectURIs            []string            `json:"redirect_uris"`
+	PostLogoutRedirectURIs  []string            `json:"post_logout_redirect_uris"`
 	ExchangeScopes          map[string][]string `json:"exchange_scopes"`
 	MaxDelegationDepth      int                 `json:"max_delegation_depth"`
 	CreatedAt               time.Time           `json:"created_at"`
@@ -197,6 +198,7 @@ func (s *Store) CreateClient(ctx context.Context, c *store.Client) error {
 	r.Scope = nonEmpty(r.Scope)
 	r.AllowedAudiences = nonEmpty(r.AllowedAudiences)
 	r.RedirectURIs = nonEmpty(r.RedirectURIs)
+	r.PostLogoutRedirectURIs = nonEmpty(r.PostLogoutRedirectURIs)
 	if r.ExchangeScopes == nil {
 		r.ExchangeScopes = map[string][]string{}
 	}
@@ -232,6 +234,7 @@ func clientFromRecord(r clientRecord) *store.Client {
 	if c.ExchangeScopes == nil {
 		c.ExchangeScopes = map[string][]string{}
 	}
+	c.PostLogoutRedirectURIs = nonEmpty(c.PostLogoutRedirectURIs)
 	return &c
 }
 

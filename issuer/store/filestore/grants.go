@@ -22,6 +22,10 @@ type grantRecord struct {
 	CreatedAt time.Time `json:"created_at"`
 	ExpiresAt time.Time `json:"exp"`
 	RevokedAt time.Time `json:"revoked_at"`
+	AuthTime  time.Time `json:"auth_time"`
+	AMR       []string  `json:"amr"`
+	IDP       string    `json:"idp,omitempty"`
+	Nonce     string    `json:"nonce,omitempty"`
 }
 
 type codeRecord struct {
@@ -60,8 +64,8 @@ func utc(ts ...*time.Time) {
 
 func (s *Store) CreateGrant(ctx context.Context, g *store.Grant) error {
 	r := grantRecord(*g)
-	r.Scope, r.Audience = nonEmpty(r.Scope), nonEmpty(r.Audience)
-	utc(&r.CreatedAt, &r.ExpiresAt, &r.RevokedAt)
+	r.Scope, r.Audience, r.AMR = nonEmpty(r.Scope), nonEmpty(r.Audience), nonEmpty(r.AMR)
+	utc(&r.CreatedAt, &r.ExpiresAt, &r.RevokedAt, &r.AuthTime)
 	err := s.update(ctx, func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketGrants)
 		if b.Get([]byte(g.ID)) != nil {
@@ -87,6 +91,7 @@ func (s *Store) GetGrant(ctx context.Context, id string) (*store.Grant, error) {
 		return nil, fmt.Errorf("get grant %q: %w", id, err)
 	}
 	g := store.Grant(r)
+	g.AMR = nonEmpty(g.AMR) // grants stored before amr existed
 	return &g, nil
 }
 

@@ -27,21 +27,23 @@ func fromNull(t *time.Time) time.Time {
 	return t.UTC()
 }
 
-const grantColumns = "id, client_id, subject, scope, audience, created_at, expires_at, revoked_at"
+const grantColumns = "id, client_id, subject, scope, audience, created_at, expires_at, revoked_at, auth_time, amr, idp, nonce"
 
 func scanGrant(row pgx.CollectableRow) (*store.Grant, error) {
 	var g store.Grant
-	var revokedAt *time.Time
-	err := row.Scan(&g.ID, &g.ClientID, &g.Subject, &g.Scope, &g.Audience, &g.CreatedAt, &g.ExpiresAt, &revokedAt)
-	g.CreatedAt, g.ExpiresAt, g.RevokedAt = g.CreatedAt.UTC(), g.ExpiresAt.UTC(), fromNull(revokedAt)
+	var revokedAt, authTime *time.Time
+	err := row.Scan(&g.ID, &g.ClientID, &g.Subject, &g.Scope, &g.Audience, &g.CreatedAt, &g.ExpiresAt, &revokedAt,
+		&authTime, &g.AMR, &g.IDP, &g.Nonce)
+	g.CreatedAt, g.ExpiresAt, g.RevokedAt, g.AuthTime = g.CreatedAt.UTC(), g.ExpiresAt.UTC(), fromNull(revokedAt), fromNull(authTime)
 	return &g, err
 }
 
 func (s *Store) CreateGrant(ctx context.Context, g *store.Grant) error {
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
-	_, err := s.pool.Exec(ctx, "INSERT INTO meshauth_grants ("+grantColumns+") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-		g.ID, g.ClientID, g.Subject, orEmpty(g.Scope), orEmpty(g.Audience), g.CreatedAt, g.ExpiresAt, nullTime(g.RevokedAt))
+	_, err := s.pool.Exec(ctx, "INSERT INTO meshauth_grants ("+grantColumns+") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+		g.ID, g.ClientID, g.Subject, orEmpty(g.Scope), orEmpty(g.Audience), g.CreatedAt, g.ExpiresAt, nullTime(g.RevokedAt),
+		nullTime(g.AuthTime), orEmpty(g.AMR), g.IDP, g.Nonce)
 	if err != nil {
 		return fmt.Errorf("create grant %q: %w", g.ID, storeErr(err))
 	}

@@ -188,13 +188,15 @@ func (s *Store) Ping(ctx context.Context) error {
 }
 
 const selectClient = `SELECT id, secret_hash, name, token_endpoint_auth_method, grant_types, scope,
-	jwks, access_token_format, allowed_audiences, redirect_uris, exchange_scopes, max_delegation_depth, created_at
+	jwks, access_token_format, allowed_audiences, redirect_uris, exchange_scopes, max_delegation_depth, created_at,
+	post_logout_redirect_uris
 	FROM meshauth_clients`
 
 func scanClient(row pgx.CollectableRow) (*store.Client, error) {
 	var c store.Client
 	err := row.Scan(&c.ID, &c.SecretHash, &c.Name, &c.TokenEndpointAuthMethod, &c.GrantTypes, &c.Scope,
-		&c.JWKS, &c.AccessTokenFormat, &c.AllowedAudiences, &c.RedirectURIs, &c.ExchangeScopes, &c.MaxDelegationDepth, &c.CreatedAt)
+		&c.JWKS, &c.AccessTokenFormat, &c.AllowedAudiences, &c.RedirectURIs, &c.ExchangeScopes, &c.MaxDelegationDepth, &c.CreatedAt,
+		&c.PostLogoutRedirectURIs)
 	c.CreatedAt = c.CreatedAt.UTC()
 	return &c, err
 }
@@ -204,11 +206,11 @@ func (s *Store) CreateClient(ctx context.Context, c *store.Client) error {
 	defer cancel()
 	_, err := s.pool.Exec(ctx, `INSERT INTO meshauth_clients (id, secret_hash, name, token_endpoint_auth_method,
 		grant_types, scope, jwks, access_token_format, allowed_audiences, redirect_uris, exchange_scopes,
-		max_delegation_depth, created_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+		max_delegation_depth, created_at, post_logout_redirect_uris)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
 		c.ID, c.SecretHash, c.Name, c.TokenEndpointAuthMethod, orEmpty(c.GrantTypes), orEmpty(c.Scope),
 		orEmpty(c.JWKS), c.AccessTokenFormat, orEmpty(c.AllowedAudiences), orEmpty(c.RedirectURIs),
-		orEmptyMap(c.ExchangeScopes), c.MaxDelegationDepth, c.CreatedAt)
+		orEmptyMap(c.ExchangeScopes), c.MaxDelegationDepth, c.CreatedAt, orEmpty(c.PostLogoutRedirectURIs))
 	if err != nil {
 		return fmt.Errorf("create client %q: %w", c.ID, storeErr(err))
 	}

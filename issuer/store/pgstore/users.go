@@ -9,13 +9,21 @@ import (
 	"github.com/meshauth/meshauth/issuer/store"
 )
 
-const selectUser = "SELECT id, name, password_hash, created_at FROM meshauth_users"
+const userColumns = "id, name, password_hash, created_at, display_name, email, email_verified, disabled"
+
+const selectUser = "SELECT " + userColumns + " FROM meshauth_users"
 
 func scanUser(row pgx.CollectableRow) (*store.User, error) {
 	var u store.User
-	err := row.Scan(&u.ID, &u.Name, &u.PasswordHash, &u.CreatedAt)
+	err := row.Scan(&u.ID, &u.Name, &u.PasswordHash, &u.CreatedAt, &u.DisplayName, &u.Email, &u.EmailVerified, &u.Disabled)
 	u.CreatedAt = u.CreatedAt.UTC()
 	return &u, err
+}
+
+// insertUser is the statement that stores u, with its arguments.
+func insertUser(u *store.User) (string, []any) {
+	return "INSERT INTO meshauth_users (" + userColumns + ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+		[]any{u.ID, u.Name, u.PasswordHash, u.CreatedAt, u.DisplayName, u.Email, u.EmailVerified, u.Disabled}
 }
 
 // CreateUser relies on the table's two unique constraints, id and name:
@@ -23,8 +31,8 @@ func scanUser(row pgx.CollectableRow) (*store.User, error) {
 func (s *Store) CreateUser(ctx context.Context, u *store.User) error {
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
-	_, err := s.pool.Exec(ctx, `INSERT INTO meshauth_users (id, name, password_hash, created_at)
-		VALUES ($1, $2, $3, $4)`, u.ID, u.Name, u.PasswordHash, u.CreatedAt)
+	sql, args := insertUser(u)
+	_, err := s.pool.Exec(ctx, sql, args...)
 	if err != nil {
 		return fmt.Errorf("create user %q named %q: %w", u.ID, u.Name, storeErr(err))
 	}

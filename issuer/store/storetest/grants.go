@@ -15,6 +15,10 @@ func newUser(id, name string) *store.User {
 		Name:         name,
 		PasswordHash: "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaC1vZi0" + id,
 		CreatedAt:    base,
+		DisplayName:  "User " + name,
+		Email:        name + "@example.com",
+		// EmailVerified and Disabled are left false here, so that a
+		// round trip of true is tested where they are set.
 	}
 }
 
@@ -27,6 +31,10 @@ func newGrant(id string, expiresAt time.Time) *store.Grant {
 		Audience:  []string{"orders"},
 		CreatedAt: base,
 		ExpiresAt: expiresAt,
+		AuthTime:  base.Add(-time.Minute),
+		AMR:       []string{"fed", "pwd"},
+		IDP:       "https://idp.example.com",
+		Nonce:     "n-0S6_WzA2Mj",
 	}
 }
 
@@ -104,9 +112,9 @@ func checkGrant(t *testing.T, got, want *store.Grant) {
 	t.Helper()
 	checkRecord(t, "grant", got, want,
 		func(g *store.Grant) map[string]*time.Time {
-			return map[string]*time.Time{"CreatedAt": &g.CreatedAt, "ExpiresAt": &g.ExpiresAt, "RevokedAt": &g.RevokedAt}
+			return map[string]*time.Time{"CreatedAt": &g.CreatedAt, "ExpiresAt": &g.ExpiresAt, "RevokedAt": &g.RevokedAt, "AuthTime": &g.AuthTime}
 		},
-		func(g *store.Grant) []*[]string { return []*[]string{&g.Scope, &g.Audience} })
+		func(g *store.Grant) []*[]string { return []*[]string{&g.Scope, &g.Audience, &g.AMR} })
 }
 
 func checkCode(t *testing.T, got, want *store.AuthorizationCode) {
@@ -198,18 +206,24 @@ func testDeleteAccessToken(t *testing.T, h Harness) {
 
 func testUserRoundTrip(t *testing.T, h Harness) {
 	s := h.Open(t)
-	want := newUser("u1", "alice")
-	mustCreateUser(t, s, want)
-	got, err := s.GetUser(t.Context(), "u1")
-	if err != nil {
-		t.Fatalf("GetUser: %v", err)
+	full := newUser("u1", "alice")
+	flags := newUser("u2", "bob")
+	flags.EmailVerified, flags.Disabled = true, true
+	bare := newUser("u3", "carol")
+	bare.PasswordHash, bare.DisplayName, bare.Email = "", "", ""
+	for _, want := range []*store.User{full, flags, bare} {
+		mustCreateUser(t, s, want)
+		got, err := s.GetUser(t.Context(), want.ID)
+		if err != nil {
+			t.Fatalf("GetUser: %v", err)
+		}
+		checkUser(t, got, want)
+		got, err = s.GetUserByName(t.Context(), want.Name)
+		if err != nil {
+			t.Fatalf("GetUserByName: %v", err)
+		}
+		checkUser(t, got, want)
 	}
-	checkUser(t, got, want)
-	got, err = s.GetUserByName(t.Context(), "alice")
-	if err != nil {
-		t.Fatalf("GetUserByName: %v", err)
-	}
-	checkUser(t, got, want)
 }
 
 // testCreateUserExists checks that ids and names are both unique, and that
@@ -286,7 +300,7 @@ func testGrantRoundTrip(t *testing.T, h Harness) {
 	exp := time.Now().Add(time.Hour)
 	full := newGrant("g1", exp)
 	empty := newGrant("g2", exp)
-	empty.Scope, empty.Audience = nil, nil
+	empty.Scope, empty.Audience, empty.AMR, empty.AuthTime, empty.IDP, empty.Nonce = nil, nil, nil, time.Time{}, "", ""
 	revoked := newGrant("g3", exp)
 	revoked.RevokedAt = base.Add(time.Minute)
 	for _, want := range []*store.Grant{full, empty, revoked} {

@@ -93,6 +93,8 @@ func Run(t *testing.T, h Harness) {
 		{"Reopen", testReopen},
 		{"ReopenGrants", testReopenGrants},
 	}
+	tests = append(tests, sessionTests...)
+	tests = append(tests, identityTests...)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
@@ -117,6 +119,7 @@ func newClient(id string) *store.Client {
 		AccessTokenFormat:       "jwt",
 		AllowedAudiences:        []string{"orders", "billing"},
 		RedirectURIs:            []string{"https://example.com/cb"},
+		PostLogoutRedirectURIs:  []string{"https://example.com/", "https://example.com/bye"},
 		ExchangeScopes:          map[string][]string{"billing": {"read"}},
 		MaxDelegationDepth:      3,
 		CreatedAt:               base,
@@ -164,7 +167,7 @@ func checkClient(t *testing.T, got, want *store.Client) {
 	g, w := *got, *want
 	g.CreatedAt, w.CreatedAt = time.Time{}, time.Time{}
 	// An absent list or key set reads back empty.
-	for _, s := range []*[]string{&w.GrantTypes, &w.Scope, &w.AllowedAudiences, &w.RedirectURIs} {
+	for _, s := range []*[]string{&w.GrantTypes, &w.Scope, &w.AllowedAudiences, &w.RedirectURIs, &w.PostLogoutRedirectURIs} {
 		if *s == nil {
 			*s = []string{}
 		}
@@ -188,6 +191,7 @@ func clientsEqual(a, b *store.Client) bool {
 		strs(a.GrantTypes, b.GrantTypes) && strs(a.Scope, b.Scope) &&
 		bytes.Equal(a.JWKS, b.JWKS) && a.AccessTokenFormat == b.AccessTokenFormat &&
 		strs(a.AllowedAudiences, b.AllowedAudiences) && strs(a.RedirectURIs, b.RedirectURIs) &&
+		strs(a.PostLogoutRedirectURIs, b.PostLogoutRedirectURIs) &&
 		maps.EqualFunc(a.ExchangeScopes, b.ExchangeScopes, slices.Equal) && (a.ExchangeScopes == nil) == (b.ExchangeScopes == nil) &&
 		a.MaxDelegationDepth == b.MaxDelegationDepth && a.CreatedAt.Equal(b.CreatedAt)
 }
