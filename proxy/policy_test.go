@@ -32,9 +32,9 @@ routes:
 	want := Policy{
 		DefaultScopes: []string{"orders:read"},
 		Routes: []Route{
-			{PathPrefix: "/healthz", Public: true},
-			{PathPrefix: "/orders", Methods: []string{"POST", "PUT", "DELETE"}, Scopes: []string{"orders:write"}},
-			{PathPrefix: "/orders/export", Scopes: []string{"orders:export", "orders:read"}},
+			{PathPrefix: "/healthz", Public: true, Line: 4},
+			{PathPrefix: "/orders", Methods: []string{"POST", "PUT", "DELETE"}, Scopes: []string{"orders:write"}, Line: 6},
+			{PathPrefix: "/orders/export", Scopes: []string{"orders:export", "orders:read"}, Line: 9},
 		},
 	}
 	if !reflect.DeepEqual(p, want) {
@@ -62,9 +62,9 @@ func TestPolicyValidate(t *testing.T) {
 		{"scope with space", Policy{Routes: []Route{{PathPrefix: "/", Scopes: []string{"a b"}}}}, []string{`scope "a b"`, "RFC 6749 §3.3"}},
 		{"scope with quote", Policy{DefaultScopes: []string{`a"b`}}, []string{"default_scopes", `scope "a\"b"`}},
 		{"empty scope", Policy{Routes: []Route{{PathPrefix: "/", Scopes: []string{""}}}}, []string{"empty scope"}},
-		{"public with scopes", Policy{Routes: []Route{{PathPrefix: "/", Public: true, Scopes: []string{"a"}}}}, []string{"public route cannot require scopes"}},
-		{"same prefix, any method twice", Policy{Routes: []Route{{PathPrefix: "/a"}, {PathPrefix: "/a", Public: true}}}, []string{"routes 0 and 1"}},
-		{"same prefix, shared method", Policy{Routes: []Route{{PathPrefix: "/a", Methods: []string{"GET", "PUT"}}, {PathPrefix: "/a", Methods: []string{"PUT"}}}}, []string{"routes 0 and 1"}},
+		{"public with scopes", Policy{Routes: []Route{{PathPrefix: "/", Public: true, Scopes: []string{"a"}}}}, []string{"a public route verifies no token"}},
+		{"same prefix, any method twice", Policy{Routes: []Route{{PathPrefix: "/a"}, {PathPrefix: "/a", Public: true}}}, []string{`route 0 (path_prefix "/a") and route 1`}},
+		{"same prefix, shared method", Policy{Routes: []Route{{PathPrefix: "/a", Methods: []string{"GET", "PUT"}}, {PathPrefix: "/a", Methods: []string{"PUT"}}}}, []string{`route 0 (path_prefix "/a") and route 1`}},
 		{"every error reported", Policy{Routes: []Route{{PathPrefix: "x"}, {PathPrefix: "/", Methods: []string{"get"}}}}, []string{"route 0", "route 1"}},
 	}
 	for _, tt := range tests {
@@ -101,7 +101,7 @@ func TestPolicyMatch(t *testing.T) {
 			{PathPrefix: "/api/admin", Methods: []string{"GET"}, Scopes: []string{"admin:read"}},
 			{PathPrefix: "/files/", Scopes: []string{"files"}},
 		},
-	})
+	}, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,9 +118,9 @@ func TestPolicyMatch(t *testing.T) {
 		{"GET", "/apix", "public"}, // not a segment of /api
 		{"POST", "/api/admin/users", "admin"},
 		{"GET", "/api/admin", "admin:read"},
-		// The longest prefix decides: /api/admin has no DELETE route, and
-		// the shorter /api does not apply in its place.
-		{"DELETE", "/api/admin/users", "default"},
+		// /api/admin has no DELETE route: the next shorter prefix that
+		// matches applies, never straight the default.
+		{"DELETE", "/api/admin/users", "api"},
 		{"GET", "/api/administrator", "api"},
 		{"GET", "/files/a", "files"},
 		{"GET", "/files", "public"}, // "/files/" needs the slash

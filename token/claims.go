@@ -346,6 +346,82 @@ func (p *parser) appendScalar(dst []byte) ([]byte, bool) {
 	return dst, false
 }
 
+// Value returns the top-level claim name decoded as Values decodes it, and
+// whether it is present. Only that claim is decoded.
+func (c *Claims) Value(name string) (any, bool, error) {
+	var ns names
+	p := newParser(c.Raw, &ns)
+	switch {
+	case name == "act" || name == "may_act":
+		// Found already: the slices of Raw that Act and MayAct are.
+		v := c.Act
+		if name == "may_act" {
+			v = c.MayAct
+		}
+		if v == nil {
+			return nil, false, nil
+		}
+		p = newParser(v, &ns)
+	case !p.findMember(name):
+		return nil, false, nil
+	}
+	v, err := p.value()
+	if err != nil {
+		return nil, false, errClaimsJSON
+	}
+	return v, true, nil
+}
+
+// AppendActors appends the "sub" of each actor of the "act" chain (RFC 8693
+// §4.1), the current actor first, then the prior ones it nests: "" for an
+// actor without a string "sub".
+func (c *Claims) AppendActors(dst []string) ([]string, error) {
+	for act := c.Act; act != nil; {
+		var ns names
+		p := newParser(act, &ns)
+		mark, err := p.openObject()
+		if err != nil {
+			return dst, errClaimsJSON
+		}
+		sub, next := "", []byte(nil)
+		for {
+			name, ok, err := p.nextName(mark)
+			if err != nil {
+				return dst, errClaimsJSON
+			}
+			if !ok {
+				break
+			}
+			var buf [8]byte
+			switch string(p.text(name, buf[:0])) {
+			case "sub":
+				if p.peek() == '"' {
+					s, err := p.readString()
+					if err != nil {
+						return dst, errClaimsJSON
+					}
+					sub = string(text(act, s, nil))
+					continue
+				}
+			case "act":
+				if p.peek() == '{' {
+					start := p.i
+					if p.skipValue() != nil {
+						return dst, errClaimsJSON
+					}
+					next = act[start:p.i]
+					continue
+				}
+			}
+			if p.skipValue() != nil {
+				return dst, errClaimsJSON
+			}
+		}
+		dst, act = append(dst, sub), next
+	}
+	return dst, nil
+}
+
 // Values returns every claim decoded as encoding/json decodes into an
 // any: objects as map[string]any, arrays as []any, numbers as float64.
 // Each call decodes c.Raw anew, into new memory.

@@ -545,3 +545,32 @@ func TestClaimsValues(t *testing.T) {
 		t.Error("Values of an array succeeded")
 	}
 }
+
+func TestClaimsValueAndActors(t *testing.T) {
+	const act = `{"sub":"orders","act":{"client_id":"x","act":{"sub":"w\u0065b","act":{}}}}`
+	raw := `{"sub":"alice","n":1,"act":` + act + `,"may_act":{"sub":"billing"}}`
+	c := Claims{Raw: []byte(raw), Act: []byte(act), MayAct: []byte(`{"sub":"billing"}`)}
+	for _, tt := range []struct {
+		name string
+		want any
+		ok   bool
+	}{
+		{"n", 1.0, true},
+		{"sub", "alice", true},
+		{"act", map[string]any{"sub": "orders", "act": map[string]any{"client_id": "x", "act": map[string]any{"sub": "web", "act": map[string]any{}}}}, true},
+		{"may_act", map[string]any{"sub": "billing"}, true},
+		{"absent", nil, false},
+	} {
+		got, ok, err := c.Value(tt.name)
+		if err != nil || ok != tt.ok || !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("Value(%q) = %#v, %v, %v; want %#v, %v", tt.name, got, ok, err, tt.want, tt.ok)
+		}
+	}
+	actors, err := c.AppendActors(nil)
+	if want := []string{"orders", "", "web", ""}; err != nil || !reflect.DeepEqual(actors, want) {
+		t.Errorf("AppendActors = %q, %v; want %q", actors, err, want)
+	}
+	if actors, err := (&Claims{}).AppendActors(nil); err != nil || len(actors) != 0 {
+		t.Errorf("no act: %q, %v", actors, err)
+	}
+}
