@@ -475,6 +475,13 @@ func compile(p Policy, version uint64) (*rules, error) {
 		}
 		rs.routes = append(rs.routes, cr)
 	}
+	for i, r := range p.Routes {
+		for _, h := range r.ConditionHeaders {
+			if containsFold(rs.claimHeaders, []byte(h)) {
+				errs = append(errs, fmt.Errorf("proxy: %s: condition header %q is a claim header, whose value the caller sent is removed before any rule runs", r.where(i), h))
+			}
+		}
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
