@@ -70,7 +70,7 @@ func canonicalPath(canonBuf, keyBuf, raw []byte, encodedSlashes bool) (canon, ke
 	// Each segment is appended as "/" and its text, an empty segment as
 	// "/" alone, so that ".." can tell whether it removes one; repeated
 	// slashes are merged at the end.
-	last := false
+	last, empties := false, false
 	for rest := raw[1:]; !last; {
 		seg := rest
 		if i := bytes.IndexByte(rest, '/'); i >= 0 {
@@ -91,6 +91,7 @@ func canonicalPath(canonBuf, keyBuf, raw []byte, encodedSlashes bool) (canon, ke
 		case params && (dots > 0 || len(name) == 0):
 			return canon, key, pathDotParams
 		case dots == 0:
+			empties = empties || len(name) == 0 && !last
 			continue
 		}
 		// A dot segment: drop it, and for "..", the segment before.
@@ -108,11 +109,13 @@ func canonicalPath(canonBuf, keyBuf, raw []byte, encodedSlashes bool) (canon, ke
 			canon, key = append(canon, '/'), append(key, '/')
 		}
 	}
-	canon, key = mergeSlashes(canon), mergeSlashes(key)
+	if empties {
+		canon, key = mergeSlashes(canon), mergeSlashes(key)
+	}
 	if len(canon) == 0 {
 		canon, key = append(canon, '/'), append(key, '/')
 	}
-	if doubleEncoded(canon) {
+	if bytes.Contains(canon, pct25) && doubleEncoded(canon) {
 		return canon, key, pathDoubleEncoded
 	}
 	if len(canon) > maxPathLength {
@@ -121,15 +124,70 @@ func canonicalPath(canonBuf, keyBuf, raw []byte, encodedSlashes bool) (canon, ke
 	return canon, key, pathOK
 }
 
-var slash = []byte("/")
+var (
+	slash = []byte("/")
+	pct25 = []byte("%25")
+)
+
+// Classes of the bytes of a path, for appendSegment.
+const (
+	classPlain     = iota // itself in both forms: pchar but '%' and ';'
+	classEncoded          // percent-encoded in the canonical form
+	classPercent          // starts a percent-encoding
+	classSemicolon        // starts a segment's parameters
+	classControl
+	classBackslash
+)
+
+var pathClass = func() (t [256]uint8) {
+	for c := range 256 {
+		switch {
+		case c == '%':
+			t[c] = classPercent
+		case c == ';':
+			t[c] = classSemicolon
+		case c < 0x20 || c == 0x7f:
+			t[c] = classControl
+		case c == '\\':
+			t[c] = classBackslash
+		case pathChar(byte(c)):
+			t[c] = classPlain
+		default:
+			t[c] = classEncoded
+		}
+	}
+	return t
+}()
 
 // appendSegment appends the canonical form and the key of one segment.
 // params reports whether it has parameters, which the key leaves out.
 func appendSegment(canon, key, seg []byte, encodedSlashes bool) (_, _ []byte, params bool, fault pathFault) {
 	for i := 0; i < len(seg); i++ {
-		c := seg[i]
-		switch {
-		case c == '%':
+		switch pathClass[seg[i]] {
+		case classPlain:
+			// A run of them, copied at once: the usual segment is one.
+			j := i + 1
+			for j < len(seg) && pathClass[seg[j]] == classPlain {
+				j++
+			}
+			canon = append(canon, seg[i:j]...)
+			if !params {
+				key = append(key, seg[i:j]...)
+			}
+			i = j - 1
+		case classEncoded:
+			canon = appendEncoded(canon, seg[i])
+			if !params {
+				key = append(key, seg[i])
+			}
+		case classSemicolon:
+			params = true
+			canon = append(canon, ';')
+		case classControl:
+			return canon, key, params, pathControl
+		case classBackslash:
+			return canon, key, params, pathBackslash
+		case classPercent:
 			if i+2 >= len(seg) {
 				return canon, key, params, pathMalformedPercent
 			}
@@ -163,23 +221,6 @@ func appendSegment(canon, key, seg []byte, encodedSlashes bool) (_, _ []byte, pa
 			}
 			if !params {
 				key = append(key, v)
-			}
-		case c == ';':
-			params = true
-			canon = append(canon, c)
-		case c < 0x20 || c == 0x7f:
-			return canon, key, params, pathControl
-		case c == '\\':
-			return canon, key, params, pathBackslash
-		case pathChar(c):
-			canon = append(canon, c)
-			if !params {
-				key = append(key, c)
-			}
-		default:
-			canon = appendEncoded(canon, c)
-			if !params {
-				key = append(key, c)
 			}
 		}
 	}

@@ -192,7 +192,7 @@ func (s *Sidecar) serve(ctx *fasthttp.RequestCtx) {
 	// The upstream client sends the URI's path as it is (its
 	// DisablePathNormalizing): the one judged, unless the policy says
 	// otherwise.
-	if !r.rules.forwardOrig {
+	if !r.rules.forwardOrig && !bytes.Equal(r.canon, uri.PathOriginal()) {
 		uri.SetPathBytes(r.canon)
 	}
 	resp := &ctx.Response
