@@ -32,7 +32,7 @@ FUZZTIME ?= 20s
 fuzz:
 	for t in FuzzParseForm FuzzAssertionSubject FuzzAuthorizationRequest FuzzCodeVerifier FuzzPrefersIntrospectionJWT FuzzForeignIntrospection FuzzSessionCookie; do $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) ./issuer/ || exit 1; done
 	for t in FuzzVerify FuzzClaims FuzzParseJWKS FuzzSignedToken FuzzAuthenticator FuzzVerifyJWS FuzzReadIdentity; do $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) ./token/ || exit 1; done
-	for t in FuzzBearer FuzzClientAddr; do $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) ./proxy/ || exit 1; done
+	for t in FuzzBearer FuzzClientAddr FuzzCanonicalPath; do $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) ./proxy/ || exit 1; done
 	$(GO) test -run='^$$' -fuzz='^FuzzDecodeUpdate$$' -fuzztime=$(FUZZTIME) ./jwks/
 	for t in FuzzDecide FuzzParseTokenResponse FuzzParseMetadata; do $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) ./exchange/ || exit 1; done
 	$(GO) test -run='^$$' -fuzz='^FuzzParseConfig$$' -fuzztime=$(FUZZTIME) ./xds/

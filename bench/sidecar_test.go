@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"maps"
 	"net"
 	"sync"
 	"testing"
@@ -33,21 +34,32 @@ const (
 // benchAuthenticator returns the sidecar's verifier as `meshauth sidecar`
 // wires it (one issuer, verified-token cache) and a valid token for it.
 func benchAuthenticator(b *testing.B) (*token.Authenticator, string) {
+	auth, mint := benchMinter(b)
+	return auth, mint(nil)
+}
+
+// benchMinter returns the sidecar's verifier as benchAuthenticator does and
+// a function that mints valid tokens for it, with extra claims.
+func benchMinter(b *testing.B) (*token.Authenticator, func(extra map[string]any) string) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		b.Fatal(err)
 	}
-	enc := base64.RawURLEncoding
-	header, _ := json.Marshal(map[string]string{"alg": "ES256", "kid": "k1", "typ": "at+jwt"})
-	claims, _ := json.Marshal(map[string]any{"iss": benchIssuer, "sub": "orders", "aud": benchAudience, "client_id": "orders",
-		"scope": "payments.charge", "iat": time.Now().Unix(), "exp": time.Now().Add(time.Hour).Unix(), "jti": "bench"})
-	input := enc.EncodeToString(header) + "." + enc.EncodeToString(claims)
-	sum := sha256.Sum256([]byte(input))
-	r, s, err := ecdsa.Sign(rand.Reader, key, sum[:])
-	if err != nil {
-		b.Fatal(err)
+	mint := func(extra map[string]any) string {
+		enc := base64.RawURLEncoding
+		header, _ := json.Marshal(map[string]string{"alg": "ES256", "kid": "k1", "typ": "at+jwt"})
+		claims := map[string]any{"iss": benchIssuer, "sub": "orders", "aud": benchAudience, "client_id": "orders",
+			"scope": "payments.charge", "iat": time.Now().Unix(), "exp": time.Now().Add(time.Hour).Unix(), "jti": "bench"}
+		maps.Copy(claims, extra)
+		body, _ := json.Marshal(claims)
+		input := enc.EncodeToString(header) + "." + enc.EncodeToString(body)
+		sum := sha256.Sum256([]byte(input))
+		r, s, err := ecdsa.Sign(rand.Reader, key, sum[:])
+		if err != nil {
+			b.Fatal(err)
+		}
+		return input + "." + enc.EncodeToString(append(r.FillBytes(make([]byte, 32)), s.FillBytes(make([]byte, 32))...))
 	}
-	tok := input + "." + enc.EncodeToString(append(r.FillBytes(make([]byte, 32)), s.FillBytes(make([]byte, 32))...))
 	keys := token.NewKeySet([]token.Key{{ID: "k1", Algorithm: "ES256", Public: &key.PublicKey}})
 	cache, err := token.NewCache(token.CacheConfig{MaxBytes: 16 << 20})
 	if err != nil {
@@ -58,7 +70,7 @@ func benchAuthenticator(b *testing.B) (*token.Authenticator, string) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	return auth, tok
+	return auth, mint
 }
 
 // serveFast serves h on a fresh loopback port until the benchmark ends.
@@ -87,7 +99,54 @@ func BenchmarkProxyHop(b *testing.B) {
 		}
 	})
 	auth, tok := benchAuthenticator(b)
-	sc, err := proxy.NewSidecar(proxy.SidecarConfig{Config: proxy.Config{Verifier: auth}, Upstream: "http://" + upstream})
+	sidecar := serveSidecar(b, proxy.Config{Verifier: auth}, upstream)
+
+	for _, target := range []struct{ name, addr string }{{"floor", floor}, {"sidecar", sidecar}} {
+		b.Run(target.name, func(b *testing.B) { loadHTTP(b, target.addr, "/charge", "Bearer "+tok) })
+	}
+}
+
+// policyRules are the route policies BenchmarkPolicyHop compares, both
+// applying to GET /charge: scopes only, and the same scopes with a CEL
+// condition on the call chain and two claim headers.
+func policyRules(b *testing.B) (scopes, cel *proxy.Rules) {
+	route := proxy.Route{PathPrefix: "/charge", Scopes: []string{"payments.charge"}}
+	scopes, err := proxy.NewRules(proxy.Policy{Routes: []proxy.Route{route}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	route.Condition = `act.sub == "checkout" && size(chain) <= 2`
+	route.ClaimHeaders = []proxy.ClaimHeader{{Header: "X-Tenant", Claim: "tenant"}, {Header: "X-Caller", Claim: "sub"}}
+	cel, err = proxy.NewRules(proxy.Policy{Routes: []proxy.Route{route}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return scopes, cel
+}
+
+// policyTargets serves, in front of one upstream, a bare fasthttp proxy
+// hop (the floor) and two sidecars, one per policyRules, and returns their
+// addresses and a token all accept.
+func policyTargets(b *testing.B) (floor, scopes, cel, tok string) {
+	upstream := serveFast(b, func(ctx *fasthttp.RequestCtx) { ctx.SetBodyString("ok") })
+	floorClient := &fasthttp.HostClient{Addr: upstream, MaxConns: 512}
+	floor = serveFast(b, func(ctx *fasthttp.RequestCtx) {
+		if err := floorClient.Do(&ctx.Request, &ctx.Response); err != nil {
+			ctx.Error("bad gateway", fasthttp.StatusBadGateway)
+		}
+	})
+	auth, mint := benchMinter(b)
+	scopesRules, celRules := policyRules(b)
+	scopes = serveSidecar(b, proxy.Config{Verifier: auth, Rules: scopesRules}, upstream)
+	cel = serveSidecar(b, proxy.Config{Verifier: auth, Rules: celRules}, upstream)
+	tok = mint(map[string]any{"act": map[string]any{"sub": "checkout"}, "tenant": "acme"})
+	return floor, scopes, cel, tok
+}
+
+// serveSidecar serves a sidecar for cfg in front of upstream on a fresh
+// loopback port until the benchmark ends, and returns its address.
+func serveSidecar(b *testing.B, cfg proxy.Config, upstream string) string {
+	sc, err := proxy.NewSidecar(proxy.SidecarConfig{Config: cfg, Upstream: "http://" + upstream})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -97,9 +156,69 @@ func BenchmarkProxyHop(b *testing.B) {
 	}
 	go sc.Serve(ln)
 	b.Cleanup(func() { sc.Shutdown(context.Background()) })
+	return ln.Addr().String()
+}
 
-	for _, target := range []struct{ name, addr string }{{"floor", floor}, {"sidecar", ln.Addr().String()}} {
+// BenchmarkPolicyHop drives the same load through a bare proxy hop, the
+// sidecar with a scopes-only route, and the sidecar with a route that adds
+// a CEL condition and two claim headers, in one run; the report takes the
+// ratios of their throughputs.
+func BenchmarkPolicyHop(b *testing.B) {
+	floor, scopes, cel, tok := policyTargets(b)
+	for _, target := range []struct{ name, addr string }{{"floor", floor}, {"scopes", scopes}, {"cel", cel}} {
 		b.Run(target.name, func(b *testing.B) { loadHTTP(b, target.addr, "/charge", "Bearer "+tok) })
+	}
+}
+
+// BenchmarkPolicyHopPaired measures what BenchmarkPolicyHop does with the
+// three targets interleaved: every worker sends one request to each in
+// turn, in a rotating order, so that all three meet the same load on a
+// shared machine. It reports the throughput ratios (the inverse of the
+// ratios of the time spent on each target's requests): scopes/floor and
+// cel/scopes.
+func BenchmarkPolicyHopPaired(b *testing.B) {
+	floor, scopes, cel, tok := policyTargets(b)
+	addrs := [3]string{floor, scopes, cel}
+	var clients [3]*fasthttp.HostClient
+	for i, addr := range addrs {
+		clients[i] = &fasthttp.HostClient{Addr: addr, MaxConns: loadWorkers}
+	}
+	var mu sync.Mutex
+	var total [3]time.Duration
+	b.SetParallelism((loadWorkers + 1) / 2)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		var reqs [3]*fasthttp.Request
+		for i, addr := range addrs {
+			reqs[i] = fasthttp.AcquireRequest()
+			defer fasthttp.ReleaseRequest(reqs[i])
+			reqs[i].SetRequestURI("http://" + addr + "/charge")
+			reqs[i].Header.Set("Authorization", "Bearer "+tok)
+		}
+		resp := fasthttp.AcquireResponse()
+		defer fasthttp.ReleaseResponse(resp)
+		var spent [3]time.Duration
+		for n := 0; pb.Next(); n++ {
+			for k := range 3 {
+				i := (n + k) % 3
+				start := time.Now()
+				if err := clients[i].Do(reqs[i], resp); err != nil || resp.StatusCode() != fasthttp.StatusOK {
+					b.Errorf("%s: %v %d", addrs[i], err, resp.StatusCode())
+					return
+				}
+				spent[i] += time.Since(start)
+			}
+		}
+		mu.Lock()
+		for i := range total {
+			total[i] += spent[i]
+		}
+		mu.Unlock()
+	})
+	b.StopTimer()
+	if total[1] > 0 && total[2] > 0 {
+		b.ReportMetric(float64(total[0])/float64(total[1]), "scopes/floor")
+		b.ReportMetric(float64(total[1])/float64(total[2]), "cel/scopes")
 	}
 }
 

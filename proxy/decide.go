@@ -1,10 +1,11 @@
 package proxy
 
 import (
-	"context"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -24,12 +25,17 @@ type Verifier interface {
 // Config is what every entry point needs.
 type Config struct {
 	Verifier Verifier
-	Policy   Policy
-	// Logger receives refusals (at debug level) and failures; nil
-	// discards them.
+	// Rules is the route policy (NewRules), which entry points may share
+	// and which Rules.Replace changes for all of them at once; nil means
+	// no routes: every request needs a valid token.
+	Rules *Rules
+	// Logger receives failures; nil discards them.
 	Logger *slog.Logger
 	// Metrics, if not nil, counts every decision.
 	Metrics *Metrics
+	// Decisions, if not nil, logs refusals and a sample of the allowed
+	// requests.
+	Decisions *DecisionLog
 }
 
 // realm is the protection space named in every challenge (RFC 9110 §11.5).
@@ -38,10 +44,16 @@ const realm = "meshauth"
 // Identity headers, set for the upstream from a verified token. Any header
 // the caller sent under the same prefix is removed first.
 const (
-	headerSubject = "X-Meshauth-Subject" // "sub"
-	headerClient  = "X-Meshauth-Client"  // "client_id"
+	headerSubject = "X-Meshauth-Subject" // "sub", qualified
+	headerClient  = "X-Meshauth-Client"  // "client_id", qualified
 	headerScope   = "X-Meshauth-Scope"   // "scope"
+	headerIssuer  = "X-Meshauth-Issuer"  // "iss": the issuer that vouched for the token
 )
+
+// identityHeaders are the identity headers in the order of request.value.
+var identityHeaders = [numIdentity]string{headerSubject, headerClient, headerScope, headerIssuer}
+
+const numIdentity = 4
 
 // code names the outcome of a request; it indexes the fixed answers and
 // the metrics. Codes from codeToken on carry a token.Reason.
@@ -56,13 +68,20 @@ const (
 	codeMultiple
 	codeQueryToken
 	codeInsufficientScope
+	codeIssuerRefused
+	codeConditionFalse
+	codeConditionError
 	codeUnforwardable
 	codeBadTarget
 	codeVerifier
 	codeUpstream
-	codeToken
-	numCodes = codeToken + 256
+	codePath  // the first of a code per pathFault but pathOK
+	codeToken = codePath + code(numPathFaults) - 1
+	numCodes  = codeToken + 256
 )
+
+// pathCode is the code of a path that cannot be made safe.
+func pathCode(f pathFault) code { return codePath + code(f) - 1 }
 
 // Metric outcomes.
 const (
@@ -109,6 +128,8 @@ var answers = func() *[numCodes]answer {
 	set(codeAllowed, outcomeAllowed, "none", 200, "", "", "")
 	set(codePublic, outcomePublic, "none", 200, "", "", "")
 	set(codeNoToken, outcomeDenied, "no_token", 401, bare, "unauthorized", "a bearer token is required")
+	// Each route builds its own answer (route.denial); this one names it.
+	set(codeInsufficientScope, outcomeDenied, "insufficient_scope", 403, "", "", "")
 	set(codeUnsupportedScheme, outcomeDenied, "unsupported_scheme", 401, bare, "unauthorized", "a bearer token is required")
 	for _, x := range []struct {
 		c            code
@@ -120,9 +141,25 @@ var answers = func() *[numCodes]answer {
 		// logs and, unverified, could reach the upstream.
 		{codeQueryToken, "token_in_query", "access_token in the query is not supported"},
 		{codeBadTarget, "bad_target", "missing or conflicting original request"},
+		// Paths that cannot be made safe, refused before any policy runs.
+		{pathCode(pathNotAbsolute), "path_not_absolute", "the path does not start with /"},
+		{pathCode(pathMalformedPercent), "path_malformed_percent", "malformed percent-encoding in the path"},
+		{pathCode(pathDoubleEncoded), "path_double_encoded", "double percent-encoding in the path"},
+		{pathCode(pathEncodedSlash), "path_encoded_slash", "encoded slash or backslash in the path"},
+		{pathCode(pathBackslash), "path_backslash", "backslash in the path"},
+		{pathCode(pathEncodedSemicolon), "path_encoded_semicolon", "encoded semicolon in the path"},
+		{pathCode(pathControl), "path_control", "control character in the path"},
+		{pathCode(pathDotParams), "path_dot_params", "dot or empty segment with parameters in the path"},
+		{pathCode(pathAmbiguousDots), "path_ambiguous_dots", "dot-dot segment after an empty segment in the path"},
 	} {
 		set(x.c, outcomeDenied, x.reason, 400, invalidRequest+x.desc+`"`, "invalid_request", x.desc)
 	}
+	set(pathCode(pathTooLong), outcomeDenied, "path_too_long", 414, "", "invalid_request", "the path is too long")
+	// A valid token that the route refuses for who vouched for it or for
+	// its condition: no scope or new token would change that.
+	set(codeIssuerRefused, outcomeDenied, "issuer_refused", 403, "", "access_denied", "tokens of this issuer are not accepted here")
+	set(codeConditionFalse, outcomeDenied, "condition_false", 403, "", "access_denied", "the route's condition refused the request")
+	set(codeConditionError, outcomeDenied, "condition_error", 403, "", "access_denied", "the route's condition refused the request")
 	invalidToken := bare + `, error="invalid_token", error_description="`
 	const unforwardable = "claims not valid in a header field"
 	set(codeUnforwardable, outcomeDenied, "unforwardable_claims", 401, invalidToken+unforwardable+`"`, "invalid_token", unforwardable)
@@ -141,44 +178,97 @@ var answers = func() *[numCodes]answer {
 
 // guard is the one decision every entry point makes.
 type guard struct {
-	verifier Verifier
-	rules    *rules
-	log      *slog.Logger
-	metrics  *Metrics
-	claims   sync.Pool // *token.Claims: VerifyInto reuses their buffers
+	verifier  Verifier
+	rules     *Rules
+	log       *slog.Logger
+	metrics   *Metrics
+	decisions *DecisionLog
+	requests  sync.Pool // *request
+	claims    sync.Pool // *token.Claims, for verify alone (the Edge)
 }
+
+// noRoutes are the rules of a Config without Rules.
+var noRoutes = sync.OnceValue(func() *Rules {
+	r, err := NewRules(Policy{})
+	if err != nil {
+		panic(err)
+	}
+	return r
+})
 
 func newGuard(cfg Config) (*guard, error) {
 	if cfg.Verifier == nil {
 		return nil, errors.New("proxy: no verifier")
 	}
-	rs, err := compile(cfg.Policy)
-	if err != nil {
-		return nil, err
-	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	g := &guard{verifier: cfg.Verifier, rules: rs, log: log, metrics: cfg.Metrics}
+	g := &guard{verifier: cfg.Verifier, rules: cmp.Or(cfg.Rules, noRoutes()), log: log, metrics: cfg.Metrics, decisions: cfg.Decisions}
+	g.requests.New = func() any { return new(request) }
 	g.claims.New = func() any { return new(token.Claims) }
 	return g, nil
 }
 
+// request is one request's passage through the guard. It is pooled, and
+// its buffers reused, so that deciding allocates nothing.
+type request struct {
+	rules    *rules // the policy the request is judged by, whole
+	route    *route // the route that applies; nil if none was chosen
+	verified bool   // claims hold the verified token's
+	claims   token.Claims
+	canon    []byte // the canonical path
+	key      []byte // the path as routes match it
+	// values holds the header values set for the upstream, of the
+	// identity headers then of the route's claim headers.
+	values  []byte
+	spans   [numIdentity + maxClaimHeaders]valueSpan
+	scratch []byte // for an entry point's lists of field names
+	act     activation
+}
+
+// valueSpan locates a value in request.values.
+type valueSpan struct {
+	start, end int
+	set        bool
+}
+
+// begin starts judging a request under the rules in force.
+func (g *guard) begin() *request {
+	r := g.requests.Get().(*request)
+	r.rules = g.rules.load()
+	return r
+}
+
+// end returns r to the pool.
+func (g *guard) end(r *request) {
+	r.rules, r.route, r.verified = nil, nil, false
+	r.canon, r.key = r.canon[:0], r.key[:0]
+	r.spans = [len(r.spans)]valueSpan{}
+	g.requests.Put(r)
+}
+
 // decide answers a request for uri with method, given the values of its
-// Authorization fields. uri's path is matched after fasthttp's
-// normalization (percent-decoding, dot segments, repeated slashes), which
-// is also the path the sidecar forwards. On codeAllowed, c holds the
-// verified claims.
-func (g *guard) decide(method []byte, uri *fasthttp.URI, authz [][]byte, c *token.Claims) verdict {
+// Authorization fields and, for conditions, its header fields. On
+// codeAllowed, r holds the verified claims and the values of the headers
+// to set; on codePublic, no value is set.
+func (g *guard) decide(r *request, method []byte, uri *fasthttp.URI, authz [][]byte, headers headerSource) verdict {
 	// Refused everywhere, public routes included: an upstream that reads
 	// it would act on a token nobody verified (RFC 6750 §3.1: "uses more
 	// than one method" and "unsupported parameter" are invalid_request).
 	if uri.QueryArgs().Has("access_token") {
 		return answers[codeQueryToken].verdict
 	}
-	r := g.rules.match(method, uri.Path())
-	if r.public {
+	var fault pathFault
+	raw := uri.PathOriginal()
+	r.canon, r.key, fault = canonicalPath(r.canon, r.key, raw, r.rules.encodedSlashes)
+	if fault != pathOK {
+		r.canon = append(r.canon[:0], raw...) // for the decision log
+		return answers[pathCode(fault)].verdict
+	}
+	rt := r.rules.match(method, r.key)
+	r.route = rt
+	if rt.public {
 		return answers[codePublic].verdict
 	}
 	if len(authz) == 0 {
@@ -192,20 +282,109 @@ func (g *guard) decide(method []byte, uri *fasthttp.URI, authz [][]byte, c *toke
 	if cd != codeAllowed {
 		return answers[cd].verdict
 	}
+	c := &r.claims
 	if cd := g.verify(tok, c); cd != codeAllowed {
 		return answers[cd].verdict
 	}
-	for _, s := range r.scopes {
+	r.verified = true
+	if len(rt.issuers) > 0 && !slices.Contains(rt.issuers, c.Issuer) {
+		return answers[codeIssuerRefused].verdict
+	}
+	for _, s := range rt.scopes {
 		if !c.HasScope(s) {
-			return r.denial
+			return rt.denial
+		}
+	}
+	if rt.cond != nil {
+		r.act = activation{claims: c, method: method, path: r.key, headers: headers}
+		ok, err := rt.cond.eval(&r.act)
+		if err != nil {
+			// Fail closed, and count it: a condition that errs on
+			// every request is a policy bug, not a stream of refusals.
+			g.log.Debug("proxy: condition failed", "route", rt.label, "err", err)
+			return answers[codeConditionError].verdict
+		}
+		if !ok {
+			return answers[codeConditionFalse].verdict
 		}
 	}
 	// A claim is copied into a header field: one that could not be sent
 	// as-is must not be mangled into another identity.
-	if !fieldValue(c.Subject) || !fieldValue(c.ClientID) || !fieldValue(c.Scope) {
+	if !r.setValues() {
 		return answers[codeUnforwardable].verdict
 	}
 	return answers[codeAllowed].verdict
+}
+
+// setValues computes the values of the identity headers and of the
+// route's claim headers, and reports whether all can be sent as they are.
+func (r *request) setValues() bool {
+	c := &r.claims
+	b := r.values[:0]
+	for i := range numIdentity {
+		start := len(b)
+		switch i {
+		case 0:
+			b = c.AppendQualified(b, c.Subject)
+		case 1:
+			b = c.AppendQualified(b, c.ClientID)
+		case 2:
+			b = append(b, c.Scope...)
+		case 3:
+			b = append(b, c.Issuer...)
+		}
+		r.spans[i] = valueSpan{start, len(b), true}
+	}
+	for i, h := range r.route.claims {
+		start := len(b)
+		var ok bool
+		b, ok = appendClaim(b, c, h.claim)
+		r.spans[numIdentity+i] = valueSpan{start, len(b), ok}
+	}
+	r.values = b
+	return fieldValue(b)
+}
+
+// appendClaim appends the header text of the claim name (ClaimHeader).
+func appendClaim(b []byte, c *token.Claims, name string) ([]byte, bool) {
+	var s string
+	switch name {
+	case "sub":
+		return c.AppendQualified(b, c.Subject), c.Subject != ""
+	case "client_id":
+		return c.AppendQualified(b, c.ClientID), c.ClientID != ""
+	case "iss":
+		s = c.Issuer
+	case "scope":
+		s = c.Scope
+	case "jti":
+		s = c.ID
+	default:
+		return c.AppendClaimText(b, name)
+	}
+	return append(b, s...), s != ""
+}
+
+// value returns the value of identity header i (identityHeaders) or, from
+// numIdentity on, of the route's claim header i-numIdentity, and whether it
+// is set.
+func (r *request) value(i int) ([]byte, bool) {
+	s := r.spans[i]
+	return r.values[s.start:s.end], s.set
+}
+
+// claimValue returns the value of the claim header name if the route
+// that applies sets it.
+func (r *request) claimValue(name string) ([]byte, bool) {
+	if r.route == nil || r.route.public {
+		return nil, false
+	}
+	for i, h := range r.route.claims {
+		if strings.EqualFold(h.name, name) {
+			return r.value(numIdentity + i)
+		}
+	}
+	return nil, false
 }
 
 func (g *guard) verify(tok []byte, c *token.Claims) code {
@@ -228,15 +407,13 @@ func (g *guard) verify(tok []byte, c *token.Claims) code {
 	return codeVerifier
 }
 
-// record counts a finished request and logs a refusal.
-func (g *guard) record(e entry, c code, method, path []byte) {
+// record counts a finished request and passes it to the decision log.
+func (g *guard) record(e entry, c code, r *request, method []byte) {
 	if g.metrics != nil {
 		g.metrics.requests[e][c].Inc()
 	}
-	if a := &answers[c]; a.outcome == outcomeDenied && g.log.Enabled(context.Background(), slog.LevelDebug) {
-		g.log.LogAttrs(context.Background(), slog.LevelDebug, "proxy: request refused",
-			slog.String("entry", entryNames[e]), slog.String("reason", a.reason),
-			slog.String("method", string(method)), slog.String("path", string(path)))
+	if g.decisions != nil {
+		g.decisions.record(e, c, r, method)
 	}
 }
 
@@ -245,7 +422,7 @@ func (g *guard) putClaims(c *token.Claims) { g.claims.Put(c) }
 
 // fieldValue reports whether s can be sent as a header field value
 // unchanged: no control character but HTAB (RFC 9110 §5.5).
-func fieldValue(s string) bool {
+func fieldValue[T string | []byte](s T) bool {
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; (c < ' ' && c != '\t') || c == 0x7f {
 			return false
@@ -266,6 +443,38 @@ func identityHeader(name []byte) bool {
 	for i := range len(prefix) {
 		c := lower(name[i])
 		if c != prefix[i] && !(prefix[i] == '-' && c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// strippedHeader reports whether the caller's field name must not reach
+// the upstream: it is in the identity namespace or a claim header of rs,
+// if not nil (in any case and with '_' for '-', as identityHeader).
+func strippedHeader(name []byte, rs *rules) bool {
+	if identityHeader(name) {
+		return true
+	}
+	if rs == nil {
+		return false
+	}
+	for _, n := range rs.claimHeaders {
+		if sameFieldName(name, n) {
+			return true
+		}
+	}
+	return false
+}
+
+// sameFieldName compares field names case-insensitively, '_' matching '-'.
+func sameFieldName(name []byte, s string) bool {
+	if len(name) != len(s) {
+		return false
+	}
+	for i := range len(name) {
+		a, b := lower(name[i]), lower(s[i])
+		if a != b && !(a == '_' && b == '-') {
 			return false
 		}
 	}

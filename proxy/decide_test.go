@@ -51,11 +51,11 @@ func TestDecide(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			g, err := newGuard(Config{Verifier: tt.verifier, Policy: testPolicy()})
+			g, err := newGuard(Config{Verifier: tt.verifier, Rules: mustRules(t, testPolicy())})
 			if err != nil {
 				t.Fatal(err)
 			}
-			v := g.decide([]byte("GET"), &uri, authz, new(token.Claims))
+			v := g.decide(g.begin(), []byte("GET"), &uri, authz, nil)
 			if v.code != tt.want || v.status != tt.status {
 				t.Errorf("got %s (%d), want %s (%d)", answers[v.code].reason, v.status, answers[tt.want].reason, tt.status)
 			}

@@ -15,9 +15,9 @@ import (
 
 // ExtAuthzServer is Envoy's external authorization service
 // (envoy.service.auth.v3.Authorization) for the ext_authz HTTP filter in
-// gRPC mode. An allowed request gets the identity headers, overwriting
-// any the caller sent, and has every other X-Meshauth-* field the caller
-// sent removed. A refused one gets the status, WWW-Authenticate field and
+// gRPC mode. An allowed request gets the identity and claim headers that
+// have a value, overwriting any the caller sent, and has the others and
+// every other X-Meshauth-* field the caller sent removed. A refused one gets the status, WWW-Authenticate field and
 // JSON body the sidecar would send.
 type ExtAuthzServer struct {
 	authv3.UnimplementedAuthorizationServer
@@ -43,51 +43,62 @@ func (s *ExtAuthzServer) Register(gs *grpc.Server) {
 func (s *ExtAuthzServer) Check(_ context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	hr := req.GetAttributes().GetRequest().GetHttp()
 	method := []byte(hr.GetMethod())
+	r := s.g.begin()
+	defer s.g.end(r)
 
 	// Header names arrive in lower case. The map form joins repeated
 	// fields with commas, which the bearer syntax refuses; the raw form
 	// (encode_raw_headers) keeps them apart.
 	var authz [][]byte
-	var callerIdentity []string
+	var caller []string // the caller's fields that must not reach the upstream
 	if hm := hr.GetHeaderMap(); hm != nil {
 		for _, h := range hm.GetHeaders() {
-			authz, callerIdentity = sortHeader(h.GetKey(), h.GetRawValue(), authz, callerIdentity)
+			authz, caller = sortHeader(h.GetKey(), h.GetRawValue(), authz, caller, r.rules)
 		}
 	} else {
 		for k, v := range hr.GetHeaders() {
-			authz, callerIdentity = sortHeader(k, v, authz, callerIdentity)
+			authz, caller = sortHeader(k, v, authz, caller, r.rules)
 		}
 	}
 
 	uri := fasthttp.AcquireURI()
 	defer fasthttp.ReleaseURI(uri)
 	if len(method) == 0 || !parseTarget(uri, []byte(hr.GetPath())) {
-		s.g.record(entryExtAuthzGRPC, codeBadTarget, method, nil)
+		s.g.record(entryExtAuthzGRPC, codeBadTarget, r, method)
 		return denied(answers[codeBadTarget].verdict), nil
 	}
-	c := s.g.getClaims()
-	defer s.g.putClaims(c)
-	v := s.g.decide(method, uri, authz, c)
-	s.g.record(entryExtAuthzGRPC, v.code, method, uri.Path())
+	v := s.g.decide(r, method, uri, authz, grpcHeaders{hr})
+	s.g.record(entryExtAuthzGRPC, v.code, r, method)
 	if !v.ok() {
 		return denied(v), nil
 	}
 
 	ok := &authv3.OkHttpResponse{}
 	set := map[string]bool{}
+	add := func(name string, value []byte) {
+		if len(value) == 0 {
+			return // Envoy drops empty values; the removal below covers it
+		}
+		set[name] = true
+		ok.Headers = append(ok.Headers, headerOption(name, string(value)))
+	}
+	for i, name := range envoyIdentityHeaders {
+		value, _ := r.value(i)
+		add(name, value)
+	}
 	if v.code == codeAllowed {
-		for i, val := range [3]string{c.Subject, c.ClientID, c.Scope} {
-			if val == "" {
-				continue // Envoy drops empty values; the removal below covers it
+		for i, h := range r.route.claims {
+			if value, isSet := r.value(numIdentity + i); isSet {
+				add(h.lower, value)
 			}
-			set[envoyIdentityHeaders[i]] = true
-			ok.Headers = append(ok.Headers, headerOption(envoyIdentityHeaders[i], val))
 		}
 	}
 	// Envoy applies removals after the headers above: remove only what is
-	// not set, and the three identity names whether or not they were seen.
-	for _, names := range [][]string{envoyIdentityHeaders[:], callerIdentity} {
+	// not set, and the identity and claim header names whether or not
+	// they were seen.
+	for _, names := range [][]string{envoyIdentityHeaders[:], r.rules.claimHeaders, caller} {
 		for _, name := range names {
+			name = strings.ToLower(name)
 			if !set[name] {
 				set[name] = true
 				ok.HeadersToRemove = append(ok.HeadersToRemove, name)
@@ -101,21 +112,40 @@ func (s *ExtAuthzServer) Check(_ context.Context, req *authv3.CheckRequest) (*au
 }
 
 // envoyIdentityHeaders are identityHeaders as Envoy spells them.
-var envoyIdentityHeaders = [3]string{
-	strings.ToLower(headerSubject), strings.ToLower(headerClient), strings.ToLower(headerScope),
+var envoyIdentityHeaders = [numIdentity]string{
+	strings.ToLower(headerSubject), strings.ToLower(headerClient), strings.ToLower(headerScope), strings.ToLower(headerIssuer),
 }
 
-// sortHeader collects the Authorization values and the identity-namespace
-// names of a request's header fields. A value is copied, from the map
-// form's strings, only if it is an Authorization value.
-func sortHeader[V string | []byte](name string, value V, authz [][]byte, identity []string) ([][]byte, []string) {
+// sortHeader collects the Authorization values and the names of the
+// fields that must not reach the upstream (strippedHeader) of a request's
+// header fields. A value is copied, from the map form's strings, only if
+// it is an Authorization value.
+func sortHeader[V string | []byte](name string, value V, authz [][]byte, caller []string, rs *rules) ([][]byte, []string) {
 	switch {
 	case strings.EqualFold(name, "authorization"):
 		authz = append(authz, []byte(value))
-	case identityHeader([]byte(name)):
-		identity = append(identity, strings.ToLower(name))
+	case strippedHeader([]byte(name), rs):
+		caller = append(caller, strings.ToLower(name))
 	}
-	return authz, identity
+	return authz, caller
+}
+
+// grpcHeaders are an ext_authz request's fields, for conditions.
+type grpcHeaders struct {
+	hr *authv3.AttributeContext_HttpRequest
+}
+
+func (g grpcHeaders) field(name string) ([]byte, bool) {
+	if hm := g.hr.GetHeaderMap(); hm != nil {
+		for _, h := range hm.GetHeaders() {
+			if strings.EqualFold(h.GetKey(), name) {
+				return h.GetRawValue(), true
+			}
+		}
+		return nil, false
+	}
+	v, ok := g.hr.GetHeaders()[name]
+	return []byte(v), ok
 }
 
 // grpcCode maps the status of a refusal to the gRPC status Envoy reads:

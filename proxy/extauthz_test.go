@@ -20,6 +20,12 @@ func extAuthzClient(t *testing.T) authv3.AuthorizationClient {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return grpcClientOf(t, s)
+}
+
+// grpcClientOf serves s over loopback gRPC and returns a client of it.
+func grpcClientOf(t *testing.T, s *ExtAuthzServer) authv3.AuthorizationClient {
+	t.Helper()
 	gs := grpc.NewServer()
 	s.Register(gs)
 	ln := listen(t)
@@ -62,7 +68,8 @@ func TestExtAuthzGRPC(t *testing.T) {
 				"x-meshauth-subject": "mallory", "x-meshauth-role": "admin", "x_meshauth_client": "evil",
 			}),
 			code: codes.OK,
-			set:  map[string]string{"x-meshauth-subject": "alice", "x-meshauth-client": "web", "x-meshauth-scope": "orders:read orders:write"},
+			set: map[string]string{"x-meshauth-subject": "alice", "x-meshauth-client": "web", "x-meshauth-scope": "orders:read orders:write",
+				"x-meshauth-issuer": testIssuer},
 			// Set fields are overwritten, never removed: Envoy removes
 			// after setting.
 			remove: []string{"x-meshauth-role", "x_meshauth_client"},
@@ -80,8 +87,9 @@ func TestExtAuthzGRPC(t *testing.T) {
 					Headers: []*corev3.HeaderValue{{Key: "authorization", RawValue: []byte("Bearer " + tok)}},
 				}},
 			}}},
-			code:   codes.OK,
-			set:    map[string]string{"x-meshauth-subject": "alice", "x-meshauth-client": "web", "x-meshauth-scope": "orders:read orders:write"},
+			code: codes.OK,
+			set: map[string]string{"x-meshauth-subject": "alice", "x-meshauth-client": "web", "x-meshauth-scope": "orders:read orders:write",
+				"x-meshauth-issuer": testIssuer},
 			remove: nil,
 		},
 		{
@@ -126,8 +134,15 @@ func TestExtAuthzGRPC(t *testing.T) {
 		},
 		{
 			name: "escape from public",
-			req:  checkRequest("GET", "/public/..%2fadmin", nil),
+			req:  checkRequest("GET", "/public/../admin", nil),
 			code: codes.Unauthenticated, status: 401, challenge: bareChallenge,
+		},
+		{
+			// Refused before any route is chosen: an upstream that
+			// decodes it would see other segments.
+			name: "encoded slash",
+			req:  checkRequest("GET", "/public/..%2fadmin", nil),
+			code: codes.InvalidArgument, status: 400, challenge: invalidReq + `"encoded slash or backslash in the path"`,
 		},
 		{
 			name: "no http attributes", req: &authv3.CheckRequest{},

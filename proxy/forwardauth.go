@@ -30,11 +30,16 @@ type AuthServer struct {
 // them, so a field repeated, or both spellings present and disagreeing, is
 // refused with 400 rather than resolved.
 //
-// An allowed answer always carries X-Meshauth-Subject, X-Meshauth-Client
-// and X-Meshauth-Scope, empty on public routes, for the proxy to copy over
-// the caller's (Traefik authResponseHeadersRegex: ^X-Meshauth-, nginx
-// auth_request_set and proxy_set_header, Caddy copy_headers). The proxy
-// must not let the caller's other X-Meshauth-* fields through. nginx treats
+// An allowed answer always carries X-Meshauth-Subject, X-Meshauth-Client,
+// X-Meshauth-Scope and X-Meshauth-Issuer, and every claim header of the
+// policy, empty when not set (on public routes, say), for the proxy to copy
+// over the caller's (Traefik authResponseHeadersRegex: ^X-Meshauth- and
+// the claim headers' names, nginx auth_request_set and proxy_set_header,
+// Caddy copy_headers). The proxy must not let the caller's other
+// X-Meshauth-* fields through, nor those spelt with '_' for '-' (nginx
+// drops them by default). It forwards the path as it has it: configure it
+// to normalize the path as the canonical form does (merge slashes, remove
+// dot segments), or it may serve a path other than the one judged. nginx treats
 // any status from the subrequest other than 2xx, 401 and 403 as an error
 // (500): invalid_request answers (400) surface that way.
 func NewForwardAuth(cfg Config) (*AuthServer, error) {
@@ -50,11 +55,13 @@ func NewForwardAuth(cfg Config) (*AuthServer, error) {
 // HTTP mode (http_service), which sends the original method and headers
 // with pathPrefix (server_uri's path_prefix, "" if none) put before the
 // original path. Configure authorization_request.allowed_headers to
-// include authorization and the prefix x-meshauth-, and
+// include authorization, the prefix x-meshauth-, the claim headers and the
+// fields conditions read, and
 // authorization_response.allowed_upstream_headers with the prefix
-// x-meshauth-. An allowed answer sets the identity headers that have a
-// value, and lists in x-envoy-auth-headers-to-remove the other identity
-// headers and every other X-Meshauth-* field the caller sent.
+// x-meshauth- and the claim headers. An allowed answer sets the identity
+// and claim headers that have a value, and lists in
+// x-envoy-auth-headers-to-remove the others and every other field the
+// caller sent in their names or under X-Meshauth-*.
 func NewExtAuthzHTTP(cfg Config, pathPrefix string) (*AuthServer, error) {
 	if pathPrefix != "" && (!strings.HasPrefix(pathPrefix, "/") || strings.HasSuffix(pathPrefix, "/")) {
 		return nil, fmt.Errorf(`proxy: ext_authz path prefix %q must start and not end with "/"`, pathPrefix)
@@ -97,6 +104,8 @@ const envoyRemoveHeader = "X-Envoy-Auth-Headers-To-Remove"
 
 func (a *authHandler) serve(ctx *fasthttp.RequestCtx) {
 	h := &ctx.Request.Header
+	r := a.g.begin()
+	defer a.g.end(r)
 	uri := fasthttp.AcquireURI()
 	defer fasthttp.ReleaseURI(uri)
 	var method []byte
@@ -108,57 +117,71 @@ func (a *authHandler) serve(ctx *fasthttp.RequestCtx) {
 	}
 	if !ok {
 		deny(ctx, answers[codeBadTarget].verdict)
-		a.g.record(a.entry, codeBadTarget, method, nil)
+		a.g.record(a.entry, codeBadTarget, r, method)
 		return
 	}
 
-	c := a.g.getClaims()
-	defer a.g.putClaims(c)
-	v := a.g.decide(method, uri, h.PeekAll(fasthttp.HeaderAuthorization), c)
+	v := a.g.decide(r, method, uri, h.PeekAll(fasthttp.HeaderAuthorization), requestHeaders{h})
 	if !v.ok() {
 		deny(ctx, v)
-		a.g.record(a.entry, v.code, method, uri.Path())
+		a.g.record(a.entry, v.code, r, method)
 		return
 	}
-	var identity [3]string // subject, client, scope; empty on public routes
-	if v.code == codeAllowed {
-		identity = [3]string{c.Subject, c.ClientID, c.Scope}
-	}
+	// Values are set on codeAllowed only: empty on public routes.
 	rh := &ctx.Response.Header
+	claims := r.rules.claimHeaders
 	if a.entry == entryExtAuthzHTTP {
 		// Envoy applies set headers before removals, so a header is either
 		// set or removed, never both.
-		var buf [128]byte
-		remove := buf[:0]
+		remove := r.scratch[:0]
 		for i, name := range identityHeaders {
-			if identity[i] != "" {
-				rh.Set(name, identity[i])
+			if value, _ := r.value(i); len(value) > 0 {
+				rh.SetBytesV(name, value)
+			} else {
+				remove = appendName(remove, name)
+			}
+		}
+		for _, name := range claims {
+			if value, set := r.claimValue(name); set {
+				rh.SetBytesV(name, value)
 			} else {
 				remove = appendName(remove, name)
 			}
 		}
 		for k := range h.AllInOrder() {
-			if identityHeader(k) && !isIdentityHeaderName(k) {
+			if strippedHeader(k, r.rules) && !isIdentityHeaderName(k) && !containsFold(claims, k) {
 				remove = appendName(remove, k)
 			}
 		}
 		if len(remove) > 0 {
 			rh.SetBytesV(envoyRemoveHeader, remove)
 		}
+		r.scratch = remove
 	} else {
+		// Every field, empty if unset, for the front proxy to copy over
+		// the caller's.
 		for i, name := range identityHeaders {
-			rh.Set(name, identity[i])
+			value, _ := r.value(i)
+			rh.SetBytesV(name, value)
+		}
+		for _, name := range claims {
+			value, _ := r.claimValue(name)
+			rh.SetBytesV(name, value)
 		}
 	}
 	ctx.SetStatusCode(fasthttp.StatusOK)
-	a.g.record(a.entry, v.code, method, uri.Path())
+	a.g.record(a.entry, v.code, r, method)
 }
-
-var identityHeaders = [3]string{headerSubject, headerClient, headerScope}
 
 // isIdentityHeaderName reports whether name is one of identityHeaders.
 func isIdentityHeaderName(name []byte) bool {
-	for _, n := range identityHeaders {
+	return containsFold(identityHeaders[:], name)
+}
+
+// containsFold reports whether names holds name, compared
+// case-insensitively.
+func containsFold(names []string, name []byte) bool {
+	for _, n := range names {
 		if equalFold(name, n) {
 			return true
 		}

@@ -98,10 +98,10 @@ func TestExtAuthzHTTP(t *testing.T) {
 		remove               string
 	}{
 		{"allowed", "POST", "/authz/orders/1", []string{bearer(validToken()), "x-meshauth-subject: mallory", "x-meshauth-role: admin"}, 200, "",
-			map[string]string{headerSubject: "alice", headerClient: "web", headerScope: "orders:read orders:write"}, "x-meshauth-role"},
+			map[string]string{headerSubject: "alice", headerClient: "web", headerScope: "orders:read orders:write", headerIssuer: testIssuer}, "x-meshauth-role"},
 		{"no client_id", "GET", "/authz/orders", []string{noClient}, 200, "",
-			map[string]string{headerSubject: "alice", headerScope: "orders:read orders:write"}, "x-meshauth-client"},
-		{"public", "GET", "/authz/public", nil, 200, "", nil, "x-meshauth-subject,x-meshauth-client,x-meshauth-scope"},
+			map[string]string{headerSubject: "alice", headerScope: "orders:read orders:write", headerIssuer: testIssuer}, "x-meshauth-client"},
+		{"public", "GET", "/authz/public", nil, 200, "", nil, "x-meshauth-subject,x-meshauth-client,x-meshauth-scope,x-meshauth-issuer"},
 		{"missing token", "GET", "/authz/orders", nil, 401, bareChallenge, nil, ""},
 		{"scope", "DELETE", "/authz/orders/1", []string{bearer(tokenWith(func(_, c jsonObject) { c["scope"] = "x" }))}, 403,
 			`Bearer realm="meshauth", error="insufficient_scope", scope="orders:write"`, nil, ""},

@@ -116,7 +116,17 @@ func testPolicy() Policy {
 }
 
 func testConfig(tb testing.TB) Config {
-	return Config{Verifier: testVerifier(tb), Policy: testPolicy()}
+	return Config{Verifier: testVerifier(tb), Rules: mustRules(tb, testPolicy())}
+}
+
+// mustRules compiles p.
+func mustRules(tb testing.TB, p Policy) *Rules {
+	tb.Helper()
+	r, err := NewRules(p)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return r
 }
 
 // upstream is a loopback service that records what reaches it.
@@ -244,3 +254,22 @@ func get(t *testing.T, base, target string, fields ...string) rawResponse {
 }
 
 func bearer(tok string) string { return "Authorization: Bearer " + tok }
+
+// syncBuffer is a log destination safe for the goroutines of a
+// DecisionLog or a PolicyFile.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

@@ -24,7 +24,9 @@ var entryNames = [numEntries]string{"proxy", "forward_auth", "ext_authz_grpc", "
 //   - meshauth_requests_total{entry, outcome, reason}: entry is proxy,
 //     forward_auth, ext_authz_grpc or ext_authz_http; outcome is allowed,
 //     public, denied or error; reason is "none", a token.Reason, or one of
-//     a fixed set (no_token, insufficient_scope, upstream, ...).
+//     a fixed set (no_token, insufficient_scope, issuer_refused,
+//     condition_false, condition_error, path_* for paths that cannot be
+//     made safe, upstream, ...).
 //   - meshauth_verify_duration_seconds: the time taken by the verifier.
 //
 // Every series is created up front, so the hot path only increments.

@@ -44,7 +44,9 @@ type SidecarConfig struct {
 
 // Sidecar is a reverse proxy in front of one service: it forwards a request
 // only if the policy allows it, with the caller's identity in
-// X-Meshauth-Subject, X-Meshauth-Client and X-Meshauth-Scope.
+// X-Meshauth-Subject, X-Meshauth-Client, X-Meshauth-Scope and
+// X-Meshauth-Issuer and the route's claim headers, to the canonical path
+// it was judged on (or the original one: Policy.ForwardPath).
 type Sidecar struct {
 	g        *guard
 	upstream *fasthttp.HostClient
@@ -71,6 +73,8 @@ func NewSidecar(cfg SidecarConfig) (*Sidecar, error) {
 		return nil, fmt.Errorf("proxy: ForwardAuthPath %q: %w", s.authPath, err)
 	}
 	s.upstream = newUpstreamClient(addr, false, cmp.Or(cfg.MaxConns, DefaultMaxConns), cmp.Or(cfg.UpstreamTimeout, DefaultUpstreamTimeout))
+	// The path sent is the one serve puts in the URI, unchanged.
+	s.upstream.DisablePathNormalizing = true
 	s.auth = &authHandler{g: g, entry: entryForwardAuth}
 	s.server = newServer(s.serve, g.log)
 	return s, nil
@@ -155,17 +159,18 @@ func (s *Sidecar) serve(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	req := &ctx.Request
+	r := s.g.begin()
+	defer s.g.end(r)
 	// First, before anything reads them: only the sidecar speaks for the
-	// caller's identity.
-	stripIdentity(&req.Header)
+	// caller's identity and claims.
+	stripCallerFields(&req.Header, r.rules)
 
-	c := s.g.getClaims()
-	defer s.g.putClaims(c)
 	method := req.Header.Method()
-	v := s.g.decide(method, ctx.URI(), req.Header.PeekAll(fasthttp.HeaderAuthorization), c)
+	uri := ctx.URI()
+	v := s.g.decide(r, method, uri, req.Header.PeekAll(fasthttp.HeaderAuthorization), requestHeaders{&req.Header})
 	if !v.ok() {
 		deny(ctx, v)
-		s.g.record(entryProxy, v.code, method, ctx.Path())
+		s.g.record(entryProxy, v.code, r, method)
 		return
 	}
 
@@ -174,9 +179,21 @@ func (s *Sidecar) serve(ctx *fasthttp.RequestCtx) {
 	clientClose := req.Header.ConnectionClose()
 	removeHopByHop(&req.Header)
 	if v.code == codeAllowed {
-		req.Header.Set(headerSubject, c.Subject)
-		req.Header.Set(headerClient, c.ClientID)
-		req.Header.Set(headerScope, c.Scope)
+		for i, name := range identityHeaders {
+			value, _ := r.value(i)
+			req.Header.SetBytesV(name, value)
+		}
+		for i, h := range r.route.claims {
+			if value, set := r.value(numIdentity + i); set {
+				req.Header.SetBytesV(h.name, value)
+			}
+		}
+	}
+	// The upstream client sends the URI's path as it is (its
+	// DisablePathNormalizing): the one judged, unless the policy says
+	// otherwise.
+	if !r.rules.forwardOrig && !bytes.Equal(r.canon, uri.PathOriginal()) {
+		uri.SetPathBytes(r.canon)
 	}
 	resp := &ctx.Response
 	outcome := v.code
@@ -191,7 +208,18 @@ func (s *Sidecar) serve(ctx *fasthttp.RequestCtx) {
 	if clientClose {
 		ctx.SetConnectionClose()
 	}
-	s.g.record(entryProxy, outcome, method, ctx.Path())
+	s.g.record(entryProxy, outcome, r, method)
+}
+
+// requestHeaders are a fasthttp request's fields, for conditions.
+type requestHeaders struct{ h *fasthttp.RequestHeader }
+
+func (rh requestHeaders) field(name string) ([]byte, bool) {
+	vs := rh.h.PeekAll(name)
+	if len(vs) == 0 {
+		return nil, false
+	}
+	return vs[0], true
 }
 
 // deny writes a refusal. It does not use ctx.Error, which would discard
@@ -207,7 +235,11 @@ func deny(ctx *fasthttp.RequestCtx, v verdict) {
 }
 
 // stripIdentity removes every header in the identity namespace.
-func stripIdentity(h *fasthttp.RequestHeader) {
+func stripIdentity(h *fasthttp.RequestHeader) { stripCallerFields(h, nil) }
+
+// stripCallerFields removes every header in the identity namespace and
+// every claim header of rs, if not nil (strippedHeader).
+func stripCallerFields(h *fasthttp.RequestHeader, rs *rules) {
 	// Collect, then delete: deleting while iterating is undefined.
 	// AllInOrder reads the fields as received, which is what the caller
 	// sent since this runs before any change, and unlike All it leaves
@@ -215,7 +247,7 @@ func stripIdentity(h *fasthttp.RequestHeader) {
 	var buf [128]byte
 	names := buf[:0] // each name followed by '\n', which names cannot hold
 	for k := range h.AllInOrder() {
-		if identityHeader(k) {
+		if strippedHeader(k, rs) {
 			names = append(append(names, k...), '\n')
 		}
 	}

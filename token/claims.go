@@ -30,8 +30,25 @@ type Claims struct {
 	// Raw is the claims set as signed: a JSON object without duplicate
 	// member names. Act and MayAct are slices of it.
 	Raw []byte
+	// SubjectPrefix is the identity namespace of the issuer that vouched
+	// for the token (Policy.SubjectPrefix): what qualifies its "sub" and
+	// "client_id", and those of its actors, before anyone acts on them
+	// (AppendQualified). Empty for an issuer whose names are local ones.
+	SubjectPrefix string
 
 	seen claimSet
+}
+
+// AppendQualified appends id, a "sub" or "client_id" of the token or of an
+// actor in its "act" chain, qualified by c.SubjectPrefix: the form in
+// which a service and a policy must see it, so that a federated
+// provider's "web" never passes for the local "web". An empty id stays
+// empty.
+func (c *Claims) AppendQualified(dst []byte, id string) []byte {
+	if id == "" {
+		return dst
+	}
+	return append(append(dst, c.SubjectPrefix...), id...)
 }
 
 // HasScope reports whether scope is one of the space-separated tokens of
@@ -238,4 +255,250 @@ func (p *parser) objectClaim(data []byte) (json.RawMessage, error) {
 		return nil, errClaimsJSON
 	}
 	return data[start:p.i:p.i], nil
+}
+
+// AppendClaimText appends the text of the top-level claim name for a
+// header field: a string as it is, a number as its JSON text, true or
+// false, and an array of those with its elements joined by ",". It
+// reports false, appending nothing, for a claim that is absent, null, an
+// object, or an array holding any of those or another array. It reads
+// c.Raw without allocating.
+func (c *Claims) AppendClaimText(dst []byte, name string) ([]byte, bool) {
+	var ns names
+	p := newParser(c.Raw, &ns)
+	if !p.findMember(name) {
+		return dst, false
+	}
+	n := len(dst)
+	if p.peek() != '[' {
+		dst, ok := p.appendScalar(dst)
+		return dst, ok
+	}
+	if p.openArray() != nil {
+		return dst[:n], false
+	}
+	for i := 0; ; i++ {
+		more, err := p.nextElement(i)
+		if err != nil {
+			return dst[:n], false
+		}
+		if !more {
+			return dst, true
+		}
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		var ok bool
+		if dst, ok = p.appendScalar(dst); !ok {
+			return dst[:n], false
+		}
+	}
+}
+
+// findMember reads the object at the start of p's data up to the value of
+// its member name, and reports whether there is one. The data was
+// validated when the claims were decoded: duplicates need no check.
+func (p *parser) findMember(name string) bool {
+	mark, err := p.openObject()
+	if err != nil {
+		return false
+	}
+	for {
+		n, ok, err := p.nextName(mark)
+		if err != nil || !ok {
+			return false
+		}
+		var buf [64]byte
+		if string(p.text(n, buf[:0])) == name {
+			return true
+		}
+		if p.skipValue() != nil {
+			return false
+		}
+	}
+}
+
+// appendScalar appends the text of a string, number or boolean value.
+func (p *parser) appendScalar(dst []byte) ([]byte, bool) {
+	switch c := p.peek(); {
+	case c == '"':
+		s, err := p.readString()
+		if err != nil {
+			return dst, false
+		}
+		if s.esc {
+			return unescape(dst, p.raw(s)), true
+		}
+		return append(dst, p.raw(s)...), true
+	case c == 't' || c == 'f':
+		b, err := p.readBool()
+		if err != nil {
+			return dst, false
+		}
+		return strconv.AppendBool(dst, b), true
+	case c == '-' || '0' <= c && c <= '9':
+		num, err := p.readNumber()
+		if err != nil {
+			return dst, false
+		}
+		return append(dst, num...), true
+	}
+	return dst, false
+}
+
+// Value returns the top-level claim name decoded as Values decodes it, and
+// whether it is present. Only that claim is decoded.
+func (c *Claims) Value(name string) (any, bool, error) {
+	var ns names
+	p := newParser(c.Raw, &ns)
+	switch {
+	case name == "act" || name == "may_act":
+		// Found already: the slices of Raw that Act and MayAct are.
+		v := c.Act
+		if name == "may_act" {
+			v = c.MayAct
+		}
+		if v == nil {
+			return nil, false, nil
+		}
+		p = newParser(v, &ns)
+	case !p.findMember(name):
+		return nil, false, nil
+	}
+	v, err := p.value()
+	if err != nil {
+		return nil, false, errClaimsJSON
+	}
+	return v, true, nil
+}
+
+// AppendActors appends the "sub" of each actor of the "act" chain (RFC 8693
+// §4.1), the current actor first, then the prior ones it nests: "" for an
+// actor without a string "sub".
+func (c *Claims) AppendActors(dst []string) ([]string, error) {
+	for act := c.Act; act != nil; {
+		var ns names
+		p := newParser(act, &ns)
+		mark, err := p.openObject()
+		if err != nil {
+			return dst, errClaimsJSON
+		}
+		sub, next := "", []byte(nil)
+		for {
+			name, ok, err := p.nextName(mark)
+			if err != nil {
+				return dst, errClaimsJSON
+			}
+			if !ok {
+				break
+			}
+			var buf [8]byte
+			switch string(p.text(name, buf[:0])) {
+			case "sub":
+				if p.peek() == '"' {
+					s, err := p.readString()
+					if err != nil {
+						return dst, errClaimsJSON
+					}
+					sub = string(text(act, s, nil))
+					continue
+				}
+			case "act":
+				if p.peek() == '{' {
+					start := p.i
+					if p.skipValue() != nil {
+						return dst, errClaimsJSON
+					}
+					next = act[start:p.i]
+					continue
+				}
+			}
+			if p.skipValue() != nil {
+				return dst, errClaimsJSON
+			}
+		}
+		dst, act = append(dst, sub), next
+	}
+	return dst, nil
+}
+
+// Values returns every claim decoded as encoding/json decodes into an
+// any: objects as map[string]any, arrays as []any, numbers as float64.
+// Each call decodes c.Raw anew, into new memory.
+func (c *Claims) Values() (map[string]any, error) {
+	var ns names
+	p := newParser(c.Raw, &ns)
+	v, err := p.value()
+	if err != nil {
+		return nil, errClaimsJSON
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return nil, errClaimsJSON
+	}
+	return m, nil
+}
+
+// value reads any value into the types encoding/json would use.
+func (p *parser) value() (any, error) {
+	switch c := p.peek(); c {
+	case '{':
+		mark, err := p.openObject()
+		if err != nil {
+			return nil, err
+		}
+		m := map[string]any{}
+		for {
+			name, ok, err := p.nextName(mark)
+			if err != nil {
+				return nil, err
+			}
+			if !ok {
+				return m, nil
+			}
+			v, err := p.value()
+			if err != nil {
+				return nil, err
+			}
+			m[string(p.text(name, nil))] = v
+		}
+	case '[':
+		if err := p.openArray(); err != nil {
+			return nil, err
+		}
+		a := []any{}
+		for n := 0; ; n++ {
+			ok, err := p.nextElement(n)
+			if err != nil {
+				return nil, err
+			}
+			if !ok {
+				return a, nil
+			}
+			v, err := p.value()
+			if err != nil {
+				return nil, err
+			}
+			a = append(a, v)
+		}
+	case '"':
+		s, err := p.readString()
+		if err != nil {
+			return nil, err
+		}
+		return string(p.text(s, nil)), nil
+	case 't', 'f':
+		return p.readBool()
+	case 'n':
+		if p.literal("null") {
+			return nil, nil
+		}
+		return nil, errSyntax
+	default:
+		b, err := p.readNumber()
+		if err != nil {
+			return nil, err
+		}
+		return strconv.ParseFloat(string(b), 64)
+	}
 }

@@ -52,6 +52,7 @@ type trustSet struct {
 	verifiers []*Verifier
 	byIssuer  map[string]int // index into verifiers
 	maxSize   int            // the largest Policy.MaxSize
+	prefixed  bool           // some issuer has a Policy.SubjectPrefix
 }
 
 // NewAuthenticator returns an Authenticator that accepts the tokens that
@@ -75,6 +76,7 @@ func NewAuthenticator(issuers []Issuer, opts AuthenticatorOptions) (*Authenticat
 		t.byIssuer[v.issuer] = i
 		t.verifiers = append(t.verifiers, v)
 		t.maxSize = max(t.maxSize, v.maxSize)
+		t.prefixed = t.prefixed || v.prefix != ""
 	}
 	a := &Authenticator{cache: opts.Cache, now: opts.Now}
 	if a.now == nil {
@@ -123,6 +125,7 @@ func (a *Authenticator) AddIssuer(iss Issuer) error {
 	for _, w := range t.verifiers {
 		if w != nil {
 			t.maxSize = max(t.maxSize, w.maxSize)
+			t.prefixed = t.prefixed || w.prefix != ""
 		}
 	}
 	a.trust.Store(t)
@@ -152,6 +155,12 @@ func (a *Authenticator) VerifyInto(tok []byte, c *Claims) error {
 	if a.cache != nil {
 		sum = sha256.Sum256(tok)
 		if a.cache.load(&sum, t.verifiers, c) {
+			if t.prefixed {
+				// The entry holds the claims as signed; the namespace is
+				// the trust entry's. The issuer's one live slot is the
+				// one the entry named, since the Cache used it.
+				c.SubjectPrefix = t.verifiers[t.byIssuer[c.Issuer]].prefix
+			}
 			return a.denied.check(c, a.now)
 		}
 	}

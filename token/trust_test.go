@@ -41,8 +41,8 @@ func trustKeySet(names ...string) *KeySet {
 }
 
 // trustIssuers returns issuer A, which accepts at+jwt tokens for "orders",
-// and issuer B, which accepts untyped or "JWT" tokens for "payments", both
-// on the clock now.
+// and issuer B, which accepts untyped or "JWT" tokens for "payments" and
+// qualifies its names with its URL, both on the clock now.
 func trustIssuers(now func() time.Time) []Issuer {
 	return []Issuer{
 		{
@@ -50,7 +50,7 @@ func trustIssuers(now func() time.Time) []Issuer {
 			Keys:   trustKeySet("a1", "shared@a"),
 		},
 		{
-			Policy: Policy{Issuer: issuerB, Audiences: []string{"payments"}, Types: []string{"", "JWT"}, Now: now},
+			Policy: Policy{Issuer: issuerB, Audiences: []string{"payments"}, Types: []string{"", "JWT"}, Now: now, SubjectPrefix: issuerB + "#"},
 			Keys:   trustKeySet("b1", "shared@b"),
 		},
 	}
@@ -191,6 +191,43 @@ func TestNewAuthenticatorErrors(t *testing.T) {
 				t.Error("NewAuthenticator succeeded")
 			}
 		})
+	}
+}
+
+// TestSubjectPrefix checks that the claims of a token carry the namespace
+// of the issuer that vouched for it, whether verified or from the cache.
+func TestSubjectPrefix(t *testing.T) {
+	now := func() time.Time { return testNow }
+	a := testAuthenticator(t, now, testCache(t, CacheConfig{Now: now}))
+	for _, tt := range []struct {
+		tok             []byte
+		prefix, sub     string
+		client, actorID string
+	}{
+		{mint("a1", "at+jwt", claimsOf(issuerA, "orders", `"client_id":"web",`)), "", "alice", "web", "orders"},
+		{mint("b1", "", claimsOf(issuerB, "payments", `"client_id":"web",`)), issuerB + "#", issuerB + "#alice", issuerB + "#web", issuerB + "#orders"},
+		{mint("b1", "", claimsOf(issuerB, "payments", "")), issuerB + "#", issuerB + "#alice", "", issuerB + "#orders"},
+	} {
+		for run := range 2 { // verified, then from the cache
+			var c Claims
+			if err := a.VerifyInto(tt.tok, &c); err != nil {
+				t.Fatal(err)
+			}
+			if c.SubjectPrefix != tt.prefix || c.Subject != "alice" {
+				t.Errorf("run %d: prefix %q, sub %q", run, c.SubjectPrefix, c.Subject)
+			}
+			for _, x := range []struct{ id, want string }{{c.Subject, tt.sub}, {c.ClientID, tt.client}, {"orders", tt.actorID}} {
+				if got := string(c.AppendQualified([]byte("|"), x.id)); got != "|"+x.want {
+					t.Errorf("run %d: %q qualified as %q, want %q", run, x.id, got, "|"+x.want)
+				}
+			}
+		}
+	}
+	if s := a.cache.Stats(); s.Hits != 3 {
+		t.Errorf("%d cache hits, want 3", s.Hits)
+	}
+	if _, err := NewVerifier(Policy{Issuer: issuerA, Audiences: []string{"orders"}, SubjectPrefix: "a\n"}, trustKeySet("a1")); err == nil {
+		t.Error("a prefix with a line feed accepted")
 	}
 }
 

@@ -44,6 +44,14 @@ type Policy struct {
 	// MaxSize is the largest accepted token, in bytes. Zero means
 	// DefaultMaxSize.
 	MaxSize int
+	// SubjectPrefix is the issuer's identity namespace, which its tokens'
+	// Claims carry (Claims.SubjectPrefix): put before "sub" and
+	// "client_id" wherever they are shown or judged, so that an issuer
+	// whose names are not this deployment's own (a federated provider,
+	// with its own "web" or "root") cannot pass for a local identity.
+	// Empty: the issuer's names are local names. The edge's foreign
+	// issuers use the issuer's URL followed by "#".
+	SubjectPrefix string
 	// Now returns the current time. Default: time.Now.
 	Now func() time.Time
 }
@@ -60,6 +68,7 @@ type Verifier struct {
 	leeway     time.Duration
 	algs       algSet
 	maxSize    int
+	prefix     string // Policy.SubjectPrefix
 	now        func() time.Time
 }
 
@@ -89,7 +98,13 @@ func NewVerifier(p Policy, keys Keys) (*Verifier, error) {
 		anyAud:    p.AnyAudience,
 		leeway:    p.Leeway,
 		maxSize:   p.MaxSize,
+		prefix:    p.SubjectPrefix,
 		now:       p.Now,
+	}
+	for i := 0; i < len(v.prefix); i++ {
+		if c := v.prefix[i]; c < ' ' || c == 0x7f {
+			return nil, errors.New("token: subject prefix holds a control character")
+		}
 	}
 	if v.leeway == 0 {
 		v.leeway = DefaultLeeway
@@ -171,6 +186,7 @@ func (v *Verifier) VerifyInto(tok []byte, c *Claims) error {
 	if err := decodeClaims(raw, c); err != nil {
 		return err
 	}
+	c.SubjectPrefix = v.prefix
 	return v.checkClaims(c)
 }
 

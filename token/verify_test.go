@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -490,5 +491,86 @@ func TestVerifyConcurrent(t *testing.T) {
 		if err := <-done; err != nil {
 			t.Error(err)
 		}
+	}
+}
+
+func TestAppendClaimText(t *testing.T) {
+	const raw = `{"iss":"https://issuer.example","s":"a b","esc":"\u00e9\n","n":-1.5e3,"t":true,"f":false,` +
+		`"list":["x",2,true],"empty":[],"nested":["x",["y"]],"obj":{"a":1},"null":null,"objs":[{}],"https://example.com/roles":"admin"}`
+	c := Claims{Raw: []byte(raw)}
+	for _, tt := range []struct {
+		name, want string
+		ok         bool
+	}{
+		{"s", "a b", true},
+		{"esc", "é\n", true},
+		{"n", "-1.5e3", true},
+		{"t", "true", true},
+		{"f", "false", true},
+		{"list", "x,2,true", true},
+		{"empty", "", true},
+		{"https://example.com/roles", "admin", true},
+		{"nested", "", false},
+		{"obj", "", false},
+		{"null", "", false},
+		{"objs", "", false},
+		{"absent", "", false},
+		{"S", "", false}, // names are exact
+	} {
+		got, ok := c.AppendClaimText([]byte("|"), tt.name)
+		if ok != tt.ok || string(got) != "|"+tt.want {
+			t.Errorf("%s: %q, %v; want %q, %v", tt.name, got, ok, "|"+tt.want, tt.ok)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() {
+		var buf [64]byte
+		c.AppendClaimText(buf[:0], "list")
+	}); n != 0 {
+		t.Errorf("AppendClaimText: %v allocations", n)
+	}
+}
+
+func TestClaimsValues(t *testing.T) {
+	c := Claims{Raw: []byte(`{"sub":"al\u0069ce","n":2,"act":{"sub":"orders","act":{"sub":"web"}},"l":[1,"x",null,false]}`)}
+	got, err := c.Values()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{"sub": "alice", "n": 2.0, "act": map[string]any{"sub": "orders", "act": map[string]any{"sub": "web"}},
+		"l": []any{1.0, "x", nil, false}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("Values() = %#v, want %#v", got, want)
+	}
+	if _, err := (&Claims{Raw: []byte(`[1]`)}).Values(); err == nil {
+		t.Error("Values of an array succeeded")
+	}
+}
+
+func TestClaimsValueAndActors(t *testing.T) {
+	const act = `{"sub":"orders","act":{"client_id":"x","act":{"sub":"w\u0065b","act":{}}}}`
+	raw := `{"sub":"alice","n":1,"act":` + act + `,"may_act":{"sub":"billing"}}`
+	c := Claims{Raw: []byte(raw), Act: []byte(act), MayAct: []byte(`{"sub":"billing"}`)}
+	for _, tt := range []struct {
+		name string
+		want any
+		ok   bool
+	}{
+		{"n", 1.0, true},
+		{"sub", "alice", true},
+		{"act", map[string]any{"sub": "orders", "act": map[string]any{"client_id": "x", "act": map[string]any{"sub": "web", "act": map[string]any{}}}}, true},
+		{"may_act", map[string]any{"sub": "billing"}, true},
+		{"absent", nil, false},
+	} {
+		got, ok, err := c.Value(tt.name)
+		if err != nil || ok != tt.ok || !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("Value(%q) = %#v, %v, %v; want %#v, %v", tt.name, got, ok, err, tt.want, tt.ok)
+		}
+	}
+	actors, err := c.AppendActors(nil)
+	if want := []string{"orders", "", "web", ""}; err != nil || !reflect.DeepEqual(actors, want) {
+		t.Errorf("AppendActors = %q, %v; want %q", actors, err, want)
+	}
+	if actors, err := (&Claims{}).AppendActors(nil); err != nil || len(actors) != 0 {
+		t.Errorf("no act: %q, %v", actors, err)
 	}
 }

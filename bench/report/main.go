@@ -42,6 +42,8 @@ var ratios = []ratio{
 	{"verify, cache hit, no revocations ÷ SHA-256 of the token + map lookup (cost)", "token/BenchmarkAuthenticatorCacheHit/ES256/revocations=0", "token/BenchmarkCacheHitFloor/ES256", true, "≤ 2, 0 allocs"},
 	{"verify, cache hit, 10,000 revocations held ÷ SHA-256 of the token + map lookup (cost)", "token/BenchmarkAuthenticatorCacheHit/ES256/revocations=10000", "token/BenchmarkCacheHitFloor/ES256", true, "≤ 2, 0 allocs"},
 	{"sidecar requests/s over loopback ÷ bare fasthttp proxy hop requests/s", "bench/BenchmarkProxyHop/sidecar", "bench/BenchmarkProxyHop/floor", false, "≥ 0.7"},
+	{"sidecar requests/s, scopes-only route ÷ bare fasthttp proxy hop requests/s", "bench/BenchmarkPolicyHop/scopes", "bench/BenchmarkPolicyHop/floor", false, "≥ 0.85"},
+	{"sidecar requests/s, route with a CEL condition and two claim headers ÷ scopes-only route", "bench/BenchmarkPolicyHop/cel", "bench/BenchmarkPolicyHop/scopes", false, "≥ 0.95"},
 	{"ext_authz gRPC Check/s ÷ always-allow Check/s", "bench/BenchmarkExtAuthzCheck/meshauth", "bench/BenchmarkExtAuthzCheck/floor", false, "≥ 0.8"},
 	{"egress requests/s, warm exchange cache ÷ bare fasthttp proxy hop requests/s", "bench/BenchmarkEgressHop/egress", "bench/BenchmarkEgressHop/floor", false, "≥ 0.7, 0 allocs"},
 	{"exchange client, cache hit ÷ SHA-256 of the subject token + map lookup (cost)", "bench/BenchmarkExchangeCacheHit/client", "bench/BenchmarkExchangeCacheHit/floor", true, "≤ 2, 0 allocs"},
@@ -60,6 +62,7 @@ var ratios = []ratio{
 // their floor's, so the latency a hop adds can be read off.
 var latencies = []struct{ what, subject, floor string }{
 	{"sidecar hop vs bare proxy hop", "bench/BenchmarkProxyHop/sidecar", "bench/BenchmarkProxyHop/floor"},
+	{"sidecar hop, CEL route vs scopes-only route", "bench/BenchmarkPolicyHop/cel", "bench/BenchmarkPolicyHop/scopes"},
 	{"ext_authz Check vs always-allow", "bench/BenchmarkExtAuthzCheck/meshauth", "bench/BenchmarkExtAuthzCheck/floor"},
 	{"egress hop (warm cache) vs bare proxy hop", "bench/BenchmarkEgressHop/egress", "bench/BenchmarkEgressHop/floor"},
 	{"edge hop (warm cache) vs sidecar hop", "bench/BenchmarkEdgeHop/edge", "bench/BenchmarkEdgeHop/sidecar"},
@@ -78,6 +81,8 @@ var pairedRatios = []struct{ what, bench, metric, target string }{
 	{"verify ES256 ÷ bare stdlib check, interleaved in one loop", "bench/BenchmarkVerifyPaired/ES256", "verify/floor", "≤ 1.3"},
 	{"verify EdDSA ÷ bare stdlib check, interleaved in one loop", "bench/BenchmarkVerifyPaired/EdDSA", "verify/floor", "≤ 1.3"},
 	{"verify RS256 ÷ bare stdlib check, interleaved in one loop", "bench/BenchmarkVerifyPaired/RS256", "verify/floor", "≤ 1.3"},
+	{"sidecar requests/s, scopes-only route ÷ bare proxy hop, interleaved", "bench/BenchmarkPolicyHopPaired", "scopes/floor", "≥ 0.85"},
+	{"sidecar requests/s, CEL condition and two claim headers ÷ scopes-only route, interleaved", "bench/BenchmarkPolicyHopPaired", "cel/scopes", "≥ 0.95"},
 }
 
 // rotations are the deliveries of a key rotation to N subscribed Envoy

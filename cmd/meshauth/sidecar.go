@@ -9,7 +9,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -37,13 +40,18 @@ type trustedIssuer struct {
 	// Types accepted in the "typ" header; default at+jwt (RFC 9068). "" in
 	// the list accepts tokens without typ.
 	Types []string `yaml:"types"`
+	// SubjectPrefix qualifies the sub and client_id of its tokens
+	// (token.Policy.SubjectPrefix); default none: its names are local.
+	SubjectPrefix string `yaml:"subject_prefix"`
 }
 
-// sidecarFile is the structured part of the sidecar's config file.
+// sidecarFile is the structured part of the sidecar's config file: the
+// trusted issuers, and the route policy (routes, default_scopes,
+// forward_path, allow_encoded_slashes), which is reloaded while the
+// sidecar runs.
 type sidecarFile struct {
-	Issuers       []trustedIssuer `yaml:"issuers"`
-	Routes        []proxy.Route   `yaml:"routes"`
-	DefaultScopes []string        `yaml:"default_scopes"`
+	Issuers []trustedIssuer `yaml:"issuers"`
+	Policy  proxy.Policy    `yaml:",inline"`
 }
 
 type sidecarFlags struct {
@@ -62,7 +70,13 @@ type sidecarFlags struct {
 	tokenURL                     string
 	nats                         natsconn.Flags
 	federation                   bool
+	policyCheck                  time.Duration
+	decisionLog                  bool
+	decisionLogAllowed           float64
 	log                          logFlags
+	// configPath is the config file (--config), if any: the route policy
+	// is read from it, and again when it changes.
+	configPath string
 }
 
 // envClientSecret holds the sidecar's own client secret, for the egress.
@@ -91,7 +105,10 @@ func (f *sidecarFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.clientSecretFile, "client-secret-file", "", "file holding this sidecar's client secret (or set "+envClientSecret+")")
 	fs.StringVar(&f.tokenURL, "token-url", "", "the issuer's token endpoint for exchanges (default: from the first --trust issuer's metadata)")
 	f.nats.Register(fs, "follow the trusted issuers' keys and revocations pushed over JetStream (HTTPS polling goes on as the fallback)")
-	fs.BoolVar(&f.federation, "federation", true, "with --nats, also trust the providers a trusted issuer federates, whose keys it relays (false: refuse relayed keys)")
+	fs.BoolVar(&f.federation, "federation", true, "with --nats, also trust the providers a trusted issuer federates, whose keys it relays (false: refuse relayed keys); their sub and client_id reach services qualified as PROVIDER#NAME")
+	fs.DurationVar(&f.policyCheck, "policy-check-interval", proxy.DefaultPolicyCheckInterval, "how often the config file is read for a new route policy, applied if valid (SIGHUP also reloads it; negative: only SIGHUP)")
+	fs.BoolVar(&f.decisionLog, "decision-log", true, "log one line per refused request (entry, route, outcome, reason, sub, client_id, a hash of jti; never the token)")
+	fs.Float64Var(&f.decisionLogAllowed, "decision-log-allowed", 0, "with --decision-log, the share of allowed requests also logged, from 0 to 1")
 	f.log.register(fs)
 }
 
@@ -103,6 +120,7 @@ func runSidecar(ctx context.Context, args []string, _ io.Writer) error {
 	if err := flagconf.ParseWith(fs, args, nil, &file); err != nil {
 		return err
 	}
+	f.configPath = fs.Lookup("config").Value.String()
 	log, err := newLogger(f.log.level, f.log.format)
 	if err != nil {
 		return err
@@ -118,7 +136,7 @@ func runSidecar(ctx context.Context, args []string, _ io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return serveSidecar(ctx, &f, issuers, proxy.Policy{Routes: file.Routes, DefaultScopes: file.DefaultScopes}, secret, log, nil)
+	return serveSidecar(ctx, &f, issuers, file.Policy, secret, log, nil)
 }
 
 // trustedIssuers merges --trust flags with the config file's issuers.
@@ -152,13 +170,16 @@ func (f *sidecarFlags) trustedIssuers(fromFile []trustedIssuer) ([]trustedIssuer
 
 // serveSidecar wires key sets, the verification core and the entry points,
 // and serves until ctx is done. ready, if not nil, gets the bound address of
-// the proxy listener.
+// the proxy listener. The route policy is read from f.configPath if set,
+// else it is policy.
 func serveSidecar(ctx context.Context, f *sidecarFlags, trusted []trustedIssuer, policy proxy.Policy, clientSecret string, log *slog.Logger, ready func(addr string)) error {
-	if err := policy.Validate(); err != nil {
-		return fmt.Errorf("route policy: %w", err)
-	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	rules, stopPolicy, err := f.routePolicy(policy, reg, log)
+	if err != nil {
+		return err
+	}
+	defer stopPolicy()
 
 	keysCtx, stopKeys := context.WithCancel(ctx)
 	defer stopKeys()
@@ -179,7 +200,7 @@ func serveSidecar(ctx context.Context, f *sidecarFlags, trusted []trustedIssuer,
 			return fmt.Errorf("keys of %s: %w", t.Issuer, err)
 		}
 		keys.Start(keysCtx)
-		issuers = append(issuers, token.Issuer{Policy: token.Policy{Issuer: t.Issuer, Audiences: t.Audiences, Types: t.Types}, Keys: keys})
+		issuers = append(issuers, token.Issuer{Policy: token.Policy{Issuer: t.Issuer, Audiences: t.Audiences, Types: t.Types, SubjectPrefix: t.SubjectPrefix}, Keys: keys})
 		keySets.add(t.Issuer, keys, true)
 	}
 	opts := token.AuthenticatorOptions{MaxRevocations: f.maxRevocations}
@@ -215,7 +236,14 @@ func serveSidecar(ctx context.Context, f *sidecarFlags, trusted []trustedIssuer,
 	if err != nil {
 		return err
 	}
-	cfg := proxy.Config{Verifier: auth, Policy: policy, Logger: log, Metrics: metrics}
+	cfg := proxy.Config{Verifier: auth, Rules: rules, Logger: log, Metrics: metrics}
+	if f.decisionLog {
+		cfg.Decisions, err = proxy.NewDecisionLog(proxy.DecisionLogConfig{Logger: log, AllowedRate: f.decisionLogAllowed, Registerer: reg})
+		if err != nil {
+			return fmt.Errorf("--decision-log-allowed: %w", err)
+		}
+		defer cfg.Decisions.Close() // after the servers: what they queued is written
+	}
 	sidecar, err := proxy.NewSidecar(proxy.SidecarConfig{Config: cfg, Upstream: f.upstream, ForwardAuthPath: f.forwardAuthPath, UpstreamTimeout: f.upstreamTimeout})
 	if err != nil {
 		return err
@@ -303,6 +331,43 @@ func serveSidecar(ctx context.Context, f *sidecarFlags, trusted []trustedIssuer,
 			ready(ln.Addr().String())
 		}
 	})
+}
+
+// routePolicy returns the rules of the route policy and a function that
+// stops following it: with a config file, the file's, reloaded on SIGHUP
+// and when it changes; else policy's, fixed.
+func (f *sidecarFlags) routePolicy(policy proxy.Policy, reg prometheus.Registerer, log *slog.Logger) (*proxy.Rules, func(), error) {
+	if f.configPath == "" {
+		rules, err := proxy.NewRules(policy)
+		if err != nil {
+			return nil, nil, fmt.Errorf("route policy: %w", err)
+		}
+		return rules, func() {}, nil
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	pf, err := proxy.NewPolicyFile(proxy.PolicyFileConfig{Path: f.configPath, Parse: sidecarPolicy(f.configPath), Interval: f.policyCheck,
+		Signals: hup, Logger: log, Registerer: reg})
+	if err != nil {
+		signal.Stop(hup)
+		return nil, nil, err
+	}
+	pf.Start()
+	return pf.Rules(), func() { pf.Stop(); signal.Stop(hup) }, nil
+}
+
+// sidecarPolicy reads the route policy from the sidecar's config file at
+// path, as strictly as the start does.
+func sidecarPolicy(path string) func([]byte) (proxy.Policy, error) {
+	return func(data []byte) (proxy.Policy, error) {
+		fs := flag.NewFlagSet("sidecar", flag.ContinueOnError)
+		new(sidecarFlags).register(fs)
+		var file sidecarFile
+		if err := flagconf.DecodeSections(path, data, fs, &file); err != nil {
+			return proxy.Policy{}, err
+		}
+		return file.Policy, nil
+	}
 }
 
 func registerKeySetMetrics(reg prometheus.Registerer, issuer string, keys *jwks.KeySetCache) {

@@ -156,7 +156,7 @@ func providerTrust(t trustedIssuer, keys *trustedKeys, auth *token.Authenticator
 			log.Warn("federated provider refused", "provider", provider, "err", err)
 			return nil
 		}
-		err = auth.AddIssuer(token.Issuer{Policy: token.Policy{Issuer: provider, Audiences: t.Audiences, Types: t.Types}, Keys: c})
+		err = auth.AddIssuer(token.Issuer{Policy: token.Policy{Issuer: provider, Audiences: t.Audiences, Types: t.Types, SubjectPrefix: provider + "#"}, Keys: c})
 		if err != nil {
 			log.Warn("federated provider refused", "provider", provider, "err", err)
 			return nil

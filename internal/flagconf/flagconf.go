@@ -101,11 +101,24 @@ func splitList(f *flag.Flag, v string) []string {
 	return []string{v}
 }
 
+// DecodeSections decodes data, the content of the config file at path,
+// as ParseWith does, into structured alone: for a section reloaded while
+// the command runs. Keys that are neither flags of fs nor sections are
+// errors; flag values are not read.
+func DecodeSections(path string, data []byte, fs *flag.FlagSet, structured any) error {
+	_, err := decodeConfig(path, data, fs, structured)
+	return err
+}
+
 func readConfig(path string, fs *flag.FlagSet, structured any) (map[string][]string, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config file: %w", err)
 	}
+	return decodeConfig(path, data, fs, structured)
+}
+
+func decodeConfig(path string, data []byte, fs *flag.FlagSet, structured any) (map[string][]string, error) {
 	var doc map[string]yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return nil, fmt.Errorf("parse config file %s: %w", path, err)
