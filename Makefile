@@ -29,14 +29,33 @@ lint:
 
 # Short fuzzing of every parser of untrusted input; FUZZTIME=5m for longer.
 FUZZTIME ?= 20s
+FUZZ_TARGETS = \
+	./issuer/:FuzzParseForm \
+	./issuer/:FuzzAssertionSubject \
+	./issuer/:FuzzAuthorizationRequest \
+	./issuer/:FuzzCodeVerifier \
+	./issuer/:FuzzPrefersIntrospectionJWT \
+	./issuer/:FuzzForeignIntrospection \
+	./issuer/:FuzzSessionCookie \
+	./token/:FuzzVerify \
+	./token/:FuzzClaims \
+	./token/:FuzzParseJWKS \
+	./token/:FuzzSignedToken \
+	./token/:FuzzAuthenticator \
+	./token/:FuzzVerifyJWS \
+	./token/:FuzzReadIdentity \
+	./proxy/:FuzzBearer \
+	./proxy/:FuzzClientAddr \
+	./proxy/:FuzzCanonicalPath \
+	./jwks/:FuzzDecodeUpdate \
+	./exchange/:FuzzDecide \
+	./exchange/:FuzzParseTokenResponse \
+	./exchange/:FuzzParseMetadata \
+	./xds/:FuzzParseConfig \
+	./rp/:FuzzIDTokenClaims \
+
 fuzz:
-	for t in FuzzParseForm FuzzAssertionSubject FuzzAuthorizationRequest FuzzCodeVerifier FuzzPrefersIntrospectionJWT FuzzForeignIntrospection FuzzSessionCookie; do $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) ./issuer/ || exit 1; done
-	for t in FuzzVerify FuzzClaims FuzzParseJWKS FuzzSignedToken FuzzAuthenticator FuzzVerifyJWS FuzzReadIdentity; do $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) ./token/ || exit 1; done
-	for t in FuzzBearer FuzzClientAddr FuzzCanonicalPath; do $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) ./proxy/ || exit 1; done
-	$(GO) test -run='^$$' -fuzz='^FuzzDecodeUpdate$$' -fuzztime=$(FUZZTIME) ./jwks/
-	for t in FuzzDecide FuzzParseTokenResponse FuzzParseMetadata; do $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) ./exchange/ || exit 1; done
-	$(GO) test -run='^$$' -fuzz='^FuzzParseConfig$$' -fuzztime=$(FUZZTIME) ./xds/
-	$(GO) test -run='^$$' -fuzz='^FuzzIDTokenClaims$$' -fuzztime=$(FUZZTIME) ./rp/
+	for t in $(FUZZ_TARGETS); do $(GO) test -run='^$$' -fuzz="^$${t##*:}$$" -fuzztime=$(FUZZTIME) $${t%%:*} || exit 1; done
 
 clean:
 	rm -rf bin
