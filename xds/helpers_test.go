@@ -1,7 +1,6 @@
 package xds
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -23,6 +22,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/meshauth/meshauth/internal/testlog"
 	"github.com/meshauth/meshauth/internal/testpki"
 	"github.com/meshauth/meshauth/internal/tlsfiles"
 	"github.com/meshauth/meshauth/jwks"
@@ -71,26 +71,8 @@ func (js *jwksServer) set(t testing.TB, keys ...token.Key) {
 	js.doc.Store(&doc)
 }
 
-// syncBuffer is a log destination safe for concurrent writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // waitLog waits until the log holds want.
-func waitLog(t testing.TB, logs *syncBuffer, want string) {
+func waitLog(t testing.TB, logs *testlog.Buffer, want string) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for !strings.Contains(logs.String(), want) {
@@ -113,7 +95,7 @@ type testEnv struct {
 	srv     *Server
 	addr    string
 	conn    *grpc.ClientConn // without a client certificate
-	logs    *syncBuffer
+	logs    *testlog.Buffer
 	config  string
 	ca      *testpki.CA // of the server's certificate and its clients', with TLS
 	keySets sync.Map    // issuer → *jwks.KeySetCache
@@ -131,7 +113,7 @@ func startServer(t testing.TB, config, jwksURL string) *testEnv {
 // ClientCertificates.
 func startServerWith(t testing.TB, config, jwksURL string, mutualTLS bool) *testEnv {
 	t.Helper()
-	env := &testEnv{logs: &syncBuffer{}, config: filepath.Join(t.TempDir(), "xds.yaml")}
+	env := &testEnv{logs: &testlog.Buffer{}, config: filepath.Join(t.TempDir(), "xds.yaml")}
 	writeFile(t, env.config, config)
 	log := slog.New(slog.NewTextHandler(env.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	srv, err := New(Options{
