@@ -14,11 +14,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"google.golang.org/grpc"
 
 	"github.com/meshauth/meshauth/exchange"
 	"github.com/meshauth/meshauth/internal/flagconf"
+	"github.com/meshauth/meshauth/internal/grpcserve"
 	"github.com/meshauth/meshauth/internal/natsconn"
+	"github.com/meshauth/meshauth/internal/ratelog"
 	"github.com/meshauth/meshauth/jwks"
 	"github.com/meshauth/meshauth/proxy"
 	"github.com/meshauth/meshauth/token"
@@ -62,7 +63,15 @@ type sidecarFlags struct {
 	tokenURL                     string
 	nats                         natsconn.Flags
 	federation                   bool
+	grpc                         grpcserve.Limits
 	log                          logFlags
+}
+
+// extAuthzLimits are the defaults of the ext_authz gRPC server's limits:
+// the Envoy beside it, a connection per worker thread, Checks of headers.
+var extAuthzLimits = grpcserve.Limits{
+	MaxConnections: 64, MaxStreams: 512, MaxConcurrentStreams: 256,
+	MaxRecvBytes: 1 << 20, MaxSendBytes: 1 << 20, KeepaliveMinTime: 10 * time.Second,
 }
 
 // envClientSecret holds the sidecar's own client secret, for the egress.
@@ -92,6 +101,8 @@ func (f *sidecarFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.tokenURL, "token-url", "", "the issuer's token endpoint for exchanges (default: from the first --trust issuer's metadata)")
 	f.nats.Register(fs, "follow the trusted issuers' keys and revocations pushed over JetStream (HTTPS polling goes on as the fallback)")
 	fs.BoolVar(&f.federation, "federation", true, "with --nats, also trust the providers a trusted issuer federates, whose keys it relays (false: refuse relayed keys)")
+	f.grpc = extAuthzLimits
+	f.grpc.Register(fs, "ext_authz gRPC server (--ext-authz-grpc)")
 	f.log.register(fs)
 }
 
@@ -254,12 +265,17 @@ func serveSidecar(ctx context.Context, f *sidecarFlags, trusted []trustedIssuer,
 		if err != nil {
 			return err
 		}
-		ea, err := proxy.NewExtAuthzServer(cfg)
+		eaCfg := cfg
+		eaCfg.Logger = ratelog.New(log) // what a caller causes, bounded
+		ea, err := proxy.NewExtAuthzServer(eaCfg)
 		if err != nil {
 			return err
 		}
-		gs := grpc.NewServer()
-		ea.Register(gs)
+		gs, err := grpcserve.New("ext_authz", f.grpc, reg)
+		if err != nil {
+			return err
+		}
+		ea.Register(gs.Server)
 		servers = append(servers, func() error { return gs.Serve(gln) })
 		stops = append(stops, func(context.Context) error { gs.GracefulStop(); return nil })
 	}
