@@ -192,7 +192,7 @@ func (s *Server) render(w http.ResponseWriter, status int, redirectURI string, d
 	d.IssuerHost, d.CSS = s.issuerHost, template.CSS(pageCSS)
 	var buf bytes.Buffer
 	if err := pageTemplate.ExecuteTemplate(&buf, "page", d); err != nil {
-		s.log.Error("render page", "kind", d.Kind, "error", err)
+		s.remote.Error("render page", "kind", d.Kind, "error", err)
 		http.Error(w, "internal error", http.StatusInternalServerError)
 		return
 	}
@@ -371,14 +371,14 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	user, err := s.checkLogin(r.Context(), name, password)
 	if err != nil {
-		s.log.ErrorContext(r.Context(), "login failed", "error", err)
+		s.remote.ErrorContext(r.Context(), "login failed", "error", err)
 		s.showLogin(w, r, c, req, http.StatusServiceUnavailable, name, "Signing in is temporarily unavailable. Please try again in a moment.")
 		return
 	}
 	if user == nil {
 		s.throttle.fail(now, account, accountFreeFailures)
 		s.throttle.fail(now, address, addressFreeFailures)
-		s.log.InfoContext(r.Context(), "login failed: wrong user name or password", "client_id", c.ID, "address", address)
+		s.remote.InfoContext(r.Context(), "login failed: wrong user name or password", "client_id", c.ID, "address", address)
 		s.showLogin(w, r, c, req, http.StatusUnauthorized, name, "The user name or password is incorrect.")
 		return
 	}

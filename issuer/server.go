@@ -26,6 +26,7 @@ import (
 	"golang.org/x/crypto/chacha20poly1305"
 
 	"github.com/meshauth/meshauth/internal/loopback"
+	"github.com/meshauth/meshauth/internal/ratelog"
 	"github.com/meshauth/meshauth/issuer/store"
 	"github.com/meshauth/meshauth/token"
 )
@@ -119,6 +120,7 @@ type Server struct {
 	own             *token.Authenticator      // verifies this issuer's tokens presented back to it
 	foreign         map[string]*foreignIssuer // by id
 	log             *slog.Logger
+	remote          *slog.Logger // log, for what callers cause: bounded (ratelog)
 	now             func() time.Time
 	mux             *http.ServeMux
 }
@@ -180,6 +182,7 @@ func New(cfg Config) (*Server, error) {
 	if s.log == nil {
 		s.log = slog.Default()
 	}
+	s.remote = ratelog.New(s.log)
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -298,7 +301,7 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	if err := s.store.Ping(ctx); err != nil {
-		s.log.Warn("readiness: store unreachable", "error", err)
+		s.remote.Warn("readiness: store unreachable", "error", err)
 		w.WriteHeader(http.StatusServiceUnavailable)
 		_, _ = w.Write([]byte("not ready: store unreachable\n"))
 		return
