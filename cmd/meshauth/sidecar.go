@@ -68,10 +68,12 @@ type sidecarFlags struct {
 }
 
 // extAuthzLimits are the defaults of the ext_authz gRPC server's limits:
-// the Envoy beside it, a connection per worker thread, Checks of headers.
+// the Envoy beside it, a connection per worker thread, Checks of headers
+// (Envoy's default bound on a request's header is 60 KiB). A flood costs
+// at most some 512 × 256 KiB of buffers.
 var extAuthzLimits = grpcserve.Limits{
-	MaxConnections: 64, MaxStreams: 512, MaxConcurrentStreams: 256,
-	MaxRecvBytes: 1 << 20, MaxSendBytes: 1 << 20, KeepaliveMinTime: 10 * time.Second,
+	MaxConnections: 64, MaxStreams: 512, MaxConcurrentStreams: 128,
+	MaxRecvBytes: 256 << 10, MaxSendBytes: 1 << 20, KeepaliveMinTime: 10 * time.Second,
 }
 
 // envClientSecret holds the sidecar's own client secret, for the egress.

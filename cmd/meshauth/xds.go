@@ -38,12 +38,14 @@ type xdsFlags struct {
 	log                     logFlags
 }
 
-// xdsLimits are the defaults of the xDS server's limits: one connection
-// and one or two streams per Envoy, of a fleet of thousands; large
-// snapshots sent, small requests read.
+// xdsLimits are the defaults of the xDS server's limits: a connection
+// and one ADS stream per Envoy, for up to some 2,000 Envoys per replica;
+// large snapshots sent, small requests read. A flood costs at most some
+// 2048 × 512 KiB of buffers, and takes a client certificate in the
+// authenticated mode.
 var xdsLimits = grpcserve.Limits{
-	MaxConnections: 4096, MaxStreams: 8192, MaxConcurrentStreams: 16,
-	MaxRecvBytes: 1 << 20, MaxSendBytes: 16 << 20, KeepaliveMinTime: 10 * time.Second,
+	MaxConnections: 4096, MaxStreams: 2048, MaxConcurrentStreams: 16,
+	MaxRecvBytes: 512 << 10, MaxSendBytes: 16 << 20, KeepaliveMinTime: 10 * time.Second,
 }
 
 func (f *xdsFlags) register(fs *flag.FlagSet) {

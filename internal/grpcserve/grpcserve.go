@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/tap"
@@ -31,7 +32,11 @@ type Limits struct {
 	MaxConnections int
 	// MaxStreams is the number of RPCs (streams) in flight at once over
 	// all connections; a stream beyond it is refused with
-	// RESOURCE_EXHAUSTED before anything of it is read.
+	// RESOURCE_EXHAUSTED before anything of it is read. Once half of them
+	// are in flight, a connection gets a stream only while it holds less
+	// than its fair share (half of MaxStreams over the connections open):
+	// a flood over many connections leaves room for a client that makes
+	// few calls.
 	MaxStreams int
 	// MaxConcurrentStreams is the HTTP/2 limit announced to each
 	// connection (SETTINGS_MAX_CONCURRENT_STREAMS); a client that goes
@@ -191,18 +196,32 @@ func (s *Server) register(name string, reg prometheus.Registerer) error {
 var errTooManyStreams = status.Error(codes.ResourceExhausted, "too many RPCs in flight on this server (--grpc-max-streams)")
 
 // admitStream runs for each new stream before it is set up: it refuses
-// the stream beyond MaxStreams, and otherwise gives the slot back when
-// the stream ends (the transport cancels every stream's context then).
+// the stream beyond MaxStreams or beyond its connection's fair share, and
+// otherwise gives the slots back when the stream ends (the transport
+// cancels every stream's context then).
 func (s *Server) admitStream(ctx context.Context, _ *tap.Info) (context.Context, error) {
 	c := &s.counts
-	if c.streams.Add(1) > int64(s.limits.MaxStreams) {
+	own := &noConn
+	if p, ok := peer.FromContext(ctx); ok {
+		if a, ok := p.Addr.(*connAddr); ok {
+			own = &a.streams
+		}
+	}
+	limit := int64(s.limits.MaxStreams)
+	total, mine := c.streams.Add(1), own.Add(1)
+	if total > limit || total > limit/2 && mine > max(1, limit/(2*max(1, c.conns.Load()))) {
 		c.streams.Add(-1)
+		own.Add(-1)
 		c.refusedStreams.Add(1)
 		return nil, errTooManyStreams
 	}
-	context.AfterFunc(ctx, func() { c.streams.Add(-1) })
+	context.AfterFunc(ctx, func() { c.streams.Add(-1); own.Add(-1) })
 	return ctx, nil
 }
+
+// noConn counts the streams of connections that did not come through
+// Serve's listener (none do, but the count needs a place).
+var noConn atomic.Int64
 
 // oversized is a stats.Handler that counts the RPCs that ended with
 // RESOURCE_EXHAUSTED: gRPC refuses an oversized message before any
@@ -265,7 +284,7 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		if l.counts.conns.Add(1) <= l.max {
-			return &limitedConn{Conn: c, counts: l.counts}, nil
+			return &limitedConn{Conn: c, counts: l.counts, addr: connAddr{Addr: c.RemoteAddr()}}, nil
 		}
 		l.counts.conns.Add(-1)
 		l.counts.refusedConns.Add(1)
@@ -273,12 +292,22 @@ func (l *limitListener) Accept() (net.Conn, error) {
 	}
 }
 
-// limitedConn gives its slot back when it is first closed.
+// limitedConn gives its slot back when it is first closed. Its remote
+// address carries the count of its streams: gRPC hands that address to
+// admitStream in the stream's peer.
 type limitedConn struct {
 	net.Conn
 	counts *counts
 	once   sync.Once
+	addr   connAddr
 }
+
+type connAddr struct {
+	net.Addr
+	streams atomic.Int64
+}
+
+func (c *limitedConn) RemoteAddr() net.Addr { return &c.addr }
 
 func (c *limitedConn) Close() error {
 	err := c.Conn.Close()

@@ -3,6 +3,7 @@ package grpcserve
 import (
 	"context"
 	"flag"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
@@ -140,69 +141,88 @@ func TestOversizedMessages(t *testing.T) {
 	eventually(t, "two oversized messages counted", func() bool { return s.Stats().OversizedMessages == 2 })
 }
 
-// TestStreamLimit: beyond MaxStreams in flight, new RPCs are refused with
-// RESOURCE_EXHAUSTED and counted; when the streams end, their slots come
-// back.
+// watch opens a health Watch stream on c and waits for its first answer:
+// a stream in flight until ctx ends.
+func watch(ctx context.Context, c *grpc.ClientConn) error {
+	w, err := healthpb.NewHealthClient(c).Watch(ctx, &healthpb.HealthCheckRequest{})
+	if err == nil {
+		_, err = w.Recv()
+	}
+	return err
+}
+
+// TestStreamLimit: beyond MaxStreams in flight, or beyond a connection's
+// fair share once half of them are, new RPCs are refused with
+// RESOURCE_EXHAUSTED and counted; when streams end, their slots come back.
 func TestStreamLimit(t *testing.T) {
 	l := testLimits
-	l.MaxStreams = 5
+	l.MaxStreams = 6
 	s, addr := serve(t, l)
-	c := dial(t, addr)
 	ctx, cancel := context.WithCancel(t.Context())
-	for range 5 {
-		w, err := healthpb.NewHealthClient(c).Watch(ctx, &healthpb.HealthCheckRequest{})
-		if err != nil {
-			t.Fatal(err)
+	defer cancel()
+	conns := []*grpc.ClientConn{dial(t, addr), dial(t, addr), dial(t, addr), dial(t, addr)}
+	eventually(t, "connections open", func() bool {
+		for _, c := range conns {
+			c.Connect()
 		}
-		if _, err := w.Recv(); err != nil {
-			t.Fatal(err)
+		return s.Stats().Connections == 4
+	})
+	// Up to half the limit, one connection takes what it asks; beyond,
+	// each of the four connections gets up to 6/(2×4), at least 1.
+	for i, want := range []int{3, 1, 1, 1} {
+		got := 0
+		for watch(ctx, conns[i]) == nil {
+			got++
+		}
+		if got != want {
+			t.Fatalf("connection %d got %d streams, want %d; stats %+v", i, got, want, s.Stats())
 		}
 	}
-	if st := s.Stats(); st.Streams != 5 {
+	if st := s.Stats(); st.Streams != 6 || st.RefusedStreams != 4 {
 		t.Fatalf("stats %+v", st)
 	}
-	if err := check(t.Context(), c); status.Code(err) != codes.ResourceExhausted {
+	if err := check(t.Context(), conns[3]); status.Code(err) != codes.ResourceExhausted {
 		t.Fatalf("a call beyond the limit: %v", err)
-	}
-	if st := s.Stats(); st.RefusedStreams != 1 {
-		t.Fatalf("stats %+v", st)
 	}
 	cancel()
 	eventually(t, "the streams' slots given back", func() bool { return s.Stats().Streams == 0 })
-	if err := check(t.Context(), c); err != nil {
+	if err := check(t.Context(), conns[0]); err != nil {
 		t.Fatal(err)
 	}
 }
 
-// TestLegitimateCallDuringFlood: clients that open thousands of streams
-// on a few connections get MaxConcurrentStreams per connection at once
-// (the rest wait on their side); a call on another connection is answered.
+// TestLegitimateCallDuringFlood: clients that open thousands of streams,
+// on one connection or on many, are held to MaxConcurrentStreams per
+// connection and to MaxStreams in all; a client on another connection
+// that makes one call is answered.
 func TestLegitimateCallDuringFlood(t *testing.T) {
-	s, addr := serve(t, testLimits)
-	ctx, cancel := context.WithCancel(t.Context())
-	var wg sync.WaitGroup
-	defer func() { cancel(); wg.Wait() }()
-	for range 3 {
-		c := dial(t, addr)
-		for range 1000 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if w, err := healthpb.NewHealthClient(c).Watch(ctx, &healthpb.HealthCheckRequest{}); err == nil {
-					w.Recv()
-					<-ctx.Done()
+	for _, conns := range []int{1, 12} {
+		t.Run(fmt.Sprintf("connections=%d", conns), func(t *testing.T) {
+			s, addr := serve(t, testLimits)
+			ctx, cancel := context.WithCancel(t.Context())
+			var wg sync.WaitGroup
+			defer func() { cancel(); wg.Wait() }()
+			for range conns {
+				c := dial(t, addr)
+				for range 1000 {
+					wg.Go(func() {
+						if watch(ctx, c) == nil {
+							<-ctx.Done()
+						}
+					})
 				}
-			}()
-		}
-	}
-	eventually(t, "the flood at its limit", func() bool { return s.Stats().Streams == 30 })
-	callCtx, callCancel := context.WithTimeout(t.Context(), 5*time.Second)
-	defer callCancel()
-	if err := check(callCtx, dial(t, addr)); err != nil {
-		t.Fatalf("a legitimate call during the flood: %v", err)
-	}
-	if st := s.Stats(); st.Streams > 31 || st.RefusedStreams != 0 {
-		t.Fatalf("stats during the flood %+v", st)
+			}
+			full := int64(min(conns*testLimits.MaxConcurrentStreams, testLimits.MaxStreams/2))
+			eventually(t, "the flood at its limit", func() bool { return s.Stats().Streams >= full })
+			callCtx, callCancel := context.WithTimeout(t.Context(), 5*time.Second)
+			defer callCancel()
+			if err := check(callCtx, dial(t, addr)); err != nil {
+				t.Fatalf("a legitimate call during the flood: %v; stats %+v", err, s.Stats())
+			}
+			if st := s.Stats(); st.Streams > int64(testLimits.MaxStreams) {
+				t.Fatalf("stats during the flood %+v", st)
+			}
+		})
 	}
 }
 
