@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/meshauth/meshauth/internal/grpcserve"
 	"github.com/meshauth/meshauth/proxy"
 )
 
@@ -30,7 +31,7 @@ func TestSidecarExtAuthzGRPCLimits(t *testing.T) {
 	issuerURL := startIssuer(t)
 	good := clientToken(t, issuerURL, "orders", "payments.charge", "payments")
 	f := sidecarFlags{upstream: "http://127.0.0.1:1", audience: "payments", listen: "127.0.0.1:0", adminListen: freeAddr(t),
-		extAuthzGRPC: freeAddr(t), forwardAuthPath: proxy.DefaultForwardAuthPath, upstreamTimeout: time.Second, grpc: extAuthzLimits}
+		extAuthzGRPC: freeAddr(t), forwardAuthPath: proxy.DefaultForwardAuthPath, upstreamTimeout: time.Second, grpc: grpcserve.ExtAuthzLimits()}
 	f.trust = append(f.trust, issuerURL)
 	startSidecar(t, &f, proxy.Policy{})
 	waitReady(t, "http://"+f.adminListen+"/readyz")

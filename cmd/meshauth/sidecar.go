@@ -67,15 +67,6 @@ type sidecarFlags struct {
 	log                          logFlags
 }
 
-// extAuthzLimits are the defaults of the ext_authz gRPC server's limits:
-// the Envoy beside it, a connection per worker thread, Checks of headers
-// (Envoy's default bound on a request's header is 60 KiB). A flood costs
-// at most some 512 × 256 KiB of buffers.
-var extAuthzLimits = grpcserve.Limits{
-	MaxConnections: 64, MaxStreams: 512, MaxConcurrentStreams: 128,
-	MaxRecvBytes: 256 << 10, MaxSendBytes: 1 << 20, KeepaliveMinTime: 10 * time.Second,
-}
-
 // envClientSecret holds the sidecar's own client secret, for the egress.
 const envClientSecret = "MESHAUTH_CLIENT_SECRET"
 
@@ -103,7 +94,7 @@ func (f *sidecarFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.tokenURL, "token-url", "", "the issuer's token endpoint for exchanges (default: from the first --trust issuer's metadata)")
 	f.nats.Register(fs, "follow the trusted issuers' keys and revocations pushed over JetStream (HTTPS polling goes on as the fallback)")
 	fs.BoolVar(&f.federation, "federation", true, "with --nats, also trust the providers a trusted issuer federates, whose keys it relays (false: refuse relayed keys)")
-	f.grpc = extAuthzLimits
+	f.grpc = grpcserve.ExtAuthzLimits()
 	f.grpc.Register(fs, "ext_authz gRPC server (--ext-authz-grpc)")
 	f.log.register(fs)
 }

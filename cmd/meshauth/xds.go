@@ -38,16 +38,6 @@ type xdsFlags struct {
 	log                     logFlags
 }
 
-// xdsLimits are the defaults of the xDS server's limits: a connection
-// and one ADS stream per Envoy, for up to some 2,000 Envoys per replica;
-// large snapshots sent, small requests read. A flood costs at most some
-// 2048 × 512 KiB of buffers, and takes a client certificate in the
-// authenticated mode.
-var xdsLimits = grpcserve.Limits{
-	MaxConnections: 4096, MaxStreams: 2048, MaxConcurrentStreams: 16,
-	MaxRecvBytes: 512 << 10, MaxSendBytes: 16 << 20, KeepaliveMinTime: 10 * time.Second,
-}
-
 func (f *xdsFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.listen, "listen", ":18000", "address the xDS gRPC server (ADS, state of the world and delta) serves Envoy on")
 	fs.StringVar(&f.adminListen, "admin-listen", "127.0.0.1:9902", "address of the admin listener: /metrics, /healthz, /readyz (empty disables)")
@@ -55,7 +45,7 @@ func (f *xdsFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.tlsKeyFile, "tls-key-file", "", "private key (PEM) of --tls-cert-file")
 	fs.StringVar(&f.tlsClientCAFile, "tls-client-ca-file", "", "require client certificates signed by these CAs (PEM): each node then gets only an entry whose identities list its certificate's SPIFFE ID or CN")
 	fs.DurationVar(&f.configPoll, "config-poll", time.Second, "how often the config file is checked for changes")
-	f.grpc = xdsLimits
+	f.grpc = grpcserve.XDSLimits()
 	f.grpc.Register(fs, "xDS server")
 	f.nats.Register(fs, "follow the issuers' key sets pushed over JetStream, so a rotation reaches Envoy's jwt_authn at once (HTTPS polling goes on as the fallback)")
 	f.log.register(fs)

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/meshauth/meshauth/internal/grpcserve"
 	"github.com/meshauth/meshauth/internal/testlog"
 	"github.com/meshauth/meshauth/internal/testpki"
 )
@@ -54,7 +55,7 @@ func startXDS(t *testing.T, f *xdsFlags, config string) (string, *testlog.Buffer
 		t.Fatal(err)
 	}
 	if f.grpc.MaxConnections == 0 {
-		f.grpc = xdsLimits
+		f.grpc = grpcserve.XDSLimits()
 	}
 	f.listen, f.configPoll = "127.0.0.1:0", time.Second
 	logs := &testlog.Buffer{}
@@ -175,7 +176,7 @@ func TestXDSStreamsBounded(t *testing.T) {
 			<-ctx.Done()
 		})
 	}
-	limit := int64(xdsLimits.MaxConcurrentStreams)
+	limit := int64(grpcserve.XDSLimits().MaxConcurrentStreams)
 	for deadline := time.Now().Add(5 * time.Second); answered.Load() < limit && time.Now().Before(deadline); {
 		time.Sleep(5 * time.Millisecond)
 	}

@@ -28,7 +28,8 @@ import (
 // Limits bound a gRPC server.
 type Limits struct {
 	// MaxConnections is the number of connections open at once; a
-	// connection beyond it is closed as soon as it is accepted.
+	// connection beyond it is closed as soon as it is accepted. At most
+	// half of MaxStreams.
 	MaxConnections int
 	// MaxStreams is the number of RPCs (streams) in flight at once over
 	// all connections; a stream beyond it is refused with
@@ -48,6 +49,29 @@ type Limits struct {
 	// KeepaliveMinTime is the shortest interval between a client's
 	// keepalive pings; a client that pings more often is disconnected.
 	KeepaliveMinTime time.Duration
+}
+
+// ExtAuthzLimits are the default limits of the sidecar's ext_authz
+// server: the Envoy beside it, a connection per worker thread, Checks of
+// headers (Envoy bounds a request's header to 60 KiB by default). A flood
+// costs at most some 512 × 256 KiB of buffers.
+func ExtAuthzLimits() Limits {
+	return Limits{
+		MaxConnections: 64, MaxStreams: 512, MaxConcurrentStreams: 128,
+		MaxRecvBytes: 256 << 10, MaxSendBytes: 1 << 20, KeepaliveMinTime: 10 * time.Second,
+	}
+}
+
+// XDSLimits are the default limits of the xDS server: a connection and
+// an ADS stream per Envoy, up to 2,048 Envoys per replica; large
+// snapshots sent, small requests read. A flood costs at most some 4096 ×
+// 256 KiB of buffers, and takes a client certificate in the authenticated
+// mode.
+func XDSLimits() Limits {
+	return Limits{
+		MaxConnections: 2048, MaxStreams: 4096, MaxConcurrentStreams: 16,
+		MaxRecvBytes: 256 << 10, MaxSendBytes: 16 << 20, KeepaliveMinTime: 10 * time.Second,
+	}
 }
 
 // Fixed settings, the same for every server.
@@ -98,6 +122,10 @@ func (l *Limits) check() error {
 		if !v.ok {
 			return fmt.Errorf("--%s must be positive", v.flag)
 		}
+	}
+	// Beyond half of MaxStreams, every connection keeps room for one.
+	if l.MaxConnections > l.MaxStreams/2 {
+		return fmt.Errorf("--grpc-max-connections (%d) must be at most half of --grpc-max-streams (%d)", l.MaxConnections, l.MaxStreams)
 	}
 	return nil
 }

@@ -110,6 +110,16 @@ func TestFlags(t *testing.T) {
 	if _, err := New("x", l, prometheus.NewRegistry()); err == nil || err.Error() != "--grpc-max-recv-bytes must be positive" {
 		t.Fatalf("error %v", err)
 	}
+	l = testLimits
+	l.MaxConnections = 51
+	if _, err := New("x", l, prometheus.NewRegistry()); err == nil || err.Error() != "--grpc-max-connections (51) must be at most half of --grpc-max-streams (100)" {
+		t.Fatalf("error %v", err)
+	}
+	for _, d := range []Limits{ExtAuthzLimits(), XDSLimits()} {
+		if err := d.check(); err != nil {
+			t.Errorf("defaults %+v: %v", d, err)
+		}
+	}
 }
 
 // TestOversizedMessages: a message over MaxRecvBytes ends its RPC with
@@ -156,7 +166,7 @@ func watch(ctx context.Context, c *grpc.ClientConn) error {
 // RESOURCE_EXHAUSTED and counted; when streams end, their slots come back.
 func TestStreamLimit(t *testing.T) {
 	l := testLimits
-	l.MaxStreams = 6
+	l.MaxStreams, l.MaxConnections = 8, 4
 	s, addr := serve(t, l)
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
@@ -168,8 +178,8 @@ func TestStreamLimit(t *testing.T) {
 		return s.Stats().Connections == 4
 	})
 	// Up to half the limit, one connection takes what it asks; beyond,
-	// each of the four connections gets up to 6/(2×4), at least 1.
-	for i, want := range []int{3, 1, 1, 1} {
+	// each of the four connections gets up to 8/(2×4).
+	for i, want := range []int{4, 1, 1, 1} {
 		got := 0
 		for watch(ctx, conns[i]) == nil {
 			got++
@@ -178,7 +188,7 @@ func TestStreamLimit(t *testing.T) {
 			t.Fatalf("connection %d got %d streams, want %d; stats %+v", i, got, want, s.Stats())
 		}
 	}
-	if st := s.Stats(); st.Streams != 6 || st.RefusedStreams != 4 {
+	if st := s.Stats(); st.Streams != 7 || st.RefusedStreams != 4 {
 		t.Fatalf("stats %+v", st)
 	}
 	if err := check(t.Context(), conns[3]); status.Code(err) != codes.ResourceExhausted {
