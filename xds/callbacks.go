@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -24,12 +25,44 @@ import (
 type openStream struct {
 	identity string // of its client certificate; "" without ClientCertificates
 	node     string // snapshotKey of the node its first request named; "" before
-	// sent is, by type URL, the last response of a state-of-the-world
-	// stream: what a NACK rejects.
-	sent map[string]sentResponse
+}
+
+// sentResponses are, by state-of-the-world stream and type URL, the last
+// responses sent: what a NACK rejects. They have a lock of their own, so
+// that a response never waits for the server's lock, which a rebuild
+// holds while it gives every node its snapshot.
+type sentResponses struct {
+	mu   sync.Mutex
+	last map[streamID]map[string]sentResponse
 }
 
 type sentResponse struct{ nonce, version string }
+
+func (r *sentResponses) note(sid streamID, resp *discovery.DiscoveryResponse) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.last[sid] == nil {
+		r.last[sid] = map[string]sentResponse{}
+	}
+	r.last[sid][resp.GetTypeUrl()] = sentResponse{nonce: resp.GetNonce(), version: resp.GetVersionInfo()}
+}
+
+// rejected returns the version of the response a NACK of typeURL with
+// nonce rejects, if it is the last one sent.
+func (r *sentResponses) rejected(sid streamID, typeURL, nonce string) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if last, ok := r.last[sid][typeURL]; ok && last.nonce == nonce {
+		return last.version
+	}
+	return ""
+}
+
+func (r *sentResponses) forget(sid streamID) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.last, sid)
+}
 
 type streamID struct {
 	delta bool // sotw and delta streams are numbered apart
@@ -83,7 +116,7 @@ func (s *Server) callbacks() serverv3.Callbacks {
 			return err
 		},
 		StreamResponseFunc: func(_ context.Context, id int64, _ *discovery.DiscoveryRequest, resp *discovery.DiscoveryResponse) {
-			s.sent(streamID{id: id}, resp)
+			s.sent.note(streamID{id: id}, resp)
 		},
 		StreamClosedFunc:      func(id int64, _ *core.Node) { s.closed(streamID{id: id}) },
 		DeltaStreamClosedFunc: func(id int64, _ *core.Node) { s.closed(streamID{delta: true, id: id}) },
@@ -153,10 +186,7 @@ func (s *Server) request(sid streamID, node *core.Node, typeURL, nonce string, n
 	o := s.nodes[st.node]
 	s.remote.Warn("envoy rejected a configuration (NACK); it keeps the one it had", ratelog.Kind("nack "+st.node+" "+typeURL),
 		"node", o.node.GetId(), "cluster", o.node.GetCluster(), "type", typeURL, "nonce", nonce, "err", nack.GetMessage())
-	if last, ok := st.sent[typeURL]; ok && last.nonce == nonce {
-		return last.version, nil
-	}
-	return "", nil
+	return s.sent.rejected(sid, typeURL, nonce), nil
 }
 
 // bind binds stream st to node, the node of its first request, if the
@@ -198,22 +228,10 @@ func (s *Server) refuse(why refusal, kind string, code codes.Code, reason string
 	return status.Error(code, reason)
 }
 
-// sent notes the last response of each type on a state-of-the-world
-// stream.
-func (s *Server) sent(sid streamID, resp *discovery.DiscoveryResponse) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if st, ok := s.streams[sid]; ok {
-		if st.sent == nil {
-			st.sent = map[string]sentResponse{}
-		}
-		st.sent[resp.GetTypeUrl()] = sentResponse{nonce: resp.GetNonce(), version: resp.GetVersionInfo()}
-	}
-}
-
 // closed forgets stream sid. When a node's last stream closes, its
 // snapshot goes: nodes come and go with their pods.
 func (s *Server) closed(sid streamID) {
+	s.sent.forget(sid)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st, ok := s.streams[sid]

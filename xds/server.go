@@ -87,6 +87,7 @@ type Server struct {
 	ctx    context.Context // ends when Run returns
 	done   context.CancelFunc
 	counts counts
+	sent   sentResponses
 
 	rebuild chan struct{} // a key set or the config changed; buffered
 
@@ -153,6 +154,7 @@ func New(opts Options) (*Server, error) {
 		served:  map[string]servedNode{},
 		nodes:   map[string]*openNode{},
 		streams: map[streamID]*openStream{},
+		sent:    sentResponses{last: map[streamID]map[string]sentResponse{}},
 	}
 	s.remote = slog.New(s.limit)
 	cfg, stamp, err := s.readConfig()
