@@ -14,10 +14,12 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/meshauth/meshauth/internal/grpcserve"
 	"github.com/meshauth/meshauth/proxy"
 	"github.com/meshauth/meshauth/token"
 )
@@ -33,6 +35,22 @@ const (
 // benchAuthenticator returns the sidecar's verifier as `meshauth sidecar`
 // wires it (one issuer, verified-token cache) and a valid token for it.
 func benchAuthenticator(b *testing.B) (*token.Authenticator, string) {
+	tok, key := benchToken(b)
+	cache, err := token.NewCache(token.CacheConfig{MaxBytes: 16 << 20})
+	if err != nil {
+		b.Fatal(err)
+	}
+	auth, err := token.NewAuthenticator([]token.Issuer{{Policy: token.Policy{Issuer: benchIssuer, Audiences: []string{benchAudience}}, Keys: token.NewKeySet([]token.Key{key})}},
+		token.AuthenticatorOptions{Cache: cache})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return auth, tok
+}
+
+// benchToken returns an access token of benchIssuer for benchAudience and
+// the key that verifies it.
+func benchToken(b *testing.B) (string, token.Key) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		b.Fatal(err)
@@ -48,17 +66,7 @@ func benchAuthenticator(b *testing.B) (*token.Authenticator, string) {
 		b.Fatal(err)
 	}
 	tok := input + "." + enc.EncodeToString(append(r.FillBytes(make([]byte, 32)), s.FillBytes(make([]byte, 32))...))
-	keys := token.NewKeySet([]token.Key{{ID: "k1", Algorithm: "ES256", Public: &key.PublicKey}})
-	cache, err := token.NewCache(token.CacheConfig{MaxBytes: 16 << 20})
-	if err != nil {
-		b.Fatal(err)
-	}
-	auth, err := token.NewAuthenticator([]token.Issuer{{Policy: token.Policy{Issuer: benchIssuer, Audiences: []string{benchAudience}}, Keys: keys}},
-		token.AuthenticatorOptions{Cache: cache})
-	if err != nil {
-		b.Fatal(err)
-	}
-	return auth, tok
+	return tok, token.Key{ID: "k1", Algorithm: "ES256", Public: &key.PublicKey}
 }
 
 // serveFast serves h on a fresh loopback port until the benchmark ends.
@@ -149,25 +157,38 @@ func (allowAll) Check(context.Context, *authv3.CheckRequest) (*authv3.CheckRespo
 }
 
 // BenchmarkExtAuthzCheck measures Envoy ext_authz gRPC Check calls over
-// loopback against meshauth and against an always-allow server.
+// loopback against meshauth, served as `meshauth sidecar` serves it (with
+// its gRPC limits), and against an always-allow bare gRPC server.
 func BenchmarkExtAuthzCheck(b *testing.B) {
 	auth, tok := benchAuthenticator(b)
 	meshauth, err := proxy.NewExtAuthzServer(proxy.Config{Verifier: auth})
 	if err != nil {
 		b.Fatal(err)
 	}
+	bare := func() (*grpc.Server, func(net.Listener) error) {
+		gs := grpc.NewServer()
+		return gs, gs.Serve
+	}
+	limited := func() (*grpc.Server, func(net.Listener) error) {
+		gs, err := grpcserve.New("ext_authz", grpcserve.ExtAuthzLimits(), prometheus.NewRegistry())
+		if err != nil {
+			b.Fatal(err)
+		}
+		return gs.Server, gs.Serve
+	}
 	for _, srv := range []struct {
-		name string
-		impl authv3.AuthorizationServer
-	}{{"floor", allowAll{}}, {"meshauth", meshauth}} {
+		name   string
+		impl   authv3.AuthorizationServer
+		server func() (*grpc.Server, func(net.Listener) error)
+	}{{"floor", allowAll{}, bare}, {"meshauth", meshauth, limited}} {
 		b.Run(srv.name, func(b *testing.B) {
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
 				b.Fatal(err)
 			}
-			gs := grpc.NewServer()
+			gs, serve := srv.server()
 			authv3.RegisterAuthorizationServer(gs, srv.impl)
-			go gs.Serve(ln)
+			go serve(ln)
 			defer gs.Stop()
 			conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 			if err != nil {
