@@ -33,11 +33,10 @@ type Limits struct {
 	MaxConnections int
 	// MaxStreams is the number of RPCs (streams) in flight at once over
 	// all connections; a stream beyond it is refused with
-	// RESOURCE_EXHAUSTED before anything of it is read. Once half of them
-	// are in flight, a connection gets a stream only while it holds less
-	// than its fair share (half of MaxStreams over the connections open):
-	// a flood over many connections leaves room for a client that makes
-	// few calls.
+	// RESOURCE_EXHAUSTED before anything of it is read. A connection's
+	// first stream in flight always has room: the others share
+	// MaxStreams − MaxConnections, so that a flood over many connections
+	// cannot lock out a client that makes one call at a time.
 	MaxStreams int
 	// MaxConcurrentStreams is the HTTP/2 limit announced to each
 	// connection (SETTINGS_MAX_CONCURRENT_STREAMS); a client that goes
@@ -54,23 +53,23 @@ type Limits struct {
 // ExtAuthzLimits are the default limits of the sidecar's ext_authz
 // server: the Envoy beside it, a connection per worker thread, Checks of
 // headers (Envoy bounds a request's header to 60 KiB by default). A flood
-// costs at most some 512 × 256 KiB of buffers.
+// costs at most some 256 × 256 KiB of buffers.
 func ExtAuthzLimits() Limits {
 	return Limits{
-		MaxConnections: 64, MaxStreams: 512, MaxConcurrentStreams: 128,
+		MaxConnections: 64, MaxStreams: 256, MaxConcurrentStreams: 128,
 		MaxRecvBytes: 256 << 10, MaxSendBytes: 1 << 20, KeepaliveMinTime: 10 * time.Second,
 	}
 }
 
 // XDSLimits are the default limits of the xDS server: a connection and
-// an ADS stream per Envoy, up to 2,048 Envoys per replica; large
-// snapshots sent, small requests read. A flood costs at most some 4096 ×
-// 256 KiB of buffers, and takes a client certificate in the authenticated
+// an ADS stream per Envoy, up to 1,024 Envoys per replica; large
+// snapshots sent, small requests read. A flood costs at most some 2048 ×
+// 128 KiB of buffers, and takes a client certificate in the authenticated
 // mode.
 func XDSLimits() Limits {
 	return Limits{
-		MaxConnections: 2048, MaxStreams: 4096, MaxConcurrentStreams: 16,
-		MaxRecvBytes: 256 << 10, MaxSendBytes: 16 << 20, KeepaliveMinTime: 10 * time.Second,
+		MaxConnections: 1024, MaxStreams: 2048, MaxConcurrentStreams: 16,
+		MaxRecvBytes: 128 << 10, MaxSendBytes: 16 << 20, KeepaliveMinTime: 10 * time.Second,
 	}
 }
 
@@ -123,7 +122,8 @@ func (l *Limits) check() error {
 			return fmt.Errorf("--%s must be positive", v.flag)
 		}
 	}
-	// Beyond half of MaxStreams, every connection keeps room for one.
+	// Every connection keeps room for one stream; the rest share at
+	// least half.
 	if l.MaxConnections > l.MaxStreams/2 {
 		return fmt.Errorf("--grpc-max-connections (%d) must be at most half of --grpc-max-streams (%d)", l.MaxConnections, l.MaxStreams)
 	}
@@ -223,33 +223,38 @@ func (s *Server) register(name string, reg prometheus.Registerer) error {
 // errTooManyStreams refuses a stream beyond MaxStreams.
 var errTooManyStreams = status.Error(codes.ResourceExhausted, "too many RPCs in flight on this server (--grpc-max-streams)")
 
-// admitStream runs for each new stream before it is set up: it refuses
-// the stream beyond MaxStreams or beyond its connection's fair share, and
-// otherwise gives the slots back when the stream ends (the transport
-// cancels every stream's context then).
+// admitStream runs for each new stream before it is set up. It admits a
+// connection's first stream in flight while MaxStreams are not in flight,
+// and its others while MaxStreams − MaxConnections are not: since at most
+// MaxConnections streams are firsts, a connection can always have one.
+// It gives the slots back when the stream ends (the transport cancels
+// every stream's context then).
 func (s *Server) admitStream(ctx context.Context, _ *tap.Info) (context.Context, error) {
 	c := &s.counts
-	own := &noConn
+	var own *atomic.Int64 // the streams of the stream's connection
 	if p, ok := peer.FromContext(ctx); ok {
 		if a, ok := p.Addr.(*connAddr); ok {
 			own = &a.streams
 		}
 	}
 	limit := int64(s.limits.MaxStreams)
-	total, mine := c.streams.Add(1), own.Add(1)
-	if total > limit || total > limit/2 && mine > max(1, limit/(2*max(1, c.conns.Load()))) {
+	if own == nil || own.Add(1) > 1 {
+		limit -= int64(s.limits.MaxConnections)
+	}
+	release := func() {
 		c.streams.Add(-1)
-		own.Add(-1)
+		if own != nil {
+			own.Add(-1)
+		}
+	}
+	if c.streams.Add(1) > limit {
+		release()
 		c.refusedStreams.Add(1)
 		return nil, errTooManyStreams
 	}
-	context.AfterFunc(ctx, func() { c.streams.Add(-1); own.Add(-1) })
+	context.AfterFunc(ctx, release)
 	return ctx, nil
 }
-
-// noConn counts the streams of connections that did not come through
-// Serve's listener (none do, but the count needs a place).
-var noConn atomic.Int64
 
 // oversized is a stats.Handler that counts the RPCs that ended with
 // RESOURCE_EXHAUSTED: gRPC refuses an oversized message before any

@@ -3,10 +3,10 @@ package grpcserve
 import (
 	"context"
 	"flag"
-	"fmt"
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -161,9 +161,10 @@ func watch(ctx context.Context, c *grpc.ClientConn) error {
 	return err
 }
 
-// TestStreamLimit: beyond MaxStreams in flight, or beyond a connection's
-// fair share once half of them are, new RPCs are refused with
-// RESOURCE_EXHAUSTED and counted; when streams end, their slots come back.
+// TestStreamLimit: a connection's first stream is refused only beyond
+// MaxStreams in flight, its others beyond MaxStreams − MaxConnections;
+// refusals are RESOURCE_EXHAUSTED and counted; when streams end, their
+// slots come back.
 func TestStreamLimit(t *testing.T) {
 	l := testLimits
 	l.MaxStreams, l.MaxConnections = 8, 4
@@ -177,8 +178,8 @@ func TestStreamLimit(t *testing.T) {
 		}
 		return s.Stats().Connections == 4
 	})
-	// Up to half the limit, one connection takes what it asks; beyond,
-	// each of the four connections gets up to 8/(2×4).
+	// The first connection takes the 8 − 4 streams that are not firsts;
+	// each other one gets its first.
 	for i, want := range []int{4, 1, 1, 1} {
 		got := 0
 		for watch(ctx, conns[i]) == nil {
@@ -201,29 +202,41 @@ func TestStreamLimit(t *testing.T) {
 	}
 }
 
-// TestLegitimateCallDuringFlood: clients that open thousands of streams,
-// on one connection or on many, are held to MaxConcurrentStreams per
-// connection and to MaxStreams in all; a client on another connection
-// that makes one call is answered.
+// TestLegitimateCallDuringFlood: a client that opens 2,000 streams on
+// one connection is held to MaxConcurrentStreams on it; clients that fill
+// every connection they may get with streams are held to MaxStreams. In
+// both, a client on another connection that makes one call at a time is
+// answered.
 func TestLegitimateCallDuringFlood(t *testing.T) {
-	for _, conns := range []int{1, 12} {
-		t.Run(fmt.Sprintf("connections=%d", conns), func(t *testing.T) {
+	for _, tc := range []struct {
+		name           string
+		conns, perConn int
+		steady         func(st Stats, decided int64) bool
+	}{
+		{"one connection", 1, 2000, func(st Stats, _ int64) bool { return st.Streams == int64(testLimits.MaxConcurrentStreams) }},
+		{"every connection", testLimits.MaxConnections - 1, testLimits.MaxConcurrentStreams, func(_ Stats, decided int64) bool {
+			return decided == int64((testLimits.MaxConnections-1)*testLimits.MaxConcurrentStreams)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
 			s, addr := serve(t, testLimits)
 			ctx, cancel := context.WithCancel(t.Context())
 			var wg sync.WaitGroup
 			defer func() { cancel(); wg.Wait() }()
-			for range conns {
+			var decided atomic.Int64 // flood streams served or refused
+			for range tc.conns {
 				c := dial(t, addr)
-				for range 1000 {
+				for range tc.perConn {
 					wg.Go(func() {
-						if watch(ctx, c) == nil {
+						err := watch(ctx, c)
+						decided.Add(1)
+						if err == nil {
 							<-ctx.Done()
 						}
 					})
 				}
 			}
-			full := int64(min(conns*testLimits.MaxConcurrentStreams, testLimits.MaxStreams/2))
-			eventually(t, "the flood at its limit", func() bool { return s.Stats().Streams >= full })
+			eventually(t, "the flood at its limit", func() bool { return tc.steady(s.Stats(), decided.Load()) })
 			callCtx, callCancel := context.WithTimeout(t.Context(), 5*time.Second)
 			defer callCancel()
 			if err := check(callCtx, dial(t, addr)); err != nil {
