@@ -331,6 +331,15 @@ func freeAddr(b *testing.B) string {
 // address.
 var processes = &running{byAdmin: map[string]process{}}
 
+// TestMain removes the meshauth binary the benchmarks built.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if processes.binary != "" {
+		os.RemoveAll(filepath.Dir(processes.binary))
+	}
+	os.Exit(code)
+}
+
 type running struct {
 	build   sync.Once
 	binary  string
