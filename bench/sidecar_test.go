@@ -15,10 +15,12 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/meshauth/meshauth/internal/grpcserve"
 	"github.com/meshauth/meshauth/proxy"
 	"github.com/meshauth/meshauth/token"
 )
@@ -41,6 +43,29 @@ func benchAuthenticator(b *testing.B) (*token.Authenticator, string) {
 // benchMinter returns the sidecar's verifier as benchAuthenticator does and
 // a function that mints valid tokens for it, with extra claims.
 func benchMinter(b *testing.B) (*token.Authenticator, func(extra map[string]any) string) {
+	mint, key := benchSigner(b)
+	cache, err := token.NewCache(token.CacheConfig{MaxBytes: 16 << 20})
+	if err != nil {
+		b.Fatal(err)
+	}
+	auth, err := token.NewAuthenticator([]token.Issuer{{Policy: token.Policy{Issuer: benchIssuer, Audiences: []string{benchAudience}}, Keys: token.NewKeySet([]token.Key{key})}},
+		token.AuthenticatorOptions{Cache: cache})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return auth, mint
+}
+
+// benchToken returns an access token of benchIssuer for benchAudience and
+// the key that verifies it.
+func benchToken(b *testing.B) (string, token.Key) {
+	mint, key := benchSigner(b)
+	return mint(nil), key
+}
+
+// benchSigner returns a function that mints access tokens of benchIssuer
+// for benchAudience, with extra claims, and the key that verifies them.
+func benchSigner(b *testing.B) (func(extra map[string]any) string, token.Key) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		b.Fatal(err)
@@ -60,17 +85,7 @@ func benchMinter(b *testing.B) (*token.Authenticator, func(extra map[string]any)
 		}
 		return input + "." + enc.EncodeToString(append(r.FillBytes(make([]byte, 32)), s.FillBytes(make([]byte, 32))...))
 	}
-	keys := token.NewKeySet([]token.Key{{ID: "k1", Algorithm: "ES256", Public: &key.PublicKey}})
-	cache, err := token.NewCache(token.CacheConfig{MaxBytes: 16 << 20})
-	if err != nil {
-		b.Fatal(err)
-	}
-	auth, err := token.NewAuthenticator([]token.Issuer{{Policy: token.Policy{Issuer: benchIssuer, Audiences: []string{benchAudience}}, Keys: keys}},
-		token.AuthenticatorOptions{Cache: cache})
-	if err != nil {
-		b.Fatal(err)
-	}
-	return auth, mint
+	return mint, token.Key{ID: "k1", Algorithm: "ES256", Public: &key.PublicKey}
 }
 
 // serveFast serves h on a fresh loopback port until the benchmark ends.
@@ -268,25 +283,38 @@ func (allowAll) Check(context.Context, *authv3.CheckRequest) (*authv3.CheckRespo
 }
 
 // BenchmarkExtAuthzCheck measures Envoy ext_authz gRPC Check calls over
-// loopback against meshauth and against an always-allow server.
+// loopback against meshauth, served as `meshauth sidecar` serves it (with
+// its gRPC limits), and against an always-allow bare gRPC server.
 func BenchmarkExtAuthzCheck(b *testing.B) {
 	auth, tok := benchAuthenticator(b)
 	meshauth, err := proxy.NewExtAuthzServer(proxy.Config{Verifier: auth})
 	if err != nil {
 		b.Fatal(err)
 	}
+	bare := func() (*grpc.Server, func(net.Listener) error) {
+		gs := grpc.NewServer()
+		return gs, gs.Serve
+	}
+	limited := func() (*grpc.Server, func(net.Listener) error) {
+		gs, err := grpcserve.New("ext_authz", grpcserve.ExtAuthzLimits(), prometheus.NewRegistry())
+		if err != nil {
+			b.Fatal(err)
+		}
+		return gs.Server, gs.Serve
+	}
 	for _, srv := range []struct {
-		name string
-		impl authv3.AuthorizationServer
-	}{{"floor", allowAll{}}, {"meshauth", meshauth}} {
+		name   string
+		impl   authv3.AuthorizationServer
+		server func() (*grpc.Server, func(net.Listener) error)
+	}{{"floor", allowAll{}, bare}, {"meshauth", meshauth, limited}} {
 		b.Run(srv.name, func(b *testing.B) {
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
 				b.Fatal(err)
 			}
-			gs := grpc.NewServer()
+			gs, serve := srv.server()
 			authv3.RegisterAuthorizationServer(gs, srv.impl)
-			go gs.Serve(ln)
+			go serve(ln)
 			defer gs.Stop()
 			conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 			if err != nil {

@@ -577,6 +577,8 @@ func TestKubernetesEmbeddedConfigs(t *testing.T) {
 	c := loadCluster(t)
 	for _, tc := range []struct{ configMap, key, file string }{
 		{"shop/orders-envoy", "bootstrap.yaml", "envoy/bootstrap-xds.yaml"},
+		{"shop/orders-envoy", "xds-client.yaml", "envoy/sds/xds-client.yaml"},
+		{"shop/orders-envoy", "mesh-ca.yaml", "envoy/sds/mesh-ca.yaml"},
 		{"meshauth/meshauth-xds", "xds.yaml", "xds/meshauth-xds.yaml"},
 	} {
 		cm := c.configMaps[tc.configMap]

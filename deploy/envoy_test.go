@@ -12,14 +12,13 @@ import (
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	"sigs.k8s.io/yaml"
-
-	"github.com/meshauth/meshauth/xds"
 )
 
-// loadBootstrap decodes an Envoy bootstrap as Envoy does (YAML → JSON →
-// proto, unknown fields refused, typed configs resolved) and validates it.
-func loadBootstrap(t *testing.T, path string) *bootstrap.Bootstrap {
+// decodeEnvoyFile decodes an Envoy config file into m as Envoy does (YAML
+// → JSON → proto, unknown fields refused, typed configs resolved).
+func decodeEnvoyFile(t *testing.T, path string, m proto.Message) {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -29,10 +28,16 @@ func loadBootstrap(t *testing.T, path string) *bootstrap.Bootstrap {
 	if err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}
-	var b bootstrap.Bootstrap
-	if err := protojson.Unmarshal(js, &b); err != nil {
+	if err := protojson.Unmarshal(js, m); err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}
+}
+
+// loadBootstrap decodes an Envoy bootstrap and validates it.
+func loadBootstrap(t *testing.T, path string) *bootstrap.Bootstrap {
+	t.Helper()
+	var b bootstrap.Bootstrap
+	decodeEnvoyFile(t, path, &b)
 	if err := b.ValidateAll(); err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}
@@ -81,15 +86,7 @@ func TestEnvoyExtAuthzExample(t *testing.T) {
 // flags included, and it serves the Envoy cluster of the Kubernetes
 // example.
 func TestXDSConfig(t *testing.T) {
-	data, err := os.ReadFile("xds/meshauth-xds.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	help := meshauthHelp(t, "xds")
-	cfg, err := xds.ParseConfig(data, func(key string) bool { return hasFlag(help, key) })
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, cfg := xdsConfigFile(t)
 	if len(cfg.Nodes) != 1 || cfg.Nodes[0].Cluster != "orders" || cfg.Nodes[0].JWTAuthn == nil {
 		t.Fatalf("nodes %+v: want the orders cluster with jwt_authn", cfg.Nodes)
 	}

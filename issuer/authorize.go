@@ -271,7 +271,7 @@ func (s *Server) authorizeFailed(w http.ResponseWriter, r *http.Request, err err
 			"error_description": {descriptionText(re.err.Description)},
 		})
 	default:
-		s.log.ErrorContext(r.Context(), "authorization failed", "path", r.URL.Path, "error", err)
+		s.remote.ErrorContext(r.Context(), "authorization failed", "path", r.URL.Path, "error", err)
 		s.showError(w, http.StatusServiceUnavailable, "The authorization server is temporarily unavailable. Please try again in a moment.")
 	}
 }
@@ -280,7 +280,7 @@ func (s *Server) authorizeFailed(w http.ResponseWriter, r *http.Request, err err
 // redirect URI is verified into RFC 6749 §4.1.2.1's temporarily_unavailable
 // for the client, logging the cause.
 func (s *Server) storeFailure(ctx context.Context, req *authorizationRequest, err error) error {
-	s.log.ErrorContext(ctx, "authorization failed", "client_id", req.ClientID, "error", err)
+	s.remote.ErrorContext(ctx, "authorization failed", "client_id", req.ClientID, "error", err)
 	return &redirectError{req: req, err: errUnavailable}
 }
 

@@ -32,7 +32,7 @@ func (s *Server) authorizationCodeGrant(ctx context.Context, c *store.Client, fo
 		if _, err := s.revokeGrant(ctx, rec.GrantID); err != nil {
 			return nil, err
 		}
-		s.log.WarnContext(ctx, "authorization code used twice: its grant is revoked", "client_id", c.ID, "grant_id", rec.GrantID)
+		s.remote.WarnContext(ctx, "authorization code used twice: its grant is revoked", "client_id", c.ID, "grant_id", rec.GrantID)
 		return nil, errInvalidGrant("authorization code was already used; the tokens issued for it are revoked")
 	case errors.Is(err, store.ErrNotFound):
 		return nil, errInvalidGrant("authorization code is invalid or expired")

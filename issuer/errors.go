@@ -70,7 +70,7 @@ var errUnavailable = &oauthError{Status: http.StatusServiceUnavailable, Code: "t
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var oe *oauthError
 	if !errors.As(err, &oe) {
-		s.log.LogAttrs(r.Context(), slog.LevelError, "request failed", slog.String("path", r.URL.Path), slog.Any("error", err))
+		s.remote.LogAttrs(r.Context(), slog.LevelError, "request failed", slog.String("path", r.URL.Path), slog.Any("error", err))
 		oe = errUnavailable
 	}
 	h := w.Header()

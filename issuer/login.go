@@ -200,7 +200,7 @@ func (s *Server) render(w http.ResponseWriter, status int, redirectURI string, d
 	d.IssuerHost, d.CSS = s.issuerHost, template.CSS(pageCSS)
 	var buf bytes.Buffer
 	if err := pageTemplate.ExecuteTemplate(&buf, "page", d); err != nil {
-		s.log.Error("render page", "kind", d.Kind, "error", err)
+		s.remote.Error("render page", "kind", d.Kind, "error", err)
 		http.Error(w, "internal error", http.StatusInternalServerError)
 		return
 	}
@@ -402,7 +402,7 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	// A store that fails changes nothing: the person may try again.
 	unavailable := func(err error) {
-		s.log.ErrorContext(r.Context(), "login failed", "error", err)
+		s.remote.ErrorContext(r.Context(), "login failed", "error", err)
 		s.showLogin(w, r, c, req, http.StatusServiceUnavailable, name, "Signing in is temporarily unavailable. Please try again in a moment.")
 	}
 	user, err := s.checkLogin(r.Context(), name, password)
@@ -416,14 +416,14 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		failed := s.now()
 		s.throttle.fail(failed, account, accountFreeFailures)
 		s.throttle.fail(failed, address, addressFreeFailures)
-		s.log.InfoContext(r.Context(), "login failed: wrong user name or password", "client_id", c.ID, "address", address)
+		s.remote.InfoContext(r.Context(), "login failed: wrong user name or password", "client_id", c.ID, "address", address)
 		s.showLogin(w, r, c, req, http.StatusUnauthorized, name, "The user name or password is incorrect.")
 		return
 	}
 	s.throttle.succeed(account)
 	if user.Disabled {
 		// Said only to someone who knows the password.
-		s.log.InfoContext(r.Context(), "login refused: the user is disabled", "client_id", c.ID, "sub", user.ID)
+		s.remote.InfoContext(r.Context(), "login refused: the user is disabled", "client_id", c.ID, "sub", user.ID)
 		s.showLogin(w, r, c, req, http.StatusForbidden, name, "This account is disabled.")
 		return
 	}

@@ -130,7 +130,7 @@ func (s *Server) writeLogoutError(w http.ResponseWriter, r *http.Request, err er
 		s.showError(w, pe.status, pe.message)
 		return
 	}
-	s.log.ErrorContext(r.Context(), "sign-out failed", "error", err)
+	s.remote.ErrorContext(r.Context(), "sign-out failed", "error", err)
 	s.showError(w, http.StatusServiceUnavailable, "Signing out is temporarily unavailable. Please try again in a moment.")
 }
 

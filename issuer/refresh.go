@@ -57,7 +57,7 @@ func (s *Server) refreshTokenGrant(ctx context.Context, c *store.Client, form ur
 		if _, err := s.revokeGrant(ctx, rt.GrantID); err != nil {
 			return nil, err
 		}
-		s.log.WarnContext(ctx, "refresh token used twice: its grant is revoked", "client_id", c.ID, "grant_id", rt.GrantID)
+		s.remote.WarnContext(ctx, "refresh token used twice: its grant is revoked", "client_id", c.ID, "grant_id", rt.GrantID)
 		return nil, errInvalidGrant("refresh token was already used; every token of its grant is revoked")
 	case errors.Is(err, store.ErrNotFound):
 		return nil, errInvalidGrant("refresh token is invalid, expired or revoked")

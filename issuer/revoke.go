@@ -152,7 +152,7 @@ func (s *Server) ownedBy(ctx context.Context, client *store.Client, owner, kind 
 	if client.ID == owner {
 		return true
 	}
-	s.log.LogAttrs(ctx, slog.LevelDebug, "revocation of another client's token ignored",
+	s.remote.LogAttrs(ctx, slog.LevelDebug, "revocation of another client's token ignored",
 		slog.String("client_id", client.ID), slog.String("owner", owner), slog.String("kind", kind))
 	return false
 }

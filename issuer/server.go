@@ -30,6 +30,7 @@ import (
 	"golang.org/x/crypto/chacha20poly1305"
 
 	"github.com/meshauth/meshauth/internal/loopback"
+	"github.com/meshauth/meshauth/internal/ratelog"
 	"github.com/meshauth/meshauth/issuer/store"
 	"github.com/meshauth/meshauth/token"
 )
@@ -143,6 +144,7 @@ type Server struct {
 	upstreams       []*upstreamProvider // in the login page's order
 	upstreamByID    map[string]*upstreamProvider
 	passwordLogin   bool
+	remote          *slog.Logger // log, for what callers cause: bounded (ratelog)
 	now             func() time.Time
 	mux             *http.ServeMux
 }
@@ -208,6 +210,7 @@ func New(cfg Config) (*Server, error) {
 	if s.log == nil {
 		s.log = slog.Default()
 	}
+	s.remote = ratelog.New(s.log)
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -353,7 +356,7 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	if err := s.store.Ping(ctx); err != nil {
-		s.log.Warn("readiness: store unreachable", "error", err)
+		s.remote.Warn("readiness: store unreachable", "error", err)
 		w.WriteHeader(http.StatusServiceUnavailable)
 		_, _ = w.Write([]byte("not ready: store unreachable\n"))
 		return

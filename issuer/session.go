@@ -226,6 +226,6 @@ func (s *Server) grantCode(w http.ResponseWriter, r *http.Request, c *store.Clie
 		s.authorizeFailed(w, r, s.storeFailure(ctx, req, err))
 		return
 	}
-	s.log.InfoContext(ctx, "authorization granted", "client_id", c.ID, "sub", si.user.ID, "scope", strings.Join(req.Scope, " "))
+	s.remote.InfoContext(ctx, "authorization granted", "client_id", c.ID, "sub", si.user.ID, "scope", strings.Join(req.Scope, " "))
 	s.redirectToClient(w, r, req, url.Values{"code": {code}})
 }

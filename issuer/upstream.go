@@ -160,7 +160,7 @@ func (s *Server) handleUpstreamLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	target, err := p.rp.AuthCodeURL(r.Context(), login, extra)
 	if err != nil {
-		s.log.WarnContext(r.Context(), "upstream provider unavailable", "upstream", p.ID, "error", err)
+		s.remote.WarnContext(r.Context(), "upstream provider unavailable", "upstream", p.ID, "error", err)
 		s.showLogin(w, r, c, req, http.StatusBadGateway, "", p.Name+" cannot be reached right now. Try again in a moment, or sign in another way.")
 		return
 	}
@@ -246,7 +246,7 @@ var (
 func (s *Server) upstreamFailed(w http.ResponseWriter, r *http.Request, c *store.Client, req *authorizationRequest, p *upstreamProvider, err error) {
 	ctx := r.Context()
 	var pe *rp.ProviderError
-	log := s.log.With("upstream", p.ID, "client_id", c.ID)
+	log := s.remote.With("upstream", p.ID, "client_id", c.ID)
 	switch {
 	case errors.Is(err, store.ErrReplay):
 		log.WarnContext(ctx, "upstream sign-in refused: its response was used before")

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/meshauth/meshauth/exchange"
+	"github.com/meshauth/meshauth/internal/ratelog"
 	"github.com/meshauth/meshauth/token"
 )
 
@@ -194,7 +195,13 @@ func NewEdge(cfg EdgeConfig) (*Edge, error) {
 	if err != nil {
 		return nil, err
 	}
-	g, err := newGuard(Config{Verifier: cfg.Verifier, Logger: cfg.Logger})
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	// What the edge logs, a request causes: bounded per kind of line.
+	log = ratelog.New(log)
+	g, err := newGuard(Config{Verifier: cfg.Verifier, Logger: log})
 	if err != nil {
 		return nil, err
 	}
@@ -211,13 +218,10 @@ func NewEdge(cfg EdgeConfig) (*Edge, error) {
 		maxLife: cmp.Or(cfg.MaxCacheLifetime, DefaultMaxCacheLifetime),
 		wait:    cmp.Or(cfg.DereferenceWait, DefaultDereferenceWait),
 		now:     cfg.Now,
-		log:     cfg.Logger,
+		log:     log,
 	}
 	if e.now == nil {
 		e.now = time.Now
-	}
-	if e.log == nil {
-		e.log = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Registerer != nil {
 		if err := e.register(cfg.Registerer); err != nil {

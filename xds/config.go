@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"gopkg.in/yaml.v3"
 )
@@ -50,6 +51,12 @@ type Node struct {
 	ExtAuthzTimeout time.Duration
 	// JWTAuthn, if not nil, adds Envoy's jwt_authn filter before ext_authz.
 	JWTAuthn *JWTAuthn
+	// Identities are the client certificates (SPIFFE ID, or subject
+	// common name) that may receive this entry, when clients present
+	// certificates ([Options].ClientCertificates).
+	Identities []string
+
+	line int // of the entry in the document, for errors found later
 }
 
 // JWTAuthn configures Envoy's jwt_authn filter for a node: Envoy checks the
@@ -130,6 +137,8 @@ func errAt(n *yaml.Node, path, format string, args ...any) error {
 //	      audiences: [payments]   # default [service]
 //	      forward_payload_header: x-jwt-payload
 //	      require_token: false
+//	    identities:               # the client certificates that may receive it
+//	      - spiffe://cluster.local/ns/shop/sa/payments
 func ParseConfig(data []byte, ignore func(key string) bool) (*Config, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
@@ -357,7 +366,7 @@ func absoluteURL(n *yaml.Node, path, s string) error {
 }
 
 func parseNode(n *yaml.Node, path string) (Node, error) {
-	node := Node{ExtAuthzTimeout: defaultExtAuthzTimeout}
+	node := Node{ExtAuthzTimeout: defaultExtAuthzTimeout, line: n.Line}
 	err := mapping(n, path, func(key string, v *yaml.Node, path string) (bool, error) {
 		var err error
 		switch key {
@@ -379,6 +388,8 @@ func parseNode(n *yaml.Node, path string) (Node, error) {
 			node.ExtAuthzTimeout, err = positiveDuration(v, path)
 		case "jwt_authn":
 			node.JWTAuthn, err = parseJWTAuthn(v, path)
+		case "identities":
+			node.Identities, err = parseIdentities(v, path)
 		default:
 			return false, nil
 		}
@@ -443,6 +454,43 @@ func validHostname(s string) bool {
 		}
 	}
 	return true
+}
+
+// parseIdentities reads the identities a client certificate may have: a
+// SPIFFE ID (spiffe://trust-domain/path) or a subject common name.
+func parseIdentities(n *yaml.Node, path string) ([]string, error) {
+	ids, err := stringList(n, path)
+	if err != nil {
+		return nil, err
+	}
+	if len(ids) == 0 {
+		return nil, errAt(n, path, "name at least one identity")
+	}
+	for i, id := range ids {
+		item := n.Content[i]
+		if strings.ContainsFunc(id, unicode.IsControl) {
+			return nil, errAt(item, fmt.Sprintf("%s[%d]", path, i), "%q contains control characters", id)
+		}
+		if len(id) >= 7 && strings.EqualFold(id[:7], "spiffe:") {
+			u, err := url.Parse(id)
+			if err != nil || !strings.HasPrefix(id, "spiffe://") || u.Host == "" || u.Port() != "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+				return nil, errAt(item, fmt.Sprintf("%s[%d]", path, i), "%q is not a SPIFFE ID like spiffe://cluster.local/ns/shop/sa/orders", id)
+			}
+		}
+	}
+	return ids, nil
+}
+
+// requireIdentities reports the first entry that names no identity: when
+// clients present certificates, nobody could receive it.
+func (cfg *Config) requireIdentities() error {
+	for i := range cfg.Nodes {
+		if n := &cfg.Nodes[i]; len(n.Identities) == 0 {
+			return &ConfigError{Line: n.line, Path: fmt.Sprintf("nodes[%d].identities", i),
+				Msg: "required: clients authenticate with certificates, and only the identities listed receive the entry"}
+		}
+	}
+	return nil
 }
 
 func positiveDuration(n *yaml.Node, path string) (time.Duration, error) {

@@ -22,6 +22,7 @@ nodes:
     jwt_authn:
       issuers: [https://auth.example.com, https://partner.example.net]
       forward_payload_header: x-jwt-payload
+    identities: [spiffe://cluster.local/ns/shop/sa/payments, payments-0]
   - cluster: orders
     service: orders
     listen: "[::]:8080"
@@ -49,10 +50,13 @@ func TestParseConfig(t *testing.T) {
 					Audiences:            []string{"payments"},
 					ForwardPayloadHeader: "x-jwt-payload",
 				},
+				Identities: []string{"spiffe://cluster.local/ns/shop/sa/payments", "payments-0"},
+				line:       7,
 			},
 			{
 				Cluster: "orders", Service: "orders", Listen: "[::]:8080", Upstream: "orders.default.svc.cluster.local:9000", ExtAuthz: "localhost:9001",
 				ExtAuthzTimeout: 250 * time.Millisecond,
+				line:            16,
 			},
 		},
 	}
@@ -98,6 +102,13 @@ func TestParseConfigRefuses(t *testing.T) {
 		{"issuer twice", strings.Replace(node(""), "issuers:\n", "issuers:\n  - issuer: https://a.example\n", 1), `line 3: issuers[1].issuer: issuer "https://a.example" listed twice`},
 		{"jwks_url and jwks_file", strings.Replace(node(""), "  - issuer: https://a.example\n", "  - issuer: https://a.example\n    jwks_url: https://a.example/k\n    jwks_file: /k\n", 1), "line 2: issuers[0]: give jwks_url or jwks_file, not both"},
 		{"alias", "issuers: &a []\nnodes: *a\n", "line 2: YAML aliases are not supported"},
+		{"no identities", node("    identities: []\n"), "line 9: nodes[0].identities: name at least one identity"},
+		{"identity not a list", node("    identities: spiffe://a/b\n"), "line 9: nodes[0].identities: want a list"},
+		{"empty identity", node("    identities: ['']\n"), "line 9: nodes[0].identities[0]: must not be empty"},
+		{"identity with a newline", node("    identities: [\"a\\nb\"]\n"), `line 9: nodes[0].identities[0]: "a\nb" contains control characters`},
+		{"SPIFFE ID with a port", node("    identities: [a, 'spiffe://td:8443/x']\n"), `line 9: nodes[0].identities[1]: "spiffe://td:8443/x" is not a SPIFFE ID`},
+		{"SPIFFE ID in capitals", node("    identities: ['SPIFFE://td/x']\n"), `nodes[0].identities[0]: "SPIFFE://td/x" is not a SPIFFE ID`},
+		{"SPIFFE ID without trust domain", node("    identities: ['spiffe:///x']\n"), `is not a SPIFFE ID`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseConfig([]byte(tc.doc), nil)
@@ -105,6 +116,19 @@ func TestParseConfigRefuses(t *testing.T) {
 				t.Fatalf("error %v, want one containing %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestNewRequiresIdentities: when clients authenticate with certificates,
+// an entry that lists no identity could be given to nobody: it is refused
+// at start, with its line.
+func TestNewRequiresIdentities(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "xds.yaml")
+	writeFile(t, path, goodConfig)
+	_, err := New(Options{ConfigFile: path, IgnoreKey: func(k string) bool { return k == "listen" }, ClientCertificates: true})
+	want := path + ": line 16: nodes[1].identities: required"
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("error %v, want one containing %q", err, want)
 	}
 }
 

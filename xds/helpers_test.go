@@ -1,11 +1,11 @@
 package xds
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"log/slog"
 	"net"
 	"net/http"
@@ -19,8 +19,12 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/meshauth/meshauth/internal/testlog"
+	"github.com/meshauth/meshauth/internal/testpki"
+	"github.com/meshauth/meshauth/internal/tlsfiles"
 	"github.com/meshauth/meshauth/jwks"
 	"github.com/meshauth/meshauth/token"
 )
@@ -67,26 +71,8 @@ func (js *jwksServer) set(t testing.TB, keys ...token.Key) {
 	js.doc.Store(&doc)
 }
 
-// syncBuffer is a log destination safe for concurrent writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // waitLog waits until the log holds want.
-func waitLog(t testing.TB, logs *syncBuffer, want string) {
+func waitLog(t testing.TB, logs *testlog.Buffer, want string) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for !strings.Contains(logs.String(), want) {
@@ -107,23 +93,34 @@ func writeFile(t testing.TB, path, content string) {
 // testEnv is a running xDS server over loopback gRPC.
 type testEnv struct {
 	srv     *Server
-	conn    *grpc.ClientConn
-	logs    *syncBuffer
+	addr    string
+	conn    *grpc.ClientConn // without a client certificate
+	logs    *testlog.Buffer
 	config  string
-	keySets sync.Map // issuer → *jwks.KeySetCache
+	ca      *testpki.CA // of the server's certificate and its clients', with TLS
+	keySets sync.Map    // issuer → *jwks.KeySetCache
 }
 
 // startServer runs a Server on config (YAML) over loopback gRPC. Issuers
 // without jwks_url or jwks_file get their keys from jwksURL.
 func startServer(t testing.TB, config, jwksURL string) *testEnv {
 	t.Helper()
-	env := &testEnv{logs: &syncBuffer{}, config: filepath.Join(t.TempDir(), "xds.yaml")}
+	return startServerWith(t, config, jwksURL, false)
+}
+
+// startServerWith is startServer; with mutualTLS, the server requires
+// client certificates from a test CA (env.ca) and runs with
+// ClientCertificates.
+func startServerWith(t testing.TB, config, jwksURL string, mutualTLS bool) *testEnv {
+	t.Helper()
+	env := &testEnv{logs: &testlog.Buffer{}, config: filepath.Join(t.TempDir(), "xds.yaml")}
 	writeFile(t, env.config, config)
 	log := slog.New(slog.NewTextHandler(env.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	srv, err := New(Options{
-		ConfigFile:   env.config,
-		PollInterval: 10 * time.Millisecond,
-		Logger:       log,
+		ConfigFile:         env.config,
+		PollInterval:       10 * time.Millisecond,
+		Logger:             log,
+		ClientCertificates: mutualTLS,
 		KeySet: func(iss Issuer) (*jwks.KeySetCache, error) {
 			cfg := jwks.KeySetConfig{JWKSURL: iss.JWKSURL, JWKSFile: iss.JWKSFile, Logger: log, UnknownKIDInterval: time.Nanosecond}
 			if cfg.JWKSURL == "" && cfg.JWKSFile == "" {
@@ -144,25 +141,54 @@ func startServer(t testing.TB, config, jwksURL string) *testEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := grpc.NewServer()
+	env.addr = lis.Addr().String()
+	var opts []grpc.ServerOption
+	if mutualTLS {
+		env.ca = testpki.NewCA(t, "xds test CA")
+		dir := t.TempDir()
+		certFile, keyFile := env.ca.Server(t).Files(t, dir, "xds")
+		caFile := filepath.Join(dir, "ca.pem")
+		testpki.WriteFile(t, caFile, env.ca.PEM)
+		files, err := tlsfiles.Load(tlsfiles.Config{CertFile: certFile, KeyFile: keyFile, ClientCAFile: caFile})
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts = append(opts, grpc.Creds(credentials.NewTLS(files.ServerConfig())))
+	}
+	g := grpc.NewServer(opts...)
 	srv.Register(g)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); g.Serve(lis) }()
 	go func() { defer wg.Done(); srv.Run(ctx) }()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	env.conn = conn
+	env.conn = env.dial(t, nil)
 	t.Cleanup(func() {
-		conn.Close()
 		cancel()
 		g.Stop()
 		wg.Wait()
 	})
 	return env
+}
+
+// dial connects to the server, over TLS with client's certificate (none
+// if nil) if the server takes TLS.
+func (env *testEnv) dial(t testing.TB, client *testpki.Leaf) *grpc.ClientConn {
+	t.Helper()
+	creds := insecure.NewCredentials()
+	if env.ca != nil {
+		cfg := &tls.Config{RootCAs: env.ca.Pool()}
+		if client != nil {
+			cfg.Certificates = []tls.Certificate{client.TLS(t)}
+		}
+		creds = credentials.NewTLS(cfg)
+	}
+	conn, err := grpc.NewClient(env.addr, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
 }
 
 func (env *testEnv) keySet(t testing.TB, issuer string) *jwks.KeySetCache {

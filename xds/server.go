@@ -8,6 +8,13 @@
 // found by a refresh) or a change of the config file becomes a new snapshot
 // for every node it concerns at once. A key set that cannot be refreshed
 // keeps its last good keys, so the snapshot served does not change.
+//
+// A node claims its id and cluster; with [Options].ClientCertificates, the
+// identity in its client certificate decides what it gets: the entry of
+// its node, if that entry lists the identity, and nothing else. A stream
+// that may not have its node's entry is refused. What clients can cause in
+// the log (NACKs, refusals) is bounded per node, and a NACKed version is
+// not sent again until the snapshot changes.
 package xds
 
 import (
@@ -18,6 +25,8 @@ import (
 	"log/slog"
 	"maps"
 	"os"
+	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -30,6 +39,7 @@ import (
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
 
+	"github.com/meshauth/meshauth/internal/ratelog"
 	"github.com/meshauth/meshauth/jwks"
 )
 
@@ -52,38 +62,52 @@ type Options struct {
 	// cache is stopped (the issuer leaves the config, or the server stops):
 	// a push source (NATS) that calls the cache's Set.
 	Follow func(ctx context.Context, iss Issuer, keys *jwks.KeySetCache)
+	// ClientCertificates says that every stream comes over TLS with a
+	// verified client certificate (the gRPC server requires them): a node
+	// then gets the resources of an entry only if the entry lists the
+	// certificate's identity (its SPIFFE ID, or else its subject common
+	// name), and every entry must list at least one. Without it, any
+	// client gets the resources of the node it claims to be.
+	ClientCertificates bool
 	// Logger receives config refusals, unknown nodes and NACKs; default
-	// slog.Default().
+	// slog.Default(). What a client can cause (NACKs, refused and unknown
+	// nodes) is logged at a bounded rate per node, with long values cut.
 	Logger *slog.Logger
 }
 
 // A Server serves xDS to Envoy nodes. Create it with [New], register it on
 // a gRPC server with Register, and call Run.
 type Server struct {
-	opts  Options
-	log   *slog.Logger
-	cache cachev3.SnapshotCache
-	xds   serverv3.Server
-	ctx   context.Context // ends when Run returns
-	done  context.CancelFunc
+	opts   Options
+	log    *slog.Logger
+	remote *slog.Logger     // for what clients cause: bounded by limited
+	limit  *ratelog.Handler // remote's
+	cache  cachev3.SnapshotCache
+	xds    serverv3.Server
+	ctx    context.Context // ends when Run returns
+	done   context.CancelFunc
+	counts counts
+	sent   sentResponses
 
 	rebuild chan struct{} // a key set or the config changed; buffered
 
 	mu      sync.Mutex
 	cfg     *Config
-	stamp   os.FileInfo            // of the config file last read
-	keySets map[string]*issuerKeys // by issuer
-	built   map[string]*resources  // by Node.key(), of entries whose keys are loaded
-	served  map[string]servedNode  // by node id, the nodes that have a snapshot
-	nodes   map[string]*openNode   // by node id, the nodes with open streams
-	streams map[streamID]string    // the node id of each open stream
-	refused string                 // the last config refusal logged
+	stamp   os.FileInfo              // of the config file last read
+	keySets map[string]*issuerKeys   // by issuer
+	built   map[string]*resources    // by Node.key(), of entries whose keys are loaded
+	served  map[string]servedNode    // by snapshotKey, the open nodes that have a snapshot
+	nodes   map[string]*openNode     // by snapshotKey, the nodes with open streams
+	streams map[streamID]*openStream // every open stream
+	refused string                   // the last config refusal logged
 }
 
-// openNode is a node with streams open.
+// openNode is a node, an Envoy node id in an Envoy cluster, with streams
+// open.
 type openNode struct {
-	node    *core.Node // as its first stream announced it
-	streams int
+	node       *core.Node     // as its first stream announced it
+	identities map[string]int // of its streams' certificates ("" without), with their number of streams
+	streams    int
 }
 
 type issuerKeys struct {
@@ -96,11 +120,6 @@ type issuerKeys struct {
 type servedNode struct {
 	key      string            // Node.key() of its entry
 	versions map[string]string // by type URL
-}
-
-type streamID struct {
-	delta bool // sotw and delta streams are numbered apart
-	id    int64
 }
 
 // New reads and checks the config file. A malformed file is an error that
@@ -128,13 +147,16 @@ func New(opts Options) (*Server, error) {
 	s := &Server{
 		opts:    opts,
 		log:     opts.Logger,
+		limit:   ratelog.NewHandler(opts.Logger.Handler(), ratelog.Config{Burst: 1}),
 		rebuild: make(chan struct{}, 1),
 		keySets: map[string]*issuerKeys{},
 		built:   map[string]*resources{},
 		served:  map[string]servedNode{},
 		nodes:   map[string]*openNode{},
-		streams: map[streamID]string{},
+		streams: map[streamID]*openStream{},
+		sent:    sentResponses{last: map[streamID]map[string]sentResponse{}},
 	}
+	s.remote = slog.New(s.limit)
 	cfg, stamp, err := s.readConfig()
 	if err != nil {
 		return nil, err
@@ -145,7 +167,7 @@ func New(opts Options) (*Server, error) {
 	}
 	s.cfg, s.stamp, s.keySets = cfg, stamp, keySets
 	s.ctx, s.done = context.WithCancel(context.Background())
-	s.cache = cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cacheLogger{opts.Logger})
+	s.cache = cachev3.NewSnapshotCache(true, nodeHash{}, cacheLogger{debug: opts.Logger, remote: s.remote})
 	s.xds = serverv3.NewServer(s.ctx, s.cache, s.callbacks())
 	return s, nil
 }
@@ -255,6 +277,9 @@ func (s *Server) readConfig() (*Config, os.FileInfo, error) {
 		return nil, nil, fmt.Errorf("config file %s: larger than %d bytes", s.opts.ConfigFile, maxConfig)
 	}
 	cfg, err := ParseConfig(data, s.opts.IgnoreKey)
+	if err == nil && s.opts.ClientCertificates {
+		err = cfg.requireIdentities()
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("config file %s: %w", s.opts.ConfigFile, err)
 	}
@@ -372,60 +397,80 @@ func (s *Server) update() {
 		built[n.key()] = r
 	}
 	s.built = built
-	for id := range s.served {
-		if s.entryFor(id) == nil {
-			s.cache.ClearSnapshot(id)
-			delete(s.served, id)
-			s.log.Info("node no longer configured; its snapshot is removed", "node", id)
-		}
-	}
-	for i := range s.cfg.Nodes {
-		n := &s.cfg.Nodes[i]
-		if n.ID != "" {
-			s.serve(n.ID, n)
-		}
-	}
-	for id := range s.nodes {
-		if n := s.entryFor(id); n != nil && n.ID == "" {
-			s.serve(id, n)
-		}
+	for key, o := range s.nodes {
+		s.serve(key, o)
 	}
 }
 
-// serve gives node id the resources of entry n, unless it has them
-// already. s.mu must be held.
-func (s *Server) serve(id string, n *Node) {
+// serve gives open node o, at snapshotKey key, the resources of its entry,
+// unless it has them already. A node whose entry went, or whose entry no
+// longer lists the identity of one of its streams, gets nothing new: it
+// keeps what it has, its streams are refused at their next request, and a
+// stream it opens is refused. s.mu must be held.
+func (s *Server) serve(key string, o *openNode) {
+	n := s.entryFor(o.node)
+	if n == nil || !s.allowedAll(n, o) {
+		if _, ok := s.served[key]; ok {
+			s.remote.Warn("xds node no longer configured for its certificate; it keeps what it has and gets no updates",
+				ratelog.Kind("withheld "+key), "node", o.node.GetId(), "cluster", o.node.GetCluster())
+		}
+		return
+	}
 	r, ok := s.built[n.key()]
 	if !ok {
 		return // its keys are not loaded yet
 	}
-	if sn, ok := s.served[id]; ok && sn.key == n.key() && maps.Equal(sn.versions, r.versions) {
+	if sn, ok := s.served[key]; ok && sn.key == n.key() && maps.Equal(sn.versions, r.versions) {
 		return
 	}
-	if err := s.cache.SetSnapshot(s.ctx, id, r.snapshot); err != nil {
-		s.log.Error("set snapshot", "node", id, "err", err)
+	if err := s.cache.SetSnapshot(s.ctx, key, r.snapshot); err != nil {
+		s.log.Error("set snapshot", "node", o.node.GetId(), "cluster", o.node.GetCluster(), "err", err)
 		return
 	}
-	s.served[id] = servedNode{key: n.key(), versions: r.versions}
+	s.served[key] = servedNode{key: n.key(), versions: r.versions}
 }
 
-// entryFor returns the entry that configures node id, or nil: the entry of
-// the id, else the entry of the cluster its open streams announced. s.mu
-// must be held.
-func (s *Server) entryFor(id string) *Node {
-	var cluster string
-	if o, ok := s.nodes[id]; ok {
-		cluster = o.node.GetCluster()
-	}
+// entryFor returns the entry that configures node, or nil: the entry of
+// its id, else the entry of its cluster. s.mu must be held.
+func (s *Server) entryFor(node *core.Node) *Node {
 	var byCluster *Node
 	for i := range s.cfg.Nodes {
 		n := &s.cfg.Nodes[i]
 		switch {
-		case n.ID != "" && n.ID == id:
+		case n.ID != "" && n.ID == node.GetId():
 			return n
-		case n.Cluster != "" && n.Cluster == cluster:
+		case n.Cluster != "" && n.Cluster == node.GetCluster():
 			byCluster = n
 		}
 	}
 	return byCluster
 }
+
+// allowed reports whether a stream whose certificate names identity may
+// receive entry n.
+func (s *Server) allowed(n *Node, identity string) bool {
+	return !s.opts.ClientCertificates || slices.Contains(n.Identities, identity)
+}
+
+// allowedAll reports whether every stream of o may receive entry n.
+func (s *Server) allowedAll(n *Node, o *openNode) bool {
+	for id := range o.identities {
+		if !s.allowed(n, id) {
+			return false
+		}
+	}
+	return true
+}
+
+// snapshotKey is the key of a node's snapshot: its id within its cluster,
+// so that nodes of one id in two clusters (served by different entries,
+// to different certificates) never share one. The quoted cluster cannot
+// run into the id.
+func snapshotKey(node *core.Node) string {
+	return strconv.Quote(node.GetCluster()) + node.GetId()
+}
+
+// nodeHash keys the snapshot cache by snapshotKey.
+type nodeHash struct{}
+
+func (nodeHash) ID(node *core.Node) string { return snapshotKey(node) }

@@ -96,7 +96,19 @@ var rotations = []struct{ nodes, bench string }{
 
 const rotationFloor = "xds/BenchmarkBuildResources"
 
-var metricPair = regexp.MustCompile(`([\d.]+) ([^\s]+/[^\s]+|(?:p\d+|max)-µs)`)
+// floods are BenchmarkGRPCFlood's runs: a legitimate call while the
+// ext_authz or xDS server, with its default limits, is flooded, beside the
+// same call without a flood (the floor).
+var floods = []struct{ what, subject, floor string }{
+	{"ext_authz Check, 10,000 streams held", "bench/BenchmarkGRPCFlood/ext_authz/flood=streams", "bench/BenchmarkGRPCFlood/ext_authz/flood=none"},
+	{"ext_authz Check, 64 MiB messages", "bench/BenchmarkGRPCFlood/ext_authz/flood=messages", "bench/BenchmarkGRPCFlood/ext_authz/flood=none"},
+	{"ext_authz Check, 10,000 partial messages held", "bench/BenchmarkGRPCFlood/ext_authz/flood=partial", "bench/BenchmarkGRPCFlood/ext_authz/flood=none"},
+	{"new xDS node, 10,000 streams held", "bench/BenchmarkGRPCFlood/xds/flood=streams", "bench/BenchmarkGRPCFlood/xds/flood=none"},
+	{"new xDS node, 64 MiB messages", "bench/BenchmarkGRPCFlood/xds/flood=messages", "bench/BenchmarkGRPCFlood/xds/flood=none"},
+	{"new xDS node, 10,000 partial messages held", "bench/BenchmarkGRPCFlood/xds/flood=partial", "bench/BenchmarkGRPCFlood/xds/flood=none"},
+}
+
+var metricPair = regexp.MustCompile(`([\d.]+) ([^\s]+/[^\s]+|(?:p\d+|max)-µs|[a-z-]+-(?:MiB|KiB|%)|refused-[a-z]+|oversized)`)
 
 // propagations are BenchmarkPropagation's events, each against the bare
 // NATS fan-out to as many subscribers.
@@ -256,6 +268,18 @@ func render(results map[string]*result, raw string) string {
 			ms(sr, "p50-µs"), ms(sr, "p99-µs"), ms(sr, "max-µs"), ms(fr, "p50-µs"), ms(fr, "p99-µs"), ms(sr, "p99-µs")/ms(fr, "p99-µs"), p.target)
 	}
 	b.WriteString(pollingWindow)
+	b.WriteString("\n| legitimate call during a flood | p50 / p99 µs (no flood) | failed | server peak RSS MiB (no flood) | refused streams / connections / oversized messages | log KiB |\n|---|---|---|---|---|---|\n")
+	for _, f := range floods {
+		sr, fr := results[f.subject], results[f.floor]
+		if sr == nil || fr == nil || len(sr.metrics["peak-rss-MiB"]) == 0 || len(fr.metrics["p50-µs"]) == 0 {
+			fmt.Fprintf(&b, "| %s | not run | | | | |\n", f.what)
+			continue
+		}
+		m := func(r *result, name string) float64 { return median(r.metrics[name]) }
+		fmt.Fprintf(&b, "| %s | %.0f / %.0f (%.0f / %.0f) | %.2f%% | %.0f (%.0f) | %.0f / %.0f / %.0f | %.1f |\n", f.what,
+			m(sr, "p50-µs"), m(sr, "p99-µs"), m(fr, "p50-µs"), m(fr, "p99-µs"), m(sr, "failed-%"), m(sr, "peak-rss-MiB"), m(fr, "peak-rss-MiB"),
+			m(sr, "refused-streams"), m(sr, "refused-conns"), m(sr, "oversized"), m(sr, "log-KiB"))
+	}
 	b.WriteString("\n<details><summary>raw go test output</summary>\n\n```\n" + raw + "```\n</details>\n")
 	return b.String()
 }

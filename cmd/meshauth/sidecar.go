@@ -17,11 +17,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"google.golang.org/grpc"
 
 	"github.com/meshauth/meshauth/exchange"
 	"github.com/meshauth/meshauth/internal/flagconf"
+	"github.com/meshauth/meshauth/internal/grpcserve"
 	"github.com/meshauth/meshauth/internal/natsconn"
+	"github.com/meshauth/meshauth/internal/ratelog"
 	"github.com/meshauth/meshauth/jwks"
 	"github.com/meshauth/meshauth/proxy"
 	"github.com/meshauth/meshauth/token"
@@ -73,6 +74,7 @@ type sidecarFlags struct {
 	policyCheck                  time.Duration
 	decisionLog                  bool
 	decisionLogAllowed           float64
+	grpc                         grpcserve.Limits
 	log                          logFlags
 	// configPath is the config file (--config), if any: the route policy
 	// is read from it, and again when it changes.
@@ -109,6 +111,8 @@ func (f *sidecarFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.policyCheck, "policy-check-interval", proxy.DefaultPolicyCheckInterval, "how often the config file is read for a new route policy, applied if valid (SIGHUP also reloads it; negative: only SIGHUP)")
 	fs.BoolVar(&f.decisionLog, "decision-log", true, "log one line per refused request (entry, route, outcome, reason, sub, client_id, a hash of jti; never the token)")
 	fs.Float64Var(&f.decisionLogAllowed, "decision-log-allowed", 0, "with --decision-log, the share of allowed requests also logged, from 0 to 1")
+	f.grpc = grpcserve.ExtAuthzLimits()
+	f.grpc.Register(fs, "ext_authz gRPC server (--ext-authz-grpc)")
 	f.log.register(fs)
 }
 
@@ -292,12 +296,17 @@ func serveSidecar(ctx context.Context, f *sidecarFlags, trusted []trustedIssuer,
 		if err != nil {
 			return err
 		}
-		ea, err := proxy.NewExtAuthzServer(cfg)
+		eaCfg := cfg
+		eaCfg.Logger = ratelog.New(log) // what a caller causes, bounded
+		ea, err := proxy.NewExtAuthzServer(eaCfg)
 		if err != nil {
 			return err
 		}
-		gs := grpc.NewServer()
-		ea.Register(gs)
+		gs, err := grpcserve.New("ext_authz", f.grpc, reg)
+		if err != nil {
+			return err
+		}
+		ea.Register(gs.Server)
 		servers = append(servers, func() error { return gs.Serve(gln) })
 		stops = append(stops, func(context.Context) error { gs.GracefulStop(); return nil })
 	}
