@@ -12,6 +12,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/meshauth/meshauth/internal/ratelog"
 	"github.com/meshauth/meshauth/token"
 )
 
@@ -204,6 +205,9 @@ func newGuard(cfg Config) (*guard, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	// Every line a request can cause is bounded per kind: a caller must
+	// not be able to fill the disk.
+	log = ratelog.New(log)
 	g := &guard{verifier: cfg.Verifier, rules: cmp.Or(cfg.Rules, noRoutes()), log: log, metrics: cfg.Metrics, decisions: cfg.Decisions}
 	g.requests.New = func() any { return new(request) }
 	g.claims.New = func() any { return new(token.Claims) }

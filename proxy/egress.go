@@ -17,6 +17,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/meshauth/meshauth/exchange"
+	"github.com/meshauth/meshauth/internal/ratelog"
 	"github.com/meshauth/meshauth/token"
 )
 
@@ -151,6 +152,7 @@ func NewEgress(cfg EgressConfig) (*Egress, error) {
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
 	}
+	e.log = ratelog.New(e.log) // what the service's calls cause, bounded
 	timeout := cmp.Or(cfg.UpstreamTimeout, DefaultUpstreamTimeout)
 	for name, raw := range cfg.Routes {
 		if !routeName(name) {

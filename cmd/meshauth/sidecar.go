@@ -22,7 +22,6 @@ import (
 	"github.com/meshauth/meshauth/internal/flagconf"
 	"github.com/meshauth/meshauth/internal/grpcserve"
 	"github.com/meshauth/meshauth/internal/natsconn"
-	"github.com/meshauth/meshauth/internal/ratelog"
 	"github.com/meshauth/meshauth/jwks"
 	"github.com/meshauth/meshauth/proxy"
 	"github.com/meshauth/meshauth/token"
@@ -296,9 +295,7 @@ func serveSidecar(ctx context.Context, f *sidecarFlags, trusted []trustedIssuer,
 		if err != nil {
 			return err
 		}
-		eaCfg := cfg
-		eaCfg.Logger = ratelog.New(log) // what a caller causes, bounded
-		ea, err := proxy.NewExtAuthzServer(eaCfg)
+		ea, err := proxy.NewExtAuthzServer(cfg)
 		if err != nil {
 			return err
 		}
