@@ -333,7 +333,7 @@ func (s *Subscriber) applyRevocation(data []byte) error {
 		return fmt.Errorf("revocation %s expired: %w", r.ID, errStale)
 	}
 	if s.cfg.Revoked != nil {
-		s.cfg.Revoked(token.Revocation{Kind: r.Kind, Value: r.Value, RevokedAt: r.RevokedAt, ExpiresAt: r.ExpiresAt})
+		s.cfg.Revoked(token.Revocation{Issuer: r.Issuer, Kind: r.Kind, Value: r.Value, RevokedAt: r.RevokedAt, ExpiresAt: r.ExpiresAt})
 	}
 	return nil
 }

@@ -2,12 +2,19 @@ package token
 
 import "time"
 
-// Revocation refuses, until ExpiresAt, the tokens whose claim named Kind
-// ("jti", "client_id", "sub" or "sid") equals Value and that were issued
-// (iat) at or before RevokedAt. The issuer sets ExpiresAt past the end of
-// the longest-lived token the revocation can match, so an expired
-// revocation can be forgotten.
+// Revocation refuses, until ExpiresAt, the tokens of Issuer whose claim
+// named Kind ("jti", "client_id", "sub" or "sid") equals Value and that
+// were issued (iat) at or before RevokedAt. The issuer sets ExpiresAt past
+// the end of the longest-lived token the revocation can match, so an
+// expired revocation can be forgotten.
+//
+// A revocation belongs to the issuer that made it: revoking subject alice
+// at one issuer leaves the alice of every other issuer alone, federated
+// providers included. Matches is the one rule that says which tokens a
+// revocation reaches; every verifier and cache that answers to
+// revocations uses it.
 type Revocation struct {
+	Issuer    string
 	Kind      string
 	Value     string
 	RevokedAt time.Time
@@ -21,3 +28,36 @@ const (
 	RevokeSubject  = "sub"
 	RevokeSession  = "sid"
 )
+
+// Matches reports whether r reaches a token with these claims: iss is
+// r.Issuer, the claim named r.Kind equals r.Value, and the token was
+// issued at or before r.RevokedAt. A zero iat stands for a token without
+// "iat", which may predate the revocation, so it matches too; a cache that
+// drops entries whatever their iat passes a zero iat. A revocation without
+// Issuer or Value, or of another kind, matches nothing. Whether r has
+// expired is the caller's to check: by then every token it matches has
+// expired too.
+func (r *Revocation) Matches(iss, jti, clientID, sub, sid string, iat time.Time) bool {
+	if r.Value == "" || r.Issuer == "" || iss != r.Issuer {
+		return false
+	}
+	var v string
+	switch r.Kind {
+	case RevokeTokenID:
+		v = jti
+	case RevokeClientID:
+		v = clientID
+	case RevokeSubject:
+		v = sub
+	case RevokeSession:
+		v = sid
+	default:
+		return false
+	}
+	return v == r.Value && (iat.IsZero() || !iat.After(r.RevokedAt))
+}
+
+// A RevocationSink applies revocations as they arrive: an Authenticator's
+// Revoke, a cache that evicts what a revocation matches. The distribution
+// of revocations passes each to every sink it is given.
+type RevocationSink func(Revocation)
