@@ -42,7 +42,7 @@ type revocationList struct {
 	revs []*store.Revocation
 }
 
-func (l *revocationList) ListRevocations(_ context.Context, now time.Time) ([]*store.Revocation, error) {
+func (l *revocationList) RevocationsAfter(_ context.Context, _ int64, now time.Time) ([]*store.Revocation, store.ChangeSeq, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var out []*store.Revocation
@@ -52,7 +52,7 @@ func (l *revocationList) ListRevocations(_ context.Context, now time.Time) ([]*s
 			out = append(out, &c)
 		}
 	}
-	return out, nil
+	return out, store.ChangeSeq{}, nil
 }
 
 // distIssuer is an issuer as verifiers see it: a keyring, and its metadata

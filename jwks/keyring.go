@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meshauth/meshauth/internal/broadcast"
 	"github.com/meshauth/meshauth/issuer/store"
 	"github.com/meshauth/meshauth/token"
 )
@@ -86,10 +87,8 @@ type Keyring struct {
 	mu    sync.Mutex
 	state atomic.Pointer[keyState]
 
-	// changedMu guards changed, which is closed when the published keys
-	// change; see Changed. Not mu, which is held during store I/O.
-	changedMu sync.Mutex
-	changed   chan struct{}
+	// changed tells when the published keys change; see Changed.
+	changed broadcast.Signal
 }
 
 // keyState is an immutable snapshot of the keys.
@@ -434,12 +433,7 @@ func (k *Keyring) install(keys []*store.SigningKey, now time.Time) error {
 			active = sg.kid
 		}
 		k.cfg.Logger.Info("signing keys loaded", "published", st.kids, "active", active)
-		k.changedMu.Lock()
-		if k.changed != nil {
-			close(k.changed)
-			k.changed = nil
-		}
-		k.changedMu.Unlock()
+		k.changed.Notify()
 	}
 	return nil
 }
@@ -448,14 +442,7 @@ func (k *Keyring) install(keys []*store.SigningKey, now time.Time) error {
 // keys change (a rotation or deletion by this replica, or one by another
 // replica found at a reload), so that the distributor can publish the new
 // key set at once. Call it again after each close.
-func (k *Keyring) Changed() <-chan struct{} {
-	k.changedMu.Lock()
-	defer k.changedMu.Unlock()
-	if k.changed == nil {
-		k.changed = make(chan struct{})
-	}
-	return k.changed
-}
+func (k *Keyring) Changed() <-chan struct{} { return k.changed.C() }
 
 // Lookup returns the published key with ID kid, to verify what the keyring
 // signed: the issuer's own tokens presented back to it, and key-set

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meshauth/meshauth/internal/broadcast"
 	"github.com/meshauth/meshauth/token"
 )
 
@@ -111,9 +112,8 @@ type KeySetCache struct {
 	client *http.Client
 
 	keys atomic.Pointer[token.KeySet]
-	// changed is closed, under mu, when new keys are installed, and
-	// replaced; see Changed.
-	changed chan struct{}
+	// changed tells when new keys are installed; see Changed.
+	changed broadcast.Signal
 
 	// reset tells the refresh loop that Set installed keys; buffered, so
 	// that Set never blocks.
@@ -391,23 +391,13 @@ func (c *KeySetCache) fetch(ctx context.Context, f *keySetFetch, sets uint64) {
 // c.mu must be held.
 func (c *KeySetCache) install(ks *token.KeySet) {
 	c.keys.Store(ks)
-	if c.changed != nil {
-		close(c.changed)
-		c.changed = nil
-	}
+	c.changed.Notify()
 }
 
 // Changed returns a channel that is closed the next time keys are installed
 // (by a refresh or Set), so that consumers such as the xDS server can react
 // to a rotation at once instead of polling. Call it again after each close.
-func (c *KeySetCache) Changed() <-chan struct{} {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.changed == nil {
-		c.changed = make(chan struct{})
-	}
-	return c.changed
-}
+func (c *KeySetCache) Changed() <-chan struct{} { return c.changed.C() }
 
 // Keys returns the current key set, or nil before the first load.
 func (c *KeySetCache) Keys() *token.KeySet { return c.keys.Load() }

@@ -49,7 +49,7 @@ type PublisherConfig struct {
 // RevocationLister lists the revocations that have not expired at now, as
 // store.Store does.
 type RevocationLister interface {
-	ListRevocations(ctx context.Context, now time.Time) ([]*store.Revocation, error)
+	RevocationsAfter(ctx context.Context, after int64, now time.Time) ([]*store.Revocation, store.ChangeSeq, error)
 }
 
 // A Publisher pushes an issuer's key set, its federated providers' key
@@ -211,7 +211,7 @@ func backoff(n int, max time.Duration) time.Duration {
 
 // queueStored queues every unexpired revocation in the store.
 func (p *Publisher) queueStored(ctx context.Context) error {
-	revs, err := p.cfg.Revocations.ListRevocations(ctx, p.cfg.Now())
+	revs, _, err := p.cfg.Revocations.RevocationsAfter(ctx, 0, p.cfg.Now())
 	if err != nil {
 		return fmt.Errorf("list revocations to republish: %w", err)
 	}
