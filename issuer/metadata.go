@@ -52,6 +52,11 @@ func (s *Server) buildMetadata() ([]byte, error) {
 		"revocation_endpoint_auth_methods_supported":               AuthMethodsSupported,
 		"revocation_endpoint_auth_signing_alg_values_supported":    signingAlgorithms,
 	}
+	if s.snapshot != nil {
+		// meshauth's own member (RFC 8414 §2 allows extensions): where
+		// verifiers get the keys and revocations they follow.
+		md[jwks.SnapshotMember] = s.endpoint(pathSnapshot)
+	}
 	b, err := json.MarshalIndent(md, "", "  ")
 	if err != nil {
 		return nil, fmt.Errorf("render metadata: %w", err)

@@ -1,6 +1,11 @@
 package token
 
-import "time"
+import (
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
 
 // Revocation refuses, until ExpiresAt, the tokens of Issuer whose claim
 // named Kind ("jti", "client_id", "sub" or "sid") equals Value and that
@@ -59,5 +64,35 @@ func (r *Revocation) Matches(iss, jti, clientID, sub, sid string, iat time.Time)
 
 // A RevocationSink applies revocations as they arrive: an Authenticator's
 // Revoke, a cache that evicts what a revocation matches. The distribution
-// of revocations passes each to every sink it is given.
+// of revocations passes each to one sink: RevocationSinks fans it out.
 type RevocationSink func(Revocation)
+
+// RevocationSinks passes each revocation to every sink added, in the order
+// added; sinks may be added at any time, from any goroutine (a cache made
+// after the distribution started). Its Revoke is a RevocationSink. The
+// zero value is ready to use.
+type RevocationSinks struct {
+	mu    sync.Mutex
+	sinks atomic.Pointer[[]RevocationSink]
+}
+
+// Add makes s pass revocations to sink too.
+func (s *RevocationSinks) Add(sink RevocationSink) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var next []RevocationSink
+	if cur := s.sinks.Load(); cur != nil {
+		next = slices.Clone(*cur)
+	}
+	next = append(next, sink)
+	s.sinks.Store(&next)
+}
+
+// Revoke passes r to every sink.
+func (s *RevocationSinks) Revoke(r Revocation) {
+	if cur := s.sinks.Load(); cur != nil {
+		for _, sink := range *cur {
+			sink(r)
+		}
+	}
+}

@@ -27,7 +27,7 @@ func TestNATSPush(t *testing.T) {
 	issuerURL := startIssuerWith(t, func(f *issuerFlags) { f.nats.URLs = ns.ClientURL() })
 	rec := &recorder{}
 	addr, admin := startNATSSidecar(t, issuerURL, ns.ClientURL(), rec)
-	waitFor(t, "the keys over NATS", func() bool { return strings.Contains(fetchBody(t, "http://"+admin+"/readyz"), "1 keys from nats") })
+	waitFor(t, "the keys from the snapshot", func() bool { return strings.Contains(fetchBody(t, "http://"+admin+"/readyz"), "1 keys from snapshot") })
 
 	t.Setenv(envAdminToken, "admin-test-token")
 	secret := register(t, issuerURL, "--id", "web", "--scope", "payments.charge", "--allowed-audience", "payments")
@@ -123,7 +123,7 @@ func TestXDSKeysOverNATS(t *testing.T) {
 	}
 	cache.Start(ctx)
 	go followPushedKeys(nc, slog.New(slog.DiscardHandler))(ctx, xds.Issuer{Issuer: issuerURL}, cache)
-	waitFor(t, "the keys over NATS", func() bool { return cache.Status().Source == "nats" })
+	waitFor(t, "the keys from the snapshot", func() bool { return cache.Status().Source == jwks.SourceSnapshot })
 	t.Setenv(envAdminToken, "admin-test-token")
 	if err := run(context.Background(), []string{"keys", "rotate", "--issuer", issuerURL, "--immediate"}, io.Discard, io.Discard); err != nil {
 		t.Fatal(err)

@@ -61,6 +61,7 @@ type sidecarFlags struct {
 	clientID, clientSecretFile   string
 	tokenURL                     string
 	nats                         natsconn.Flags
+	snapshotInterval             time.Duration
 	federation                   bool
 	log                          logFlags
 }
@@ -90,7 +91,8 @@ func (f *sidecarFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.clientID, "client-id", "", "this sidecar's client id at the issuer, the exchanging client (default: --audience)")
 	fs.StringVar(&f.clientSecretFile, "client-secret-file", "", "file holding this sidecar's client secret (or set "+envClientSecret+")")
 	fs.StringVar(&f.tokenURL, "token-url", "", "the issuer's token endpoint for exchanges (default: from the first --trust issuer's metadata)")
-	f.nats.Register(fs, "follow the trusted issuers' keys and revocations pushed over JetStream (HTTPS polling goes on as the fallback)")
+	f.nats.Register(fs, "follow the trusted issuers' keys and revocations pushed over NATS, in milliseconds (their snapshot over HTTPS goes on as the source of truth)")
+	registerSnapshotInterval(fs, &f.snapshotInterval)
 	fs.BoolVar(&f.federation, "federation", true, "with --nats, also trust the providers a trusted issuer federates, whose keys it relays (false: refuse relayed keys)")
 	f.log.register(fs)
 }
@@ -196,10 +198,10 @@ func serveSidecar(ctx context.Context, f *sidecarFlags, trusted []trustedIssuer,
 		return err
 	}
 	registerRevocationMetrics(reg, auth)
-	if f.nats.Enabled() {
-		if err := followNATS(keysCtx, f, trusted, keySets, auth, reg, log); err != nil {
-			return err
-		}
+	revoked := &token.RevocationSinks{}
+	revoked.Add(auth.Revoke)
+	if err := followIssuers(keysCtx, f, trusted, keySets, auth, revoked, reg, log); err != nil {
+		return err
 	}
 	metrics, err := proxy.NewMetrics(reg)
 	if err != nil {

@@ -33,3 +33,13 @@ func (s *Signal) Notify() {
 		s.ch = nil
 	}
 }
+
+// Closed reports, without waiting, whether ch (one C returned) is closed.
+func Closed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}

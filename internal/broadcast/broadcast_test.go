@@ -5,27 +5,18 @@ import (
 	"testing"
 )
 
-func closed(ch <-chan struct{}) bool {
-	select {
-	case <-ch:
-		return true
-	default:
-		return false
-	}
-}
-
 func TestSignal(t *testing.T) {
 	var s Signal
 	s.Notify() // nobody waits: nothing to close
 	a, b := s.C(), s.C()
-	if a != b || closed(a) {
+	if a != b || Closed(a) {
 		t.Fatal("two waiters before a change must share one open channel")
 	}
 	s.Notify()
-	if !closed(a) {
+	if !Closed(a) {
 		t.Fatal("Notify did not close the channel")
 	}
-	if c := s.C(); closed(c) {
+	if c := s.C(); Closed(c) {
 		t.Fatal("the channel after a close is closed already")
 	}
 }

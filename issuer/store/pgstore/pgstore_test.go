@@ -2,11 +2,8 @@ package pgstore
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
-	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -15,51 +12,17 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/meshauth/meshauth/internal/pgtest"
 	"github.com/meshauth/meshauth/issuer/store"
 	"github.com/meshauth/meshauth/issuer/store/storetest"
 )
 
 // testURL returns the database the tests may create schemas in.
-func testURL(t *testing.T) string {
-	u := os.Getenv("MESHAUTH_TEST_POSTGRES_URL")
-	if u == "" {
-		t.Skip("MESHAUTH_TEST_POSTGRES_URL not set; skipping PostgreSQL store tests")
-	}
-	return u
-}
+func testURL(t *testing.T) string { return pgtest.URL(t) }
 
 // newSchema creates an empty schema, dropped when the test ends, and returns
 // a URL whose connections use it.
-func newSchema(t *testing.T) string {
-	t.Helper()
-	base := testURL(t)
-	name := "t_" + strings.ToLower(rand.Text())
-	exec(t, t.Context(), base, "CREATE SCHEMA "+name)
-	t.Cleanup(func() { exec(t, context.Background(), base, "DROP SCHEMA "+name+" CASCADE") })
-
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatalf("MESHAUTH_TEST_POSTGRES_URL must be a URL: %v", err)
-	}
-	q := u.Query()
-	q.Set("search_path", name)
-	// The tests open many stores at once; keep them within max_connections.
-	q.Set("pool_max_conns", "4")
-	u.RawQuery = q.Encode()
-	return u.String()
-}
-
-func exec(t *testing.T, ctx context.Context, url, sql string) {
-	t.Helper()
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, sql); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-}
+func newSchema(t *testing.T) string { return pgtest.Schema(t) }
 
 func open(t *testing.T, url string) *Store {
 	t.Helper()
