@@ -1,17 +1,21 @@
 package jwks
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/meshauth/meshauth/internal/natstest"
@@ -541,4 +545,59 @@ func TestDistributionFederation(t *testing.T) {
 	// Back, and serving keys again: relayed again.
 	provider.down.Store(false)
 	distWait(t, "the provider back at the sidecar", func() bool { return cacheHas(federated.provider(provider.url), next) })
+}
+
+// TestDistributorChecksServer: an issuer whose NATS user may not publish
+// on its subjects, or whose server takes too small messages, says so
+// clearly at start.
+func TestDistributorChecksServer(t *testing.T) {
+	opts := &server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true, MaxPayload: 1024,
+		Users: []*server.User{{Username: "issuer", Password: "secret", Permissions: &server.Permissions{
+			Publish: &server.SubjectPermission{Deny: []string{"meshauth.>"}}}}}}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("NATS did not start")
+	}
+	t.Cleanup(ns.Shutdown)
+	nc, err := nats.Connect(ns.ClientURL(), nats.UserInfo("issuer", "secret"), nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	iss := newDistIssuer(t)
+	var logs syncBuffer
+	d, err := NewDistributor(DistributorConfig{Issuer: iss.url, Keyring: iss.keyring, Store: iss.store, Conn: nc, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); d.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	distWait(t, "the check", func() bool { return strings.Contains(logs.String(), "refuses this issuer's publications") })
+	if !strings.Contains(logs.String(), "max_payload (1024 bytes) is below the largest delta") {
+		t.Errorf("no word of the small max_payload:\n%s", logs.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }

@@ -364,7 +364,7 @@ func (d *Distributor) Run(ctx context.Context) {
 		d.publishKeys()
 		d.publishRelays()
 		if !checked {
-			checked = d.checkPermission()
+			checked = d.checkServer()
 		}
 		select {
 		case <-ctx.Done():
@@ -425,15 +425,29 @@ func (d *Distributor) publishRelays() {
 	}
 }
 
-// checkPermission flushes what was published and reports whether NATS
-// took it; a refusal for lack of permission is logged once, clearly.
-func (d *Distributor) checkPermission() bool {
-	if err := d.cfg.Conn.FlushTimeout(5 * time.Second); err != nil {
-		return false
+// maxDelta is the largest delta published: a relayed key set at its
+// largest, in base64, with room for the rest of the JWS.
+const maxDelta = maxRelayedJWKS*4/3 + 4096
+
+// checkServer checks, once connected, what the distribution needs of the
+// NATS server, and says clearly what is missing: core publish and
+// subscribe alone (any nats-server 2.x; no JetStream), a max_payload that
+// takes every delta, and permission to publish on the issuer's subjects.
+// It reports whether the check was made.
+func (d *Distributor) checkServer() bool {
+	nc := d.cfg.Conn
+	if err := nc.FlushTimeout(5 * time.Second); err != nil {
+		return false // not connected yet: the next round checks
 	}
-	if err := d.cfg.Conn.LastError(); errors.Is(err, nats.ErrPermissionViolation) {
-		d.cfg.Logger.Error("distribution: NATS refuses this issuer's publications; give its NATS user publish permission on "+UpdateSubjects(d.cfg.Issuer)+" (verifiers learn changes from the snapshot meanwhile)", "err", err)
+	log := d.cfg.Logger.With("nats_server", nc.ConnectedServerVersion())
+	if p := nc.MaxPayload(); p < maxDelta {
+		log.Error(fmt.Sprintf("distribution: the NATS server's max_payload (%d bytes) is below the largest delta (%d bytes): raise it, or relayed key sets will not pass (verifiers get them from the snapshot meanwhile)", p, maxDelta))
 	}
+	if err := nc.LastError(); errors.Is(err, nats.ErrPermissionViolation) {
+		log.Error("distribution: NATS refuses this issuer's publications; give its NATS user publish permission on "+UpdateSubjects(d.cfg.Issuer)+" (verifiers learn changes from the snapshot meanwhile)", "err", err)
+		return true
+	}
+	log.Info("distribution: publishing changes on NATS (core publish and subscribe: any nats-server 2.x, no JetStream)", "subjects", UpdateSubjects(d.cfg.Issuer))
 	return true
 }
 
