@@ -1,7 +1,6 @@
 package jwks
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -250,14 +249,4 @@ func decodeRelayUpdate(msg []byte, keys token.Keys, issuer string) (*relayUpdate
 		return nil, nil, err
 	}
 	return &u, parsed, nil
-}
-
-// compactJSON returns doc without insignificant white space, the form in
-// which the distribution carries it.
-func compactJSON(doc []byte) ([]byte, error) {
-	var b bytes.Buffer
-	if err := json.Compact(&b, doc); err != nil {
-		return nil, err
-	}
-	return b.Bytes(), nil
 }

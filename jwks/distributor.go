@@ -132,7 +132,7 @@ func (d *Distributor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		since = n
 	}
-	st, err := d.current(r.Context())
+	st, err := d.current(r.Context(), since)
 	if err != nil {
 		d.cfg.Logger.Warn("distribution snapshot: state unavailable", "err", err)
 		http.Error(w, "the issuer's state is unavailable", http.StatusServiceUnavailable)
@@ -159,13 +159,15 @@ func (d *Distributor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // current returns the state as of the store's latest change, building it
-// if it changed.
-func (d *Distributor) current(ctx context.Context) (*distState, error) {
+// if it changed. A verifier that has changes up to seen, beyond the state
+// held, makes it ask the store at once.
+func (d *Distributor) current(ctx context.Context, seen int64) (*distState, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	now := d.cfg.Now()
 	providers := d.providerKeys(now)
-	if st := d.state; st != nil && now.Sub(d.checkedAt) < recheckAfter && !broadcast.Closed(d.storeChanged) && slices.EqualFunc(st.providers, providers, sameProviderKeys) {
+	if st := d.state; st != nil && seen <= st.seq.Seq && now.Sub(d.checkedAt) < recheckAfter && !broadcast.Closed(d.storeChanged) &&
+		slices.EqualFunc(st.providers, providers, sameProviderKeys) {
 		return st, nil
 	}
 	// Taken before reading, so that a change made meanwhile is noticed
@@ -213,10 +215,7 @@ func (d *Distributor) build(ctx context.Context, providers []providerKeys, now t
 		if seq.KeysSeq != keysSeq {
 			continue // the keys changed between the two reads
 		}
-		st := &distState{seq: seq, providers: providers, pages: map[int64][]byte{}}
-		if st.jwks, err = compactJSON(doc); err != nil {
-			return nil, fmt.Errorf("key set: %w", err)
-		}
+		st := &distState{seq: seq, jwks: doc, providers: providers, pages: map[int64][]byte{}}
 		if prev != nil {
 			st.revs = slices.DeleteFunc(slices.Clone(prev.revs), func(r revocationEntry) bool { return !now.Before(r.ExpiresAt) })
 		}
@@ -289,11 +288,8 @@ func (d *Distributor) providerKeys(now time.Time) []providerKeys {
 		if doc == nil || len(doc) > maxRelayedJWKS || !expiresAt.IsZero() && !now.Before(expiresAt) {
 			continue
 		}
-		compact, err := compactJSON(doc)
-		if err != nil {
-			continue
-		}
-		out = append(out, providerKeys{Provider: p, Version: loadedAt.UnixMicro(), ExpiresAt: expiresAt, JWKS: compact})
+		// As the provider served it; json.Marshal compacts it.
+		out = append(out, providerKeys{Provider: p, Version: loadedAt.UnixMicro(), ExpiresAt: expiresAt, JWKS: doc})
 	}
 	return out
 }
@@ -384,12 +380,7 @@ func (d *Distributor) publishKeys() {
 	if doc == nil || keysSeq <= d.publishedKeys {
 		return
 	}
-	compact, err := compactJSON(doc)
-	if err != nil {
-		d.cfg.Logger.Error("distribution: key set", "err", err)
-		return
-	}
-	if d.publish(kindKeys, typKeySet, keySetUpdate{Issuer: d.cfg.Issuer, Seq: keysSeq, JWKS: compact}) {
+	if d.publish(kindKeys, typKeySet, keySetUpdate{Issuer: d.cfg.Issuer, Seq: keysSeq, JWKS: doc}) {
 		d.publishedKeys = keysSeq
 	}
 }

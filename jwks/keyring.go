@@ -191,25 +191,29 @@ func (k *Keyring) Load(ctx context.Context) error {
 	return nil
 }
 
-// Run keeps the keyring in step with the store until ctx is done: at once,
-// whenever the store announces a change of keys or revocations (by any
-// replica: store.Changes.Changed), and every ReloadInterval, it deletes
-// the keys whose tokens have all expired, adds a new key when rotation is
-// due, and re-reads the keys. If that fails, the keyring keeps its last
-// good keys and logs the error.
+// Run keeps the keyring in step with the store until ctx is done: at once
+// and every ReloadInterval, it deletes the keys whose tokens have all
+// expired, adds a new key when rotation is due, and re-reads the keys; and
+// whenever the store announces a change (by any replica:
+// store.Changes.Changed), it re-reads them if they changed (Fresh). If
+// that fails, the keyring keeps its last good keys and logs the error.
 func (k *Keyring) Run(ctx context.Context) {
 	t := time.NewTicker(k.cfg.ReloadInterval)
 	defer t.Stop()
+	k.tick(ctx)
 	for {
 		// Taken before reading, so that a change made meanwhile wakes
 		// the next round.
 		changed := k.cfg.Store.Changed()
-		k.tick(ctx)
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			k.tick(ctx)
 		case <-changed:
+			if err := k.Fresh(ctx); err != nil && ctx.Err() == nil {
+				k.cfg.Logger.Error("signing keys: reload after a change failed; keeping the last good keys", "err", err)
+			}
 		}
 	}
 }
