@@ -171,11 +171,19 @@ func (e *propagationEnv) sink(i int, auth *token.Authenticator) token.Revocation
 	return func(r token.Revocation) {
 		auth.Revoke(r)
 		e.mu.Lock()
-		defer e.mu.Unlock()
-		if e.watched == nil || e.refused[i] {
+		watched := e.watched
+		e.mu.Unlock()
+		// Verified outside the lock: the sidecars check at once, as
+		// they would in their own processes.
+		if watched == nil {
 			return
 		}
-		if err := auth.VerifyInto(e.watched, &c); err != nil && err.(*token.Error).Reason == token.Revoked {
+		if err := auth.VerifyInto(watched, &c); err == nil || err.(*token.Error).Reason != token.Revoked {
+			return
+		}
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if string(e.watched) == string(watched) && !e.refused[i] {
 			e.refused[i] = true
 			if e.left--; e.left == 0 {
 				close(e.done)

@@ -84,7 +84,7 @@ type distState struct {
 	etag      string
 
 	mu    sync.Mutex
-	pages map[int64][]byte // signed snapshots, by since
+	pages map[int][]byte // signed snapshots, by the index of their first revocation
 }
 
 // maxPages bounds the signed snapshots kept per state: verifiers that
@@ -215,7 +215,7 @@ func (d *Distributor) build(ctx context.Context, providers []providerKeys, now t
 		if seq.KeysSeq != keysSeq {
 			continue // the keys changed between the two reads
 		}
-		st := &distState{seq: seq, jwks: doc, providers: providers, pages: map[int64][]byte{}}
+		st := &distState{seq: seq, jwks: doc, providers: providers, pages: map[int][]byte{}}
 		if prev != nil {
 			st.revs = slices.DeleteFunc(slices.Clone(prev.revs), func(r revocationEntry) bool { return !now.Before(r.ExpiresAt) })
 		}
@@ -240,17 +240,23 @@ func stateTag(seq store.ChangeSeq, providers []providerKeys) string {
 
 // page returns the signed snapshot for a verifier that has every change up
 // to since: a since beyond the state (a verifier ahead of a store that
-// went back) gets everything.
+// went back) gets everything. Every since between two revocations gets
+// the same page, since from the earlier one, so that verifiers share pages
+// and what a request can make the issuer sign is bounded.
 func (st *distState) page(d *Distributor, since int64) ([]byte, error) {
 	if since > st.seq.Seq {
 		since = 0
 	}
+	i, _ := slices.BinarySearchFunc(st.revs, since+1, func(r revocationEntry, seq int64) int { return cmp.Compare(r.Seq, seq) })
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if b, ok := st.pages[since]; ok {
+	if b, ok := st.pages[i]; ok {
 		return b, nil
 	}
-	i, _ := slices.BinarySearchFunc(st.revs, since+1, func(r revocationEntry, seq int64) int { return cmp.Compare(r.Seq, seq) })
+	since = 0
+	if i > 0 {
+		since = st.revs[i-1].Seq
+	}
 	j := min(i+snapshotPage, len(st.revs))
 	s := snapshot{
 		Issuer: d.cfg.Issuer, Seq: st.seq.Seq, Since: since, KeysSeq: st.seq.KeysSeq, JWKS: st.jwks,
@@ -274,7 +280,7 @@ func (st *distState) page(d *Distributor, since int64) ([]byte, error) {
 		return nil, err
 	}
 	if len(st.pages) < maxPages {
-		st.pages[since] = []byte(msg)
+		st.pages[i] = []byte(msg)
 	}
 	return []byte(msg), nil
 }
@@ -456,7 +462,10 @@ func (d *Distributor) Status() []string {
 		case st.Keys == 0:
 			lines = append(lines, fmt.Sprintf("federated %s: no keys yet (%s)", p, cmp.Or(st.LastError, "loading")))
 		default:
-			line := fmt.Sprintf("federated %s: %d keys, %s old, relayed until %s", p, st.Keys, st.Age.Round(time.Second), st.ExpiresAt.Sub(now).Round(time.Second))
+			line := fmt.Sprintf("federated %s: %d keys, %s old", p, st.Keys, st.Age.Round(time.Second))
+			if !st.ExpiresAt.IsZero() {
+				line += fmt.Sprintf(", relayed for %s more unless renewed", st.ExpiresAt.Sub(now).Round(time.Second))
+			}
 			if st.LastError != "" {
 				line += "; last refresh failed: " + st.LastError
 			}

@@ -99,7 +99,8 @@ type Subscriber struct {
 	// in carries deltas from NATS's callbacks to Run's goroutine, which
 	// alone owns the fields below it.
 	in   chan received
-	lost atomic.Bool // a delta was dropped on a full queue
+	lost atomic.Bool   // a delta was dropped on a full queue
+	kick chan struct{} // wakes Run for a lost delta
 
 	seq         int64          // every change up to seq is applied
 	keysSeq     int64          // of the key set installed; 0 before the first
@@ -160,7 +161,7 @@ func NewSubscriber(cfg SubscriberConfig) (*Subscriber, error) {
 	if err != nil {
 		return nil, fmt.Errorf("subscriber: %w", err)
 	}
-	s := &Subscriber{cfg: cfg, issuer: iss, in: make(chan received, 1024), pending: map[int64]bool{}, providerVer: map[string]int64{}}
+	s := &Subscriber{cfg: cfg, issuer: iss, in: make(chan received, 1024), kick: make(chan struct{}, 1), pending: map[int64]bool{}, providerVer: map[string]int64{}}
 	if cfg.SnapshotURL != "" {
 		if s.snapshotURL, err = issuerDocumentURL(iss, "snapshot URL", cfg.SnapshotURL); err != nil {
 			return nil, fmt.Errorf("subscriber: %w", err)
@@ -275,6 +276,8 @@ func (s *Subscriber) Run(ctx context.Context) {
 		case <-reconnected:
 			// What was published while this connection was down is lost.
 			schedule(time.Now(), false)
+		case <-s.kick:
+			schedule(time.Now(), false)
 		case <-timer.C:
 			due = time.Time{}
 			if inFlight {
@@ -289,6 +292,10 @@ func (s *Subscriber) Run(ctx context.Context) {
 		case r := <-fetched:
 			inFlight = false
 			more := s.applyFetched(r)
+			if len(s.pending) > 0 {
+				// The snapshot was older than a delta: ask again.
+				schedule(time.Now().Add(gapGrace), false)
+			}
 			switch {
 			case r.none:
 				again = false
@@ -314,6 +321,10 @@ func (s *Subscriber) receive(m *nats.Msg) {
 	case s.in <- received{kind: kind, data: m.Data}:
 	default:
 		s.lost.Store(true)
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
 	}
 }
 
