@@ -3,12 +3,15 @@ package bench
 import (
 	"context"
 	"crypto/rand"
-	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/meshauth/meshauth/internal/natstest"
+	"github.com/meshauth/meshauth/issuer"
 	"github.com/meshauth/meshauth/issuer/store"
 	"github.com/meshauth/meshauth/issuer/store/storeurl"
 	"github.com/meshauth/meshauth/jwks"
@@ -26,31 +30,64 @@ import (
 // subscriber; a benchmark that exceeds it fails rather than hangs.
 const propagationTimeout = 10 * time.Second
 
-// propagationEnv is an issuer publishing over NATS and n sidecars, each
-// with its own connection, key-set cache and revocation callback.
-type propagationEnv struct {
-	natsURL string
-	store   store.Store
-	keyring *jwks.Keyring
-	pub     *jwks.Publisher
-	caches  []*jwks.KeySetCache
+// snapshotPoll is the sidecars' polling interval on the snapshot path of
+// BenchmarkPropagation: short, so that a run holds enough events.
+const snapshotPoll = 250 * time.Millisecond
 
-	// revoked counts, per revocation value, the subscribers that have it.
+// propagationEnv is a real issuer (its HTTP endpoints, store, keyring and
+// distributor) and n sidecars, each with its own key-set cache, verifier
+// (with a verified-token cache) and Subscriber, and, on the NATS path, its
+// own NATS connection.
+type propagationEnv struct {
+	natsURL   string
+	issuerURL string
+	store     store.Store
+	keyring   *jwks.Keyring
+	authz     string // the client's Basic credentials
+	caches    []*jwks.KeySetCache
+	auths     []*token.Authenticator
+
+	// watched is the token whose refusal is awaited: each sidecar, once
+	// its verifier refuses it, counts once.
 	mu      sync.Mutex
-	revoked map[string]int
-	allDone map[string]chan struct{}
+	watched []byte
+	refused []bool
+	left    int
+	done    chan struct{}
 }
 
-func newPropagationEnv(b *testing.B, n int) *propagationEnv {
-	ns := natstest.Start(b, b.TempDir(), -1)
+// newPropagationEnv starts an issuer and n sidecars, over NATS if
+// withNATS, until stop is called, so that no environment loads the
+// machine while another is measured.
+func newPropagationEnv(b *testing.B, n int, withNATS bool) (e *propagationEnv, stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	b.Cleanup(func() { cancel(); wg.Wait() })
+	var (
+		wg    sync.WaitGroup
+		stops []func()
+	)
+	stop = func() {
+		cancel()
+		wg.Wait()
+		for _, f := range slices.Backward(stops) {
+			f()
+		}
+	}
+	b.Cleanup(stop)
 	st, err := storeurl.Open(ctx, "file:"+filepath.Join(b.TempDir(), "store"))
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { st.Close() })
+	stops = append(stops, func() { st.Close() })
+	// connect connects to NATS until stop: a connection left open would
+	// try to reconnect to the stopped server while others are measured.
+	connect := func(url string) *nats.Conn {
+		nc, err := nats.Connect(url, natstest.Options()...)
+		if err != nil {
+			b.Fatal(err)
+		}
+		stops = append(stops, nc.Close)
+		return nc
+	}
 	kek := make([]byte, jwks.KEKSize)
 	rand.Read(kek)
 	sealer, err := jwks.NewSealer(kek)
@@ -65,51 +102,92 @@ func newPropagationEnv(b *testing.B, n int) *propagationEnv {
 	if err := k.Load(ctx); err != nil {
 		b.Fatal(err)
 	}
-	e := &propagationEnv{natsURL: ns.ClientURL(), store: st, keyring: k, revoked: map[string]int{}, allDone: map[string]chan struct{}{}}
-
-	var issuerURL string
-	mux := http.NewServeMux()
-	mux.HandleFunc("/.well-known/oauth-authorization-server", func(w http.ResponseWriter, _ *http.Request) {
-		json.NewEncoder(w).Encode(map[string]string{"issuer": issuerURL, "jwks_uri": issuerURL + "/jwks.json"})
-	})
-	mux.Handle("/jwks.json", k)
-	srv := httptest.NewServer(mux)
-	b.Cleanup(srv.Close)
-	issuerURL = srv.URL
-
-	e.pub, err = jwks.NewPublisher(jwks.PublisherConfig{Conn: natstest.Connect(b, e.natsURL), Issuer: issuerURL, Keyring: k, Revocations: st, Logger: quiet})
+	e = &propagationEnv{store: st, keyring: k}
+	hs := httptest.NewUnstartedServer(nil)
+	e.issuerURL = "http://" + hs.Listener.Addr().String()
+	dcfg := jwks.DistributorConfig{Issuer: e.issuerURL, Keyring: k, Store: st, Logger: quiet}
+	if withNATS {
+		ns := natstest.Start(b, b.TempDir(), -1)
+		stops = append(stops, ns.Shutdown)
+		e.natsURL = ns.ClientURL()
+		dcfg.Conn = connect(e.natsURL)
+	}
+	dist, err := jwks.NewDistributor(dcfg)
 	if err != nil {
 		b.Fatal(err)
 	}
-	wg.Go(func() { e.pub.Run(ctx) })
-	for range n {
-		// Polling as rarely as allowed: whatever the sidecars learn during
-		// the benchmark comes over NATS.
-		c, err := jwks.NewKeySetCache(jwks.KeySetConfig{Issuer: issuerURL, MinRefresh: time.Hour, MaxRefresh: time.Hour, Logger: quiet})
+	wg.Go(func() { dist.Run(ctx) })
+	srv, err := issuer.New(issuer.Config{IssuerURL: e.issuerURL, Store: st, Keys: k, Revocations: dist, Snapshot: dist, Logger: quiet})
+	if err != nil {
+		b.Fatal(err)
+	}
+	hs.Config.Handler = srv
+	hs.Start()
+	stops = append(stops, hs.Close)
+	id := "bench-propagation"
+	e.authz = basicAuth(id, registerBench(b, st, issuer.ClientMetadata{ClientID: id, Scope: "read", AllowedAudiences: []string{"api"}}))
+
+	for i := range n {
+		// Polling the JWKS as rarely as allowed: whatever the sidecars
+		// learn during the benchmark comes from the distribution.
+		c, err := jwks.NewKeySetCache(jwks.KeySetConfig{Issuer: e.issuerURL, MinRefresh: time.Hour, MaxRefresh: time.Hour, Logger: quiet})
 		if err != nil {
 			b.Fatal(err)
 		}
 		c.Start(ctx)
-		sub, err := jwks.NewSubscriber(jwks.SubscriberConfig{Conn: natstest.Connect(b, e.natsURL), Issuer: issuerURL, Keys: c, Revoked: e.revoke, Logger: quiet})
+		cache, err := token.NewCache(token.CacheConfig{MaxBytes: 1 << 20, Shards: 16})
+		if err != nil {
+			b.Fatal(err)
+		}
+		auth, err := token.NewAuthenticator([]token.Issuer{{Policy: token.Policy{Issuer: e.issuerURL, Audiences: []string{"api"}}, Keys: c}}, token.AuthenticatorOptions{Cache: cache})
+		if err != nil {
+			b.Fatal(err)
+		}
+		scfg := jwks.SubscriberConfig{Issuer: e.issuerURL, Keys: c, Revoked: e.sink(i, auth), PollInterval: snapshotPoll, Logger: quiet}
+		if withNATS {
+			// Polling out of the way: the NATS path alone is measured.
+			scfg.Conn, scfg.PollInterval = connect(e.natsURL), time.Hour
+		}
+		sub, err := jwks.NewSubscriber(scfg)
 		if err != nil {
 			b.Fatal(err)
 		}
 		wg.Go(func() { sub.Run(ctx) })
 		e.caches = append(e.caches, c)
+		e.auths = append(e.auths, auth)
+		for deadline := time.Now().Add(propagationTimeout); sub.Status().ConfirmedAt.IsZero(); time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				b.Fatal("a subscriber did not get the first snapshot")
+			}
+		}
 	}
-	e.waitKeys(b, func(c *jwks.KeySetCache) bool { return c.Status().Source == jwks.SourceNATS })
-	return e
+	return e, stop
 }
 
-// revoke is every subscriber's Revoked: it counts, and signals when all
-// have a revocation.
-func (e *propagationEnv) revoke(r token.Revocation) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.revoked[r.Value]++
-	if e.revoked[r.Value] == len(e.caches) {
-		if done := e.allDone[r.Value]; done != nil {
-			close(done)
+// sink is the revocation sink of sidecar i: its verifier's Revoke, then,
+// as a sidecar would on the next request, the check of the watched token.
+func (e *propagationEnv) sink(i int, auth *token.Authenticator) token.RevocationSink {
+	var c token.Claims
+	return func(r token.Revocation) {
+		auth.Revoke(r)
+		e.mu.Lock()
+		watched := e.watched
+		e.mu.Unlock()
+		// Verified outside the lock: the sidecars check at once, as
+		// they would in their own processes.
+		if watched == nil {
+			return
+		}
+		if err := auth.VerifyInto(watched, &c); err == nil || err.(*token.Error).Reason != token.Revoked {
+			return
+		}
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if string(e.watched) == string(watched) && !e.refused[i] {
+			e.refused[i] = true
+			if e.left--; e.left == 0 {
+				close(e.done)
+			}
 		}
 	}
 }
@@ -166,33 +244,71 @@ func (e *propagationEnv) rotateEvent(b *testing.B) time.Duration {
 	return took
 }
 
-// revokeEvent revokes a subject and returns how long until every
-// subscriber has passed the revocation to its verifier.
+// revokeEvent takes a token, untimed, that every sidecar accepts (and
+// caches), then revokes it with an RFC 7009 request to the issuer and
+// returns how long until every sidecar refuses it.
 func (e *propagationEnv) revokeEvent(b *testing.B) time.Duration {
-	ctx := context.Background()
-	now := time.Now()
-	r := &store.Revocation{ID: rand.Text(), Kind: store.RevokeSubject, Value: rand.Text(), RevokedAt: now, ExpiresAt: now.Add(5 * time.Minute)}
-	done := make(chan struct{})
-	e.mu.Lock()
-	e.allDone[r.Value] = done
-	e.mu.Unlock()
-	start := time.Now()
-	// As the issuer does: store, then notify.
-	if err := e.store.AddRevocation(ctx, r); err != nil {
-		b.Fatal(err)
+	b.StopTimer()
+	tok := e.token(b)
+	var c token.Claims
+	for _, auth := range e.auths {
+		if err := auth.VerifyInto(tok, &c); err != nil {
+			b.Fatal(err)
+		}
 	}
-	e.pub.NotifyRevocation(ctx, r)
+	e.mu.Lock()
+	e.watched, e.refused, e.left, e.done = tok, make([]bool, len(e.auths)), len(e.auths), make(chan struct{})
+	done := e.done
+	e.mu.Unlock()
+	b.StartTimer()
+
+	start := time.Now()
+	e.post(b, "/revoke", url.Values{"token": {string(tok)}})
 	select {
 	case <-done:
 	case <-time.After(propagationTimeout):
-		b.Fatal("a subscriber did not get the revocation in time")
+		b.Fatal("a sidecar did not refuse the revoked token in time")
 	}
-	return time.Since(start)
+	took := time.Since(start)
+	e.mu.Lock()
+	e.watched = nil
+	e.mu.Unlock()
+	return took
+}
+
+// token returns a client_credentials token for api.
+func (e *propagationEnv) token(b *testing.B) []byte {
+	body := e.post(b, "/token", url.Values{"grant_type": {"client_credentials"}, "audience": {"api"}})
+	const field = `"access_token":"`
+	i := strings.Index(body, field)
+	if i < 0 {
+		b.Fatalf("token response %s", body)
+	}
+	rest := body[i+len(field):]
+	return []byte(rest[:strings.IndexByte(rest, '"')])
+}
+
+// post sends form to the issuer's path as the client and returns the
+// answer, which must be 200.
+func (e *propagationEnv) post(b *testing.B, path string, form url.Values) string {
+	req, _ := http.NewRequest(http.MethodPost, e.issuerURL+path, strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Authorization", e.authz)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		b.Fatalf("%s: %d %s", path, resp.StatusCode, body)
+	}
+	return string(body)
 }
 
 // fanOutFloor is the floor of BenchmarkPropagation: core NATS messages of
 // an update's size published to n plain subscribers, each on its own
-// connection; the fan-out alone, without JetStream, signing or
+// connection; the fan-out alone, without the issuer, signing or
 // verification.
 type fanOutFloor struct {
 	pub      *nats.Conn
@@ -233,32 +349,35 @@ func (f *fanOutFloor) event(b *testing.B) time.Duration {
 	return time.Since(start)
 }
 
-// BenchmarkPropagation measures how long a key rotation (Keyring.Rotate,
-// immediate) and a revocation (stored, then NotifyRevocation) take from the
-// issuer's action to the moment all N subscribers enforce it: the new key
-// in every key-set cache, the revocation passed to every verifier. Each
-// subscriber has its own NATS connection. The floor is a bare core NATS
+// BenchmarkPropagation measures how long a revocation takes from the RFC
+// 7009 request to the issuer until all N sidecars refuse the token, and a
+// key rotation (Keyring.Rotate, immediate) until all N hold the new key:
+// over NATS (nats/...), and with NATS down, through the snapshot that
+// sidecars poll every snapshotPoll (snapshot/...). Each sidecar has its
+// own connection, verifier and subscriber. The floor is a bare core NATS
 // publish of a message of the same size to N plain subscribers on the same
-// server. Target: p99 under 50 ms at N = 100.
+// server. Targets: p99 under 50 ms at N = 100 over NATS; within the
+// polling interval + 1 s through the snapshot. What one sidecar spends
+// applying a revocation is jwks's BenchmarkApplyRevocation.
 func BenchmarkPropagation(b *testing.B) {
+	run := func(name string, n int, event func(*testing.B) time.Duration) {
+		b.Run(fmt.Sprintf("%s/subscribers=%d", name, n), func(b *testing.B) {
+			lats := make([]time.Duration, 0, b.N)
+			for range b.N {
+				lats = append(lats, event(b))
+			}
+			reportLatencies(b, true, lats)
+		})
+	}
 	for _, n := range []int{1, 10, 100} {
-		e := newPropagationEnv(b, n)
+		e, stop := newPropagationEnv(b, n, true)
 		floor := newFanOutFloor(b, e.natsURL, n)
-		for _, ev := range []struct {
-			name  string
-			event func(*testing.B) time.Duration
-		}{
-			{"rotate", e.rotateEvent},
-			{"revoke", e.revokeEvent},
-			{"floor", floor.event},
-		} {
-			b.Run(fmt.Sprintf("%s/subscribers=%d", ev.name, n), func(b *testing.B) {
-				lats := make([]time.Duration, 0, b.N)
-				for range b.N {
-					lats = append(lats, ev.event(b))
-				}
-				reportLatencies(b, true, lats)
-			})
-		}
+		run("nats/rotate", n, e.rotateEvent)
+		run("nats/revoke", n, e.revokeEvent)
+		run("floor", n, floor.event)
+		stop()
+		down, stop := newPropagationEnv(b, n, false)
+		run("snapshot/revoke", n, down.revokeEvent)
+		stop()
 	}
 }

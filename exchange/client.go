@@ -371,7 +371,7 @@ func (c *Client) clientCredentials(ctx context.Context, key [sha256.Size]byte, a
 func (c *Client) Evict(r token.Revocation) int {
 	return c.cache.DeleteFunc(func(v []byte) bool {
 		e := readEntry(v)
-		return e.ok && (r.Names(e.subject) || r.Names(e.issued))
+		return e.ok && (r.Matches(e.subject, time.Time{}) || r.Matches(e.issued, time.Time{}))
 	})
 }
 

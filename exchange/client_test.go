@@ -26,7 +26,7 @@ const (
 	testClientID = "orders"
 	// testSecret needs form-encoding before Basic (RFC 6749 §2.3.1).
 	testSecret  = "s3cr:et+/ü"
-	testSubject = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl"
+	testSubject = "eyJhbGciOiJFUzI1NiJ9.eyJpc3MiOiJodHRwczovL2F1dGguZXhhbXBsZS5jb20iLCJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl"
 )
 
 // fakeIssuer is a token endpoint that records the requests it gets and
@@ -317,7 +317,7 @@ func TestClientRefresh(t *testing.T) {
 // jwtAnswer answers with a token whose claims name it: jti "x-" and the
 // answer's number, client_id the exchanging client.
 func jwtAnswer(w http.ResponseWriter, form url.Values, n int64) {
-	claims := base64.RawURLEncoding.EncodeToString(fmt.Appendf(nil, `{"jti":"x-%d","client_id":%q,"sub":%q}`, n, testClientID, testClientID))
+	claims := base64.RawURLEncoding.EncodeToString(fmt.Appendf(nil, `{"iss":%q,"jti":"x-%d","client_id":%q,"sub":%q}`, testIssuer, n, testClientID, testClientID))
 	resp := map[string]any{"access_token": "eyJhbGciOiJFUzI1NiJ9." + claims + ".c2ln", "token_type": "Bearer", "expires_in": 300}
 	if form.Get("grant_type") == GrantTypeTokenExchange {
 		resp["issued_token_type"] = TokenTypeAccessToken
@@ -328,18 +328,19 @@ func jwtAnswer(w http.ResponseWriter, form url.Values, n int64) {
 // TestClientEvict checks which cached tokens a revocation drops: those
 // whose subject token it names, and those it names themselves.
 func TestClientEvict(t *testing.T) {
-	// testSubject's claims are {"sub":"alice"}.
+	// testSubject's claims are {"iss":testIssuer,"sub":"alice"}.
 	tests := []struct {
 		name    string
 		r       token.Revocation
 		evicted []string // of the calls below
 	}{
-		{"subject of the subject token", token.Revocation{Kind: token.RevokeSubject, Value: "alice"}, []string{"exchange"}},
-		{"jti of an exchanged token", token.Revocation{Kind: token.RevokeTokenID, Value: "x-1"}, []string{"exchange"}},
-		{"jti of the own token", token.Revocation{Kind: token.RevokeTokenID, Value: "x-2"}, []string{"own"}},
-		{"the client itself", token.Revocation{Kind: token.RevokeClientID, Value: testClientID}, []string{"exchange", "own"}},
-		{"another subject", token.Revocation{Kind: token.RevokeSubject, Value: "bob"}, nil},
-		{"empty value", token.Revocation{Kind: token.RevokeTokenID}, nil},
+		{"subject of the subject token", token.Revocation{Issuer: testIssuer, Kind: token.RevokeSubject, Value: "alice"}, []string{"exchange"}},
+		{"jti of an exchanged token", token.Revocation{Issuer: testIssuer, Kind: token.RevokeTokenID, Value: "x-1"}, []string{"exchange"}},
+		{"jti of the own token", token.Revocation{Issuer: testIssuer, Kind: token.RevokeTokenID, Value: "x-2"}, []string{"own"}},
+		{"the client itself", token.Revocation{Issuer: testIssuer, Kind: token.RevokeClientID, Value: testClientID}, []string{"exchange", "own"}},
+		{"another subject", token.Revocation{Issuer: testIssuer, Kind: token.RevokeSubject, Value: "bob"}, nil},
+		{"empty value", token.Revocation{Issuer: testIssuer, Kind: token.RevokeTokenID}, nil},
+		{"another issuer's", token.Revocation{Issuer: "https://other.example", Kind: token.RevokeSubject, Value: "alice"}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -400,7 +401,7 @@ func TestClientEvictDuringExchange(t *testing.T) {
 	done := make(chan string)
 	go func() { done <- exchange() }()
 	<-asked
-	c.Evict(token.Revocation{Kind: token.RevokeSubject, Value: "alice"})
+	c.Evict(token.Revocation{Issuer: testIssuer, Kind: token.RevokeSubject, Value: "alice"})
 	close(release)
 	first := <-done
 	second, third := exchange(), exchange()

@@ -71,6 +71,11 @@ func (s *Server) buildMetadata() ([]byte, error) {
 		"frontchannel_logout_supported":   false,
 		"backchannel_logout_supported":    false,
 	})
+	if s.snapshot != nil {
+		// meshauth's own member (RFC 8414 §2 allows extensions): where
+		// verifiers get the keys and revocations they follow.
+		md[jwks.SnapshotMember] = s.endpoint(pathSnapshot)
+	}
 	b, err := json.MarshalIndent(md, "", "  ")
 	if err != nil {
 		return nil, fmt.Errorf("render metadata: %w", err)

@@ -42,7 +42,7 @@ func (e *env) userGrant(client string) (grant, refresh, ref, jwt string) {
 // revocations returns the stored revocations of kind.
 func (e *env) revocations(kind string) []string {
 	e.t.Helper()
-	all, err := e.store.ListRevocations(context.Background(), time.Now())
+	all, _, err := e.store.RevocationsAfter(context.Background(), 0, time.Now())
 	if err != nil {
 		e.t.Fatal(err)
 	}

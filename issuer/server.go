@@ -43,6 +43,7 @@ const (
 	pathToken     = "/token"
 	pathRegister  = "/register"
 	pathJWKS      = "/jwks.json"
+	pathSnapshot  = "/meshauth/snapshot"
 	pathRotate    = "/admin/keys/rotate"
 	// RFC 7662 introspection and RFC 7009 revocation.
 	pathIntrospect = "/introspect"
@@ -97,6 +98,14 @@ type Config struct {
 	FormKey []byte
 	// Revocations, if set, is told of every stored revocation.
 	Revocations RevocationNotifier
+	// Snapshot, if set, serves the signed snapshot of the keys and
+	// revocations that verifiers follow (package jwks's Distributor), at
+	// /meshauth/snapshot, named by the metadata's meshauth_snapshot_uri.
+	Snapshot http.Handler
+	// Status, if set, adds lines to the /readyz answer: what readiness
+	// does not depend on but an operator wants to see, such as the state
+	// of federated providers.
+	Status func() []string
 	// ForeignIssuers are the other authorization servers whose tokens an
 	// edge may dereference through this issuer (see ForeignIssuer).
 	ForeignIssuers []ForeignIssuer
@@ -132,6 +141,8 @@ type Server struct {
 	issuerHost      string
 	throttle        *loginThrottle
 	notifier        RevocationNotifier
+	snapshot        http.Handler
+	status          func() []string
 	own             *token.Authenticator      // verifies this issuer's tokens presented back to it
 	foreign         map[string]*foreignIssuer // by id
 	log             *slog.Logger
@@ -173,6 +184,8 @@ func New(cfg Config) (*Server, error) {
 		issuerHost:      u.Host,
 		throttle:        newLoginThrottle(),
 		notifier:        cfg.Revocations,
+		snapshot:        cfg.Snapshot,
+		status:          cfg.Status,
 		log:             cfg.Logger,
 		now:             cfg.Now,
 		issuerPort:      cmp.Or(u.Port(), "80"), // named in http cookies only
@@ -255,6 +268,9 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /.well-known/oauth-authorization-server"+p, s.handleMetadata)
 	m.HandleFunc("GET "+p+"/.well-known/openid-configuration", s.handleMetadata)
 	m.Handle("GET "+p+pathJWKS, s.keys)
+	if s.snapshot != nil {
+		m.Handle("GET "+p+pathSnapshot, s.snapshot)
+	}
 	m.HandleFunc("GET "+p+pathAuthorize, s.handleAuthorize)
 	m.HandleFunc("POST "+p+pathAuthorize, s.handleAuthorize)
 	m.HandleFunc("POST "+p+pathLogin, s.handleLogin)
@@ -345,7 +361,7 @@ func (s *Server) handleHealthz(w http.ResponseWriter, _ *http.Request) {
 }
 
 // handleReadyz reports ready when a signing key is active and the store
-// answers.
+// answers, followed by the Status lines.
 func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	if !s.keys.Ready() {
@@ -362,4 +378,9 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_, _ = w.Write([]byte("ok\n"))
+	if s.status != nil {
+		for _, line := range s.status() {
+			_, _ = w.Write([]byte(line + "\n"))
+		}
+	}
 }

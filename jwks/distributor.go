@@ -1,175 +1,476 @@
 package jwks
 
 import (
-	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"maps"
+	"net/http"
+	"slices"
+	"strconv"
+	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go"
 
+	"github.com/meshauth/meshauth/internal/broadcast"
 	"github.com/meshauth/meshauth/issuer/store"
-	"github.com/meshauth/meshauth/token"
 )
 
-// Names on NATS.
-const (
-	// KeysBucket is the key-value bucket of the key sets.
-	KeysBucket = "meshauth_keys"
-	// RevocationStream is the stream of revocations, on subjects under
-	// revocationSubjects.
-	RevocationStream   = "MESHAUTH_REVOCATIONS"
-	revocationSubjects = "meshauth.revocations"
-
-	// typ of the signed messages (RFC 8725 §3.11: explicit typing, so that
-	// neither can pass for the other or for an access token).
-	typKeySetUpdate = "jwks-update+jwt"
-	typRevocation   = "revocation+jwt"
-)
-
-// nameToken returns the NATS name token for s (an issuer URL, a revocation
-// id): the hex of 128 bits of its SHA-256, since subjects and KV keys allow
-// only a few characters.
-func nameToken(s string) string {
-	sum := sha256.Sum256([]byte(s))
-	return hex.EncodeToString(sum[:16])
+// DistributorConfig configures a [Distributor].
+type DistributorConfig struct {
+	// Issuer is the issuer identifier, as in its tokens' "iss". Required.
+	Issuer string
+	// Keyring signs what is distributed and is the key set distributed.
+	// Required.
+	Keyring *Keyring
+	// Store numbers the changes and holds the revocations: the issuer's
+	// store. Required.
+	Store store.Changes
+	// Providers are the federated providers whose key sets are relayed,
+	// by issuer identifier; each cache must be started.
+	Providers map[string]*KeySetCache
+	// Conn, if not nil, is the NATS connection the deltas are published
+	// on; it should reconnect forever. Without it, verifiers learn
+	// everything from the snapshot.
+	Conn *nats.Conn
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+	// Now returns the current time; default time.Now.
+	Now func() time.Time
 }
 
-// keySetKey is the KV key of the key set of owner published by issuer.
-func keySetKey(issuer, owner string) string {
-	return nameToken(issuer) + "." + nameToken(owner)
+// A Distributor is the issuer's side of the distribution of keys and
+// revocations (see the package documentation): it serves the signed
+// snapshot (ServeHTTP), publishes each revocation stored
+// (NotifyRevocation) and, in Run, each change of the keys and of the
+// relayed providers' keys as deltas on NATS.
+type Distributor struct {
+	cfg DistributorConfig
+
+	// mu serialises the builds of state.
+	mu    sync.Mutex
+	state *distState
+	// checkedAt is when state was last found current with the store;
+	// storeChanged was taken before that check.
+	checkedAt    time.Time
+	storeChanged <-chan struct{}
+
+	// pubMu guards what Run published last.
+	pubMu         sync.Mutex
+	publishedKeys int64
+	publishedRel  map[string]int64 // provider → version
 }
 
-// revocationSubject is the subject of one revocation of issuer.
-func revocationSubject(issuer, id string) string {
-	return revocationSubjects + "." + nameToken(issuer) + "." + nameToken(id)
+// recheckAfter bounds how long the snapshot is served without asking the
+// store whether it changed, when no announced change says it did: many
+// verifiers polling at once cost the store one query, and a change whose
+// announcement is lost is served this late at most.
+const recheckAfter = 250 * time.Millisecond
+
+// distState is the issuer's state as of one change, and the signed
+// responses made of it; it never changes but for pages, memoised.
+type distState struct {
+	seq       store.ChangeSeq
+	jwks      []byte
+	revs      []revocationEntry // live when read, by Seq
+	providers []providerKeys
+	etag      string
+
+	mu    sync.Mutex
+	pages map[int][]byte // signed snapshots, by the index of their first revocation
 }
 
-// keySetUpdate is the payload of a key-set update.
-type keySetUpdate struct {
-	// Issuer signed the update: the issuer the subscriber trusts.
-	Issuer string `json:"iss"`
-	// Owner is the issuer whose keys these are: Issuer itself, or a
-	// provider it federates.
-	Owner string `json:"sub"`
-	// Version orders the updates of one owner: microseconds since the Unix
-	// epoch when the keys were read; higher is newer.
-	Version int64 `json:"ver"`
-	// JWKS is the JWK Set (RFC 7517 §5).
-	JWKS json.RawMessage `json:"jwks"`
-}
+// maxPages bounds the signed snapshots kept per state: verifiers that
+// are all up to date ask for one or two.
+const maxPages = 64
 
-// revocationMessage is the payload of a revocation.
-type revocationMessage struct {
-	Issuer    string    `json:"iss"`
-	ID        string    `json:"jti"`
-	Seq       int64     `json:"seq"`
-	Kind      string    `json:"kind"`
-	Value     string    `json:"value"`
-	RevokedAt time.Time `json:"revoked_at"`
-	ExpiresAt time.Time `json:"expires_at"`
-}
-
-// Setup creates the key-set bucket and the revocation stream, or updates
-// them to this configuration if they exist: idempotent, so every issuer
-// replica calls it at start. replicas is the JetStream replication factor
-// (1 for a single server, 3 in a cluster).
-func Setup(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, jetstream.Stream, error) {
-	if replicas < 1 {
-		replicas = 1
-	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      KeysBucket,
-		Description: "meshauth: the signed key set of each issuer and federated provider",
-		History:     1,
-		Storage:     jetstream.FileStorage,
-		Replicas:    replicas,
-	})
-	if err != nil {
-		return nil, nil, fmt.Errorf("create key-value bucket %s: %w", KeysBucket, err)
-	}
-	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        RevocationStream,
-		Description: "meshauth: signed revocations, each kept until it expires",
-		Subjects:    []string{revocationSubjects + ".>"},
-		Storage:     jetstream.FileStorage,
-		Replicas:    replicas,
-		// One message per revocation: republishing one replaces it.
-		MaxMsgsPerSubject: 1,
-		AllowMsgTTL:       true,
-		Duplicates:        2 * time.Minute,
-	})
-	if err != nil {
-		return nil, nil, fmt.Errorf("create stream %s (needs nats-server 2.11 or later): %w", RevocationStream, err)
-	}
-	return kv, st, nil
-}
-
-// errStale reports an update that is not newer than what its receiver
-// has: a replay, or a redelivery.
-var errStale = errors.New("not newer than the current keys")
-
-// decodeKeySetUpdate verifies msg with keys, the keys trusted for issuer,
-// and returns the update and its parsed keys. It does not judge the
-// version.
-func decodeKeySetUpdate(msg []byte, keys token.Keys, issuer string) (*keySetUpdate, []token.Key, error) {
-	payload, err := token.VerifyJWS(msg, keys, typKeySetUpdate)
-	if err != nil {
-		return nil, nil, err
-	}
-	var u keySetUpdate
-	if err := json.Unmarshal(payload, &u); err != nil {
-		return nil, nil, fmt.Errorf("key-set update: %w", err)
-	}
+// NewDistributor checks cfg and returns a Distributor.
+func NewDistributor(cfg DistributorConfig) (*Distributor, error) {
 	switch {
-	case u.Issuer != issuer:
-		return nil, nil, fmt.Errorf("key-set update names issuer %q, want %q", u.Issuer, issuer)
-	case u.Owner == "":
-		return nil, nil, errors.New("key-set update names no key owner")
-	case u.Version <= 0:
-		return nil, nil, errors.New("key-set update has no version")
+	case cfg.Issuer == "":
+		return nil, errors.New("distributor: the issuer identifier is required")
+	case cfg.Keyring == nil:
+		return nil, errors.New("distributor: a Keyring is required")
+	case cfg.Store == nil:
+		return nil, errors.New("distributor: a store is required")
 	}
-	parsed, err := parseKeySet(u.JWKS)
-	if err != nil {
-		return nil, nil, fmt.Errorf("key-set update for %s: %w", u.Owner, err)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
 	}
-	return &u, parsed, nil
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Distributor{cfg: cfg, publishedRel: map[string]int64{}}, nil
 }
 
-// decodeRevocation verifies msg with keys, the keys trusted for issuer,
-// and returns the revocation.
-func decodeRevocation(msg []byte, keys token.Keys, issuer string) (*revocationMessage, error) {
-	payload, err := token.VerifyJWS(msg, keys, typRevocation)
+// ServeHTTP serves the snapshot (GET or HEAD): the issuer's key set, its
+// revocations numbered after the query parameter since (default 0: all),
+// at most snapshotPage of them, and the key sets it relays, as a JWS
+// signed by the keyring. Its ETag names the state; a request whose
+// If-None-Match names the current one is answered 304. A store that
+// cannot be read is a 503: a verifier then keeps what it has rather than
+// take an answer that may be stale for current.
+func (d *Distributor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	since := int64(0)
+	if v := r.URL.Query().Get("since"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			http.Error(w, "since must be a change number", http.StatusBadRequest)
+			return
+		}
+		since = n
+	}
+	st, err := d.current(r.Context(), since)
+	if err != nil {
+		d.cfg.Logger.Warn("distribution snapshot: state unavailable", "err", err)
+		http.Error(w, "the issuer's state is unavailable", http.StatusServiceUnavailable)
+		return
+	}
+	h := w.Header()
+	h.Set("ETag", st.etag)
+	h.Set("Cache-Control", "no-cache")
+	if inm := r.Header.Get("If-None-Match"); inm != "" && inm == st.etag {
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	body, err := st.page(d, since)
+	if err != nil {
+		d.cfg.Logger.Error("distribution snapshot: signing failed", "err", err)
+		http.Error(w, "the snapshot could not be signed", http.StatusServiceUnavailable)
+		return
+	}
+	h.Set("Content-Type", SnapshotMediaType)
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	if r.Method == http.MethodGet {
+		w.Write(body)
+	}
+}
+
+// current returns the state as of the store's latest change, building it
+// if it changed. A verifier that has changes up to seen, beyond the state
+// held, makes it ask the store at once.
+func (d *Distributor) current(ctx context.Context, seen int64) (*distState, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	now := d.cfg.Now()
+	providers := d.providerKeys(now)
+	if st := d.state; st != nil && seen <= st.seq.Seq && now.Sub(d.checkedAt) < recheckAfter && !broadcast.Closed(d.storeChanged) &&
+		slices.EqualFunc(st.providers, providers, sameProviderKeys) {
+		return st, nil
+	}
+	// Taken before reading, so that a change made meanwhile is noticed
+	// at the next request.
+	changed := d.cfg.Store.Changed()
+	seq, err := d.cfg.Store.ChangeSeq(ctx)
 	if err != nil {
 		return nil, err
 	}
-	var r revocationMessage
-	if err := json.Unmarshal(payload, &r); err != nil {
-		return nil, fmt.Errorf("revocation: %w", err)
+	if st := d.state; st == nil || st.seq != seq || !slices.EqualFunc(st.providers, providers, sameProviderKeys) {
+		if d.state, err = d.build(ctx, providers, now); err != nil {
+			return nil, err
+		}
 	}
-	switch {
-	case r.Issuer != issuer:
-		return nil, fmt.Errorf("revocation names issuer %q, want %q", r.Issuer, issuer)
-	case r.ID == "" || r.Value == "":
-		return nil, errors.New("revocation without id or value")
-	case r.Kind != store.RevokeToken && r.Kind != store.RevokeClient && r.Kind != store.RevokeSubject && r.Kind != store.RevokeGrant:
-		return nil, fmt.Errorf("revocation of unknown kind %q", r.Kind)
-	case r.ExpiresAt.IsZero():
-		return nil, errors.New("revocation without expiry")
-	}
-	return &r, nil
+	d.checkedAt, d.storeChanged = now, changed
+	return d.state, nil
 }
 
-// compactJSON returns doc without insignificant white space, the form in
-// which an update carries it, so that documents compare byte for byte.
-func compactJSON(doc []byte) ([]byte, error) {
-	var b bytes.Buffer
-	if err := json.Compact(&b, doc); err != nil {
+// build reads the state: the revocations numbered after those of the
+// current state, which it keeps but for the expired, and the keys, which
+// must be current at the same change.
+func (d *Distributor) build(ctx context.Context, providers []providerKeys, now time.Time) (*distState, error) {
+	prev := d.state
+	for range 3 {
+		if err := d.cfg.Keyring.Fresh(ctx); err != nil {
+			return nil, err
+		}
+		doc, keysSeq := d.cfg.Keyring.Published()
+		if doc == nil {
+			return nil, errors.New("signing keys not loaded")
+		}
+		after := int64(0)
+		if prev != nil {
+			after = prev.seq.Seq
+		}
+		revs, seq, err := d.cfg.Store.RevocationsAfter(ctx, after, now)
+		if err != nil {
+			return nil, err
+		}
+		if seq.Seq < after {
+			// The store went back (restored from a backup): start over.
+			prev = nil
+			continue
+		}
+		if seq.KeysSeq != keysSeq {
+			continue // the keys changed between the two reads
+		}
+		st := &distState{seq: seq, jwks: doc, providers: providers, pages: map[int][]byte{}}
+		if prev != nil {
+			st.revs = slices.DeleteFunc(slices.Clone(prev.revs), func(r revocationEntry) bool { return !now.Before(r.ExpiresAt) })
+		}
+		for _, r := range revs {
+			st.revs = append(st.revs, newRevocationEntry(r))
+		}
+		st.etag = stateTag(seq, providers)
+		return st, nil
+	}
+	return nil, errors.New("the keys kept changing while the state was read")
+}
+
+// stateTag returns the ETag of the state at seq with providers.
+func stateTag(seq store.ChangeSeq, providers []providerKeys) string {
+	h := sha256.New()
+	for _, p := range providers {
+		h.Write([]byte(p.Provider))
+		h.Write(binary.BigEndian.AppendUint64(nil, uint64(p.Version)))
+	}
+	return `"` + strconv.FormatInt(seq.Seq, 10) + "-" + hex.EncodeToString(h.Sum(nil)[:8]) + `"`
+}
+
+// page returns the signed snapshot for a verifier that has every change up
+// to since: a since beyond the state (a verifier ahead of a store that
+// went back) gets everything. Every since between two revocations gets
+// the same page, since from the earlier one, so that verifiers share pages
+// and what a request can make the issuer sign is bounded.
+func (st *distState) page(d *Distributor, since int64) ([]byte, error) {
+	if since > st.seq.Seq {
+		since = 0
+	}
+	i, _ := slices.BinarySearchFunc(st.revs, since+1, func(r revocationEntry, seq int64) int { return cmp.Compare(r.Seq, seq) })
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if b, ok := st.pages[i]; ok {
+		return b, nil
+	}
+	since = 0
+	if i > 0 {
+		since = st.revs[i-1].Seq
+	}
+	j := min(i+snapshotPage, len(st.revs))
+	s := snapshot{
+		Issuer: d.cfg.Issuer, Seq: st.seq.Seq, Since: since, KeysSeq: st.seq.KeysSeq, JWKS: st.jwks,
+		Revocations: st.revs[i:j], Providers: st.providers,
+	}
+	if s.Revocations == nil {
+		s.Revocations = []revocationEntry{}
+	}
+	if s.Providers == nil {
+		s.Providers = []providerKeys{}
+	}
+	if j < len(st.revs) {
+		s.Seq, s.More = st.revs[j-1].Seq, true
+	}
+	payload, err := json.Marshal(s)
+	if err != nil {
 		return nil, err
 	}
-	return b.Bytes(), nil
+	msg, err := d.cfg.Keyring.SignUpdate(typSnapshot, payload)
+	if err != nil {
+		return nil, err
+	}
+	if len(st.pages) < maxPages {
+		st.pages[i] = []byte(msg)
+	}
+	return []byte(msg), nil
+}
+
+// providerKeys returns the relayed providers' key sets as they are now,
+// by provider: those whose cache holds keys, small enough to relay.
+func (d *Distributor) providerKeys(now time.Time) []providerKeys {
+	var out []providerKeys
+	for _, p := range slices.Sorted(maps.Keys(d.cfg.Providers)) {
+		doc, loadedAt, expiresAt := d.cfg.Providers[p].Document()
+		if doc == nil || len(doc) > maxRelayedJWKS || !expiresAt.IsZero() && !now.Before(expiresAt) {
+			continue
+		}
+		// As the provider served it; json.Marshal compacts it.
+		out = append(out, providerKeys{Provider: p, Version: loadedAt.UnixMicro(), ExpiresAt: expiresAt, JWKS: doc})
+	}
+	return out
+}
+
+func sameProviderKeys(a, b providerKeys) bool {
+	return a.Provider == b.Provider && a.Version == b.Version && a.ExpiresAt.Equal(b.ExpiresAt)
+}
+
+// NotifyRevocation publishes the delta of r, already stored (and numbered
+// by the store), on NATS, if there is a connection. It implements
+// issuer.RevocationNotifier: it returns at once, and a verifier that
+// misses the delta gets the revocation from the snapshot.
+func (d *Distributor) NotifyRevocation(_ context.Context, r *store.Revocation) {
+	if d.cfg.Conn == nil {
+		return
+	}
+	d.publish(kindRevocation, typRevocation, revocationUpdate{Issuer: d.cfg.Issuer, revocationEntry: newRevocationEntry(r)})
+}
+
+// publish signs and publishes one delta; a failure is logged, and healed
+// by the snapshot.
+func (d *Distributor) publish(kind, typ string, payload any) bool {
+	b, err := json.Marshal(payload)
+	if err == nil {
+		var msg string
+		if msg, err = d.cfg.Keyring.SignUpdate(typ, b); err == nil {
+			err = d.cfg.Conn.Publish(updateSubject(d.cfg.Issuer, kind), []byte(msg))
+		}
+	}
+	if err != nil {
+		d.cfg.Logger.Warn("distribution: publishing on NATS failed; verifiers learn the change from the snapshot", "kind", kind, "err", err)
+		return false
+	}
+	return true
+}
+
+// Run publishes the deltas of the keys and of the relayed providers' keys
+// until ctx is done: at once, and whenever they change, by this replica
+// or (announced by the store) another. It returns at once without a NATS
+// connection.
+func (d *Distributor) Run(ctx context.Context) {
+	if d.cfg.Conn == nil {
+		return
+	}
+	providersChanged := make(chan struct{}, 1)
+	for _, c := range d.cfg.Providers {
+		go func() {
+			// The next channel is taken before signalling, so that keys
+			// installed meanwhile close it and signal again.
+			changed := c.Changed()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-changed:
+					changed = c.Changed()
+				}
+				select {
+				case providersChanged <- struct{}{}:
+				default:
+				}
+			}
+		}()
+	}
+	checked := false
+	for {
+		keysChanged := d.cfg.Keyring.Changed()
+		d.publishKeys()
+		d.publishRelays()
+		if !checked {
+			checked = d.checkServer()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-keysChanged:
+		case <-providersChanged:
+		}
+	}
+}
+
+// publishKeys publishes the keyring's key set if it is newer than the
+// last one published.
+func (d *Distributor) publishKeys() {
+	doc, keysSeq := d.cfg.Keyring.Published()
+	d.pubMu.Lock()
+	defer d.pubMu.Unlock()
+	if doc == nil || keysSeq <= d.publishedKeys {
+		return
+	}
+	if d.publish(kindKeys, typKeySet, keySetUpdate{Issuer: d.cfg.Issuer, Seq: keysSeq, JWKS: doc}) {
+		d.publishedKeys = keysSeq
+	}
+}
+
+// publishRelays publishes each relayed provider's key set that changed,
+// or its drop.
+func (d *Distributor) publishRelays() {
+	now := d.cfg.Now()
+	current := map[string]providerKeys{}
+	for _, p := range d.providerKeys(now) {
+		current[p.Provider] = p
+	}
+	d.pubMu.Lock()
+	defer d.pubMu.Unlock()
+	for provider := range d.cfg.Providers {
+		p, ok := current[provider]
+		last, published := d.publishedRel[provider]
+		switch {
+		case ok && p.Version == last:
+			continue
+		case !ok && (!published || last < 0):
+			continue // never published, or its drop was
+		case !ok:
+			p = providerKeys{Provider: provider, Version: max(now.UnixMicro(), last+1)}
+		}
+		if d.publish(kindRelay, typRelay, relayUpdate{Issuer: d.cfg.Issuer, providerKeys: p}) {
+			if ok {
+				d.publishedRel[provider] = p.Version
+			} else {
+				d.publishedRel[provider] = -1
+			}
+		}
+	}
+}
+
+// maxDelta is the largest delta published: a relayed key set at its
+// largest, in base64, with room for the rest of the JWS.
+const maxDelta = maxRelayedJWKS*4/3 + 4096
+
+// checkServer checks, once connected, what the distribution needs of the
+// NATS server, and says clearly what is missing: core publish and
+// subscribe alone (any nats-server 2.x; no JetStream), a max_payload that
+// takes every delta, and permission to publish on the issuer's subjects.
+// It reports whether the check was made.
+func (d *Distributor) checkServer() bool {
+	nc := d.cfg.Conn
+	if err := nc.FlushTimeout(5 * time.Second); err != nil {
+		return false // not connected yet: the next round checks
+	}
+	log := d.cfg.Logger.With("nats_server", nc.ConnectedServerVersion())
+	if p := nc.MaxPayload(); p < maxDelta {
+		log.Error(fmt.Sprintf("distribution: the NATS server's max_payload (%d bytes) is below the largest delta (%d bytes): raise it, or relayed key sets will not pass (verifiers get them from the snapshot meanwhile)", p, maxDelta))
+	}
+	if err := nc.LastError(); errors.Is(err, nats.ErrPermissionViolation) {
+		log.Error("distribution: NATS refuses this issuer's publications; give its NATS user publish permission on "+UpdateSubjects(d.cfg.Issuer)+" (verifiers learn changes from the snapshot meanwhile)", "err", err)
+		return true
+	}
+	log.Info("distribution: publishing changes on NATS (core publish and subscribe: any nats-server 2.x, no JetStream)", "subjects", UpdateSubjects(d.cfg.Issuer))
+	return true
+}
+
+// Status describes, one line per relayed provider, the keys relayed and
+// how old they are, or why they were dropped, for the issuer's /readyz.
+// The issuer's own tokens never depend on them.
+func (d *Distributor) Status() []string {
+	var lines []string
+	now := d.cfg.Now()
+	for _, p := range slices.Sorted(maps.Keys(d.cfg.Providers)) {
+		st := d.cfg.Providers[p].Status()
+		switch {
+		case st.Dropped != "":
+			lines = append(lines, fmt.Sprintf("federated %s: keys dropped (%s)", p, st.Dropped))
+		case st.Keys == 0:
+			lines = append(lines, fmt.Sprintf("federated %s: no keys yet (%s)", p, cmp.Or(st.LastError, "loading")))
+		default:
+			line := fmt.Sprintf("federated %s: %d keys, %s old", p, st.Keys, st.Age.Round(time.Second))
+			if !st.ExpiresAt.IsZero() {
+				line += fmt.Sprintf(", relayed for %s more unless renewed", st.ExpiresAt.Sub(now).Round(time.Second))
+			}
+			if st.LastError != "" {
+				line += "; last refresh failed: " + st.LastError
+			}
+			lines = append(lines, line)
+		}
+	}
+	return lines
 }

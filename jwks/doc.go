@@ -18,54 +18,71 @@
 // Signing uses the standard library directly (RFC 7515 compact
 // serialisation, RFC 7518 algorithms): it is on the token endpoint's hot path.
 //
-// # Distribution over NATS
+// # Distribution of keys and revocations
 //
-// The distributor pushes an issuer's key set, the key sets of the providers
-// it federates, and its revocations to every verifier over NATS JetStream,
-// so that a rotation or a revocation takes effect in milliseconds rather
-// than at the next JWKS poll. A [Publisher] runs beside the issuer, a
-// [Subscriber] in each sidecar.
+// What a verifier trusts comes from the issuer, whose store is the source
+// of truth; NATS only makes it fast. A [Distributor] runs beside the
+// issuer, a [Subscriber] in each sidecar, edge and xds server.
 //
-// On NATS:
+// The store numbers every change of the signing keys and every revocation
+// with one sequence (store.ChangeSeq), in commit order, shared by all
+// replicas. The issuer serves, at the URL its metadata names in
+// meshauth_snapshot_uri (the https, or loopback http, rule of jwks_uri), a
+// snapshot of its state as of the latest change: its key set and the
+// number of its last key change, its live revocations numbered after the
+// request's since (a thousand at most per response: the verifier asks for
+// the next page), and the key sets of the providers it federates. It is a
+// JWS, typ "meshauth-snapshot+jwt", built afresh whenever the store
+// announces a change (and checked against the store's sequence at most
+// 250 ms old), with an ETag naming the state, so that a verifier that is up
+// to date gets 304.
 //
-//   - Key sets live in the key-value bucket "meshauth_keys" (history 1): one
-//     key per (issuer, key owner), "<h(issuer)>.<h(owner)>", where h is a
-//     hash of the URL (KV keys allow few characters) and the owner is the
-//     issuer itself or a provider it federates. The value is the current
-//     signed key-set update. A subscriber watches "<h(issuer)>.*": the
-//     watch delivers the current values at once, when the sidecar starts or
-//     the watch is re-created, then every change.
-//   - Revocations are messages of the stream "MESHAUTH_REVOCATIONS", on
-//     "meshauth.revocations.<h(issuer)>.<h(revocation id)>", one message
-//     per subject, each with a per-message TTL (Nats-TTL, nats-server 2.11
-//     or later) that ends when the revocation does, and Nats-Msg-Id set to
-//     the revocation id. A subscriber reads them with an ordered consumer
-//     from the start, so a sidecar that starts rebuilds the whole deny list.
+// Each change is also published on NATS as a delta carrying its number,
+// on "meshauth.<h(issuer)>.keys" (the key set, typ "jwks-update+jwt"),
+// ".revocation" (one revocation, "revocation+jwt") and ".provider" (a
+// relayed provider's key set or its drop, "jwks-relay+jwt"), where h is a
+// hash of the issuer URL. These are core NATS messages: nothing is kept on
+// the server, so nothing there can be erased, replaced or replayed into a
+// verifier's start, and any nats-server 2.x carries them, without
+// JetStream.
 //
-// Every message is a compact JWS signed by the issuer's keyring
-// (Keyring.SignUpdate): typ "jwks-update+jwt" for key sets,
-// "revocation+jwt" for revocations. A subscriber checks it with
-// token.VerifyJWS against the keys it already trusts for that issuer,
-// loaded over HTTPS from the issuer's metadata; an unknown kid makes the
-// key-set cache refresh once (rate-limited, as for tokens), then the
-// message is refused. A message that is malformed, unsigned, signed by
-// another key, names another issuer, or is older than what the subscriber
-// has, changes nothing and is logged. So whoever may publish on NATS still
-// cannot inject a key or a revocation: NATS only carries, the issuer's
-// signature decides.
+// A Subscriber fetches the snapshot at start, every PollInterval (default
+// 10 s, a conditional request), after NATS reconnects, when a delta
+// arrives whose predecessor did not (after 200 ms: deltas of two replicas
+// may cross), and when a delta cannot be verified — at most once a second
+// for anything but the poll. Between fetches it applies the deltas. So a
+// revocation reaches every verifier within the polling interval whatever
+// happens on NATS, and in milliseconds when NATS works.
 //
-// Ordering: a key-set update carries "ver", the time in microseconds at
-// which its keys were read from the store (or fetched from a provider). A
-// subscriber takes only an update newer than the last it took for that
-// key owner, and refuses one more than token.MaxLeeway in the future, so a
-// replayed old update cannot roll keys back and a forged far-future one
-// (signed with a leaked key) cannot freeze them. Publishers write with
-// compare-and-swap and leave an entry alone when it already holds the same
-// keys or newer ones, so issuer replicas agree without talking to each
-// other; their clocks must agree to well within their reload interval.
+// Every snapshot and delta is verified with the keys the verifier holds
+// for the issuer (loaded over HTTPS from the metadata's jwks_uri); the
+// snapshot alone may refresh them once, rate-limited, for an unknown kid.
+// Anything malformed, unsigned, signed by another key or naming another
+// issuer changes nothing and is counted (and sends the verifier to the
+// snapshot). A key set is applied only if its number is higher than the
+// one held, and key sets that arrive before the first snapshot wait for
+// it: a key set replayed from NATS never replaces a newer one, even right
+// after a restart. Revocations only add: an old one replayed is one the
+// issuer made. A snapshot older than what the verifier holds is refused
+// (and reported: the issuer's store went back). Revocations carry their
+// issuer, and apply to its tokens only.
 //
-// Federation: trusting an issuer whose publisher federates providers means
-// trusting those providers too — their keys arrive signed by that issuer.
-// A sidecar can refuse relayed key sets (SubscriberConfig.Provider nil).
-// Revocations are only the issuer's own.
+// Signing: updates are re-signed when keys change. The snapshot is rebuilt
+// at every change, key changes included, and signed by Keyring.SignUpdate:
+// the key that was active before the current one while it is still
+// published, else the active one — always a key of the snapshot's own key
+// set, and after an immediate rotation one that every verifier already
+// holds. A delta matters only until the next snapshot covers it, so the
+// key that signed it never has to outlive it: a verifier that cannot check
+// a delta fetches the snapshot instead.
+//
+// Federation: trusting an issuer whose distributor federates providers
+// means trusting those providers too — their keys arrive signed by that
+// issuer, each vouched for until a time the issuer sets (the last good
+// load of the provider's keys plus its MaxStale). A provider that is down,
+// serves garbage or names another issuer in its metadata keeps its last
+// good keys that long, then the issuer and every verifier drop them
+// (KeySetCache.Status says so); the issuer's own tokens are never
+// affected. A sidecar can refuse relayed key sets (SubscriberConfig.Provider
+// nil). Revocations are only the issuer's own.
 package jwks

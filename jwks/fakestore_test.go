@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/meshauth/meshauth/internal/broadcast"
 	"github.com/meshauth/meshauth/issuer/store"
 )
 
@@ -18,8 +19,10 @@ var errNotImplemented = errors.New("not implemented by the fake store")
 // a key ring never calls come from the nil embedded Store and panic.
 type fakeStore struct {
 	store.Store
-	mu   sync.Mutex
-	keys map[string]*store.SigningKey
+	mu      sync.Mutex
+	keys    map[string]*store.SigningKey
+	seq     store.ChangeSeq
+	changed broadcast.Signal
 	// fail, if set, is returned by every signing-key method.
 	fail error
 	// beforeAdd, if set, runs at the start of AddSigningKey, without mu.
@@ -27,8 +30,35 @@ type fakeStore struct {
 }
 
 func newFakeStore() *fakeStore {
-	return &fakeStore{keys: make(map[string]*store.SigningKey)}
+	return &fakeStore{keys: make(map[string]*store.SigningKey), seq: store.ChangeSeq{Seq: 1, KeysSeq: 1}}
 }
+
+// keysChangedLocked numbers a change of the keys.
+func (s *fakeStore) keysChangedLocked() {
+	s.seq.Seq++
+	s.seq.KeysSeq = s.seq.Seq
+	s.changed.Notify()
+}
+
+func (s *fakeStore) ChangeSeq(context.Context) (store.ChangeSeq, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fail != nil {
+		return store.ChangeSeq{}, s.fail
+	}
+	return s.seq, nil
+}
+
+func (s *fakeStore) ListSigningKeysAt(context.Context) ([]*store.SigningKey, store.ChangeSeq, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fail != nil {
+		return nil, store.ChangeSeq{}, s.fail
+	}
+	return s.sortedLocked(), s.seq, nil
+}
+
+func (s *fakeStore) Changed() <-chan struct{} { return s.changed.C() }
 
 func (s *fakeStore) setFail(err error) {
 	s.mu.Lock()
@@ -56,6 +86,7 @@ func (s *fakeStore) AddSigningKey(ctx context.Context, k *store.SigningKey, ifNe
 		return store.ErrExists
 	}
 	s.keys[k.ID] = copyKey(k)
+	s.keysChangedLocked()
 	return nil
 }
 
@@ -74,7 +105,10 @@ func (s *fakeStore) DeleteSigningKey(ctx context.Context, id string) error {
 	if s.fail != nil {
 		return s.fail
 	}
-	delete(s.keys, id)
+	if _, ok := s.keys[id]; ok {
+		delete(s.keys, id)
+		s.keysChangedLocked()
+	}
 	return nil
 }
 
@@ -95,6 +129,7 @@ func (s *fakeStore) put(k *store.SigningKey) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.keys[k.ID] = copyKey(k)
+	s.keysChangedLocked()
 }
 
 func (s *fakeStore) ids() []string {

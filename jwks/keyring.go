@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meshauth/meshauth/internal/broadcast"
 	"github.com/meshauth/meshauth/issuer/store"
 	"github.com/meshauth/meshauth/token"
 )
@@ -86,10 +87,8 @@ type Keyring struct {
 	mu    sync.Mutex
 	state atomic.Pointer[keyState]
 
-	// changedMu guards changed, which is closed when the published keys
-	// change; see Changed. Not mu, which is held during store I/O.
-	changedMu sync.Mutex
-	changed   chan struct{}
+	// changed tells when the published keys change; see Changed.
+	changed broadcast.Signal
 }
 
 // keyState is an immutable snapshot of the keys.
@@ -98,8 +97,9 @@ type keyState struct {
 	jwks []byte
 	// verify is jwks parsed: the keys that verify what the keyring signed.
 	verify *token.KeySet
-	// readAt is when the keys were read from the store.
-	readAt time.Time
+	// seq is the store's change sequence the keys were read at: their
+	// KeysSeq orders the key sets replicas publish.
+	seq store.ChangeSeq
 	// signers are the keys that may sign from the snapshot's time on, the
 	// active one and the pending ones, preceded by the key that was active
 	// before, if it is still published; oldest first. That one signs no
@@ -191,19 +191,29 @@ func (k *Keyring) Load(ctx context.Context) error {
 	return nil
 }
 
-// Run keeps the keyring in step with the store until ctx is done: every
-// ReloadInterval (and at once) it deletes the keys whose tokens have all
-// expired, adds a new key when rotation is due, and re-reads the keys. If
+// Run keeps the keyring in step with the store until ctx is done: at once
+// and every ReloadInterval, it deletes the keys whose tokens have all
+// expired, adds a new key when rotation is due, and re-reads the keys; and
+// whenever the store announces a change (by any replica:
+// store.Changes.Changed), it re-reads them if they changed (Fresh). If
 // that fails, the keyring keeps its last good keys and logs the error.
 func (k *Keyring) Run(ctx context.Context) {
 	t := time.NewTicker(k.cfg.ReloadInterval)
 	defer t.Stop()
+	k.tick(ctx)
 	for {
-		k.tick(ctx)
+		// Taken before reading, so that a change made meanwhile wakes
+		// the next round.
+		changed := k.cfg.Store.Changed()
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			k.tick(ctx)
+		case <-changed:
+			if err := k.Fresh(ctx); err != nil && ctx.Err() == nil {
+				k.cfg.Logger.Error("signing keys: reload after a change failed; keeping the last good keys", "err", err)
+			}
 		}
 	}
 }
@@ -220,7 +230,7 @@ func (k *Keyring) tick(ctx context.Context) {
 // rotates if maintain is set, and installs the result. k.mu must be held.
 func (k *Keyring) sync(ctx context.Context, maintain bool) error {
 	now := k.cfg.Now()
-	keys, err := k.list(ctx)
+	keys, seq, err := k.list(ctx)
 	if err != nil {
 		return err
 	}
@@ -234,7 +244,7 @@ func (k *Keyring) sync(ctx context.Context, maintain bool) error {
 	} else {
 		// Installing first also proves that the Sealer opens the keys
 		// before this replica writes any.
-		if err := k.install(keys, now); err != nil {
+		if err := k.install(keys, seq, now); err != nil {
 			return err
 		}
 		if maintain {
@@ -246,10 +256,10 @@ func (k *Keyring) sync(ctx context.Context, maintain bool) error {
 	if !changed {
 		return nil
 	}
-	if keys, err = k.list(ctx); err != nil {
+	if keys, seq, err = k.list(ctx); err != nil {
 		return err
 	}
-	return k.install(keys, now)
+	return k.install(keys, seq, now)
 }
 
 // maintain deletes the keys no token can still need and adds a key if
@@ -300,11 +310,11 @@ func (k *Keyring) Rotate(ctx context.Context, immediate bool) (*store.SigningKey
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	now := k.cfg.Now()
-	keys, err := k.list(ctx)
+	keys, seq, err := k.list(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("rotate signing key: %w", err)
 	}
-	if err := k.install(keys, now); err != nil {
+	if err := k.install(keys, seq, now); err != nil {
 		return nil, fmt.Errorf("rotate signing key: %w", err)
 	}
 	activateAt := now.Add(k.cfg.PrePublish)
@@ -330,8 +340,8 @@ func (k *Keyring) Rotate(ctx context.Context, immediate bool) (*store.SigningKey
 		return nil, fmt.Errorf("rotate signing key: %w", err)
 	}
 	// Use the new key here at once rather than at the next reload.
-	if keys, err = k.list(ctx); err == nil {
-		err = k.install(keys, now)
+	if keys, seq, err = k.list(ctx); err == nil {
+		err = k.install(keys, seq, now)
 	}
 	if err != nil {
 		k.cfg.Logger.Warn("signing keys: reload after rotation failed; the next reload will retry", "kid", sk.ID, "err", err)
@@ -347,7 +357,8 @@ func (k *Keyring) add(ctx context.Context, newest *store.SigningKey, now, activa
 		ifNewestID = newest.ID
 		// The store orders keys by activation time: to be the newest, the
 		// new key must activate strictly after the current newest, even
-		// when clocks read the same.
+		// when clocks read the same, at the precision kept (GenerateKey).
+		activateAt = activateAt.Truncate(time.Microsecond)
 		if !activateAt.After(newest.ActivateAt) {
 			activateAt = newest.ActivateAt.Add(time.Microsecond)
 		}
@@ -365,23 +376,26 @@ func (k *Keyring) add(ctx context.Context, newest *store.SigningKey, now, activa
 
 // list returns the keys ordered as the store defines "newest": by
 // activation time, ties broken by id.
-func (k *Keyring) list(ctx context.Context) ([]*store.SigningKey, error) {
-	keys, err := k.cfg.Store.ListSigningKeys(ctx)
+func (k *Keyring) list(ctx context.Context) ([]*store.SigningKey, store.ChangeSeq, error) {
+	keys, seq, err := k.cfg.Store.ListSigningKeysAt(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("list signing keys: %w", err)
+		return nil, seq, fmt.Errorf("list signing keys: %w", err)
 	}
 	slices.SortStableFunc(keys, func(a, b *store.SigningKey) int {
 		return cmp.Or(a.ActivateAt.Compare(b.ActivateAt), cmp.Compare(a.ID, b.ID))
 	})
-	return keys, nil
+	return keys, seq, nil
 }
 
-// install makes keys, as read at now, the keyring's current snapshot. It
-// reuses the previous snapshot's decrypted keys and JWKS when they are
-// unchanged.
-func (k *Keyring) install(keys []*store.SigningKey, now time.Time) error {
+// install makes keys, read at seq at time now, the keyring's current
+// snapshot. It reuses the previous snapshot's decrypted keys and JWKS when
+// they are unchanged.
+func (k *Keyring) install(keys []*store.SigningKey, seq store.ChangeSeq, now time.Time) error {
 	prev := k.state.Load()
-	st := &keyState{kids: make([]string, len(keys)), readAt: now}
+	if prev != nil && prev.seq.KeysSeq > seq.KeysSeq {
+		return nil // read before what is installed: older
+	}
+	st := &keyState{kids: make([]string, len(keys)), seq: seq}
 	for i, sk := range keys {
 		st.kids[i] = sk.ID
 	}
@@ -434,12 +448,7 @@ func (k *Keyring) install(keys []*store.SigningKey, now time.Time) error {
 			active = sg.kid
 		}
 		k.cfg.Logger.Info("signing keys loaded", "published", st.kids, "active", active)
-		k.changedMu.Lock()
-		if k.changed != nil {
-			close(k.changed)
-			k.changed = nil
-		}
-		k.changedMu.Unlock()
+		k.changed.Notify()
 	}
 	return nil
 }
@@ -448,14 +457,7 @@ func (k *Keyring) install(keys []*store.SigningKey, now time.Time) error {
 // keys change (a rotation or deletion by this replica, or one by another
 // replica found at a reload), so that the distributor can publish the new
 // key set at once. Call it again after each close.
-func (k *Keyring) Changed() <-chan struct{} {
-	k.changedMu.Lock()
-	defer k.changedMu.Unlock()
-	if k.changed == nil {
-		k.changed = make(chan struct{})
-	}
-	return k.changed
-}
+func (k *Keyring) Changed() <-chan struct{} { return k.changed.C() }
 
 // Lookup returns the published key with ID kid, to verify what the keyring
 // signed: the issuer's own tokens presented back to it, and key-set
@@ -468,15 +470,36 @@ func (k *Keyring) Lookup(kid string) (token.Key, bool) {
 	return st.verify.Lookup(kid)
 }
 
-// Published returns the JWKS document, as JWKS does, and when its keys
-// were read from the store: a later read describes the store at least as
-// recently, which is how the distributor orders the key sets that
-// replicas publish. The document is nil before the first Load.
-func (k *Keyring) Published() (jwks []byte, readAt time.Time) {
+// Published returns the JWKS document, as JWKS does, and the number of the
+// change of the store's keys it is current at (store.ChangeSeq.KeysSeq):
+// the distribution orders key sets by it. The document is nil before the
+// first Load.
+func (k *Keyring) Published() (jwks []byte, keysSeq int64) {
 	if st := k.state.Load(); st != nil {
-		return st.jwks, st.readAt
+		return st.jwks, st.seq.KeysSeq
 	}
-	return nil, time.Time{}
+	return nil, 0
+}
+
+// Fresh makes sure the keyring holds the keys the store holds now, as far
+// as the store's change sequence tells: if another replica changed the
+// keys since this one last read them, it reads them again at once rather
+// than when that replica's change is announced (Run). The JWKS endpoint
+// and the distribution snapshot call it before they answer. Before the
+// first Load it does nothing.
+func (k *Keyring) Fresh(ctx context.Context) error {
+	st := k.state.Load()
+	if st == nil {
+		return nil
+	}
+	seq, err := k.cfg.Store.ChangeSeq(ctx)
+	if err != nil {
+		return fmt.Errorf("signing keys: %w", err)
+	}
+	if st.seq.KeysSeq >= seq.KeysSeq {
+		return nil
+	}
+	return k.Load(ctx)
 }
 
 // signer returns the snapshot's decrypted key for sk, or nil.
@@ -538,13 +561,17 @@ func (k *Keyring) JWKS() []byte {
 }
 
 // ServeHTTP serves the JWKS document, with the media type of RFC 7517 §8.5
-// and Cache-Control: public, max-age=JWKSMaxAge; 503 before the first Load.
+// and Cache-Control: public, max-age=JWKSMaxAge, current with the store
+// (Fresh); 503 before the first Load.
 func (k *Keyring) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return
 	}
+	// A store that cannot be read leaves the keys last read: still the
+	// best answer.
+	_ = k.Fresh(r.Context())
 	doc := k.JWKS()
 	if doc == nil {
 		http.Error(w, "signing keys not loaded", http.StatusServiceUnavailable)

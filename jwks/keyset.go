@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meshauth/meshauth/internal/broadcast"
 	"github.com/meshauth/meshauth/token"
 )
 
@@ -61,6 +63,15 @@ type KeySetConfig struct {
 	// MaxBytes is the largest metadata or JWK Set document accepted.
 	// Default 1 MiB.
 	MaxBytes int64
+	// MaxStale, if not zero, bounds how long keys are kept without a
+	// successful load: keys loaded from the source are dropped MaxStale
+	// after that load unless a later one succeeds, and the cache is no
+	// longer Ready. Zero keeps the last good keys however long the source
+	// fails, as a verifier wants for the issuers it is configured with. A
+	// federated provider's keys are bounded, so that a provider that is
+	// down, serves garbage or names another issuer in its metadata stops
+	// being trusted in time. It must exceed MaxRefresh.
+	MaxStale time.Duration
 
 	// HTTPClient makes the requests; default a new client with the default
 	// transport. Its CheckRedirect is replaced: only redirects to the same
@@ -94,6 +105,11 @@ type KeySetStatus struct {
 	LastError string
 	// Fetches counts the refreshes started.
 	Fetches uint64
+	// ExpiresAt is when the current keys are dropped unless renewed (see
+	// KeySetConfig.MaxStale and SetExpiring); zero if they are not.
+	ExpiresAt time.Time
+	// Dropped says why the keys were dropped, "" unless they were.
+	Dropped string
 }
 
 // A KeySetCache holds the verification keys of one trusted issuer and keeps
@@ -103,17 +119,16 @@ type KeySetStatus struct {
 // A refresh that fails, for whatever reason (issuer unreachable, an HTTP
 // error, a malformed JWK Set, one without usable keys), leaves the last good
 // keys in place and is logged: a sidecar goes on verifying tokens with the
-// keys it has while its issuer is down.
+// keys it has while its issuer is down (for MaxStale at most, if set).
 type KeySetCache struct {
-	cfg    KeySetConfig
-	source string   // sourceMetadata, sourceJWKSURL or sourceFile
-	target *url.URL // the issuer or the JWKS URL; nil for a file
-	client *http.Client
+	cfg     KeySetConfig
+	source  string   // sourceMetadata, sourceJWKSURL or sourceFile
+	target  *url.URL // the issuer or the JWKS URL; nil for a file
+	fetcher httpFetcher
 
 	keys atomic.Pointer[token.KeySet]
-	// changed is closed, under mu, when new keys are installed, and
-	// replaced; see Changed.
-	changed chan struct{}
+	// changed tells when new keys are installed; see Changed.
+	changed broadcast.Signal
 
 	// reset tells the refresh loop that Set installed keys; buffered, so
 	// that Set never blocks.
@@ -131,6 +146,9 @@ type KeySetCache struct {
 	loadedAt  time.Time       // see KeySetStatus
 	lastErr   string          // of the last refresh
 	fetches   uint64          // refreshes started
+	expiresAt time.Time       // see KeySetStatus
+	dropped   string          // see KeySetStatus
+	dropTimer *time.Timer     // drops the keys at expiresAt
 
 	// Owned by the running refresh: refreshes run one at a time, each
 	// started after the previous one left c.flight under c.mu.
@@ -201,18 +219,16 @@ func NewKeySetCache(cfg KeySetConfig) (*KeySetCache, error) {
 	if cfg.MinRefresh > cfg.MaxRefresh {
 		return nil, fmt.Errorf("key set: MinRefresh (%v) must not exceed MaxRefresh (%v)", cfg.MinRefresh, cfg.MaxRefresh)
 	}
+	if cfg.MaxStale < 0 || cfg.MaxStale > 0 && cfg.MaxStale <= cfg.MaxRefresh {
+		return nil, fmt.Errorf("key set: MaxStale (%v) must be zero or exceed MaxRefresh (%v)", cfg.MaxStale, cfg.MaxRefresh)
+	}
 	if cfg.MaxBytes < 0 {
 		return nil, fmt.Errorf("key set: MaxBytes must not be negative (got %d)", cfg.MaxBytes)
 	}
 	if cfg.MaxBytes == 0 {
 		cfg.MaxBytes = 1 << 20
 	}
-	c.client = &http.Client{CheckRedirect: sameOriginRedirect}
-	if cfg.HTTPClient != nil {
-		client := *cfg.HTTPClient
-		client.CheckRedirect = sameOriginRedirect
-		c.client = &client
-	}
+	c.fetcher = newHTTPFetcher(cfg.HTTPClient, cfg.MaxBytes)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -277,6 +293,19 @@ func (c *KeySetCache) run(ctx context.Context) {
 // backoff returns the wait before a refresh after n+1 failures in a row, at
 // most MinRefresh.
 func (c *KeySetCache) backoff(n int) time.Duration { return backoff(n, c.cfg.MinRefresh) }
+
+// backoff returns a randomised wait after n+1 failures in a row: doubling
+// from a second (or max, if shorter) up to max, and randomised over its
+// upper half so that the many verifiers of an issuer do not all retry at
+// once.
+func backoff(n int, max time.Duration) time.Duration {
+	d := min(time.Second, max)
+	for ; n > 0 && d < max; n-- {
+		d *= 2
+	}
+	d = min(d, max)
+	return d/2 + rand.N(d/2+1)
+}
 
 // Lookup returns the key with ID kid (for "", the only key of a one-key
 // set). A hit is an atomic load and a map read: no lock, no allocation. On a
@@ -374,7 +403,11 @@ func (c *KeySetCache) fetch(ctx context.Context, f *keySetFetch, sets uint64) {
 	default:
 		c.lastErr = ""
 		c.interval = interval
-		c.install(token.NewKeySet(keys))
+		var expiresAt time.Time
+		if c.cfg.MaxStale > 0 {
+			expiresAt = now.Add(c.cfg.MaxStale)
+		}
+		c.install(token.NewKeySet(keys), expiresAt)
 		c.keySource, c.loadedAt, c.doc = c.source, now, c.loadedDoc
 	}
 	c.mu.Unlock()
@@ -387,42 +420,87 @@ func (c *KeySetCache) fetch(ctx context.Context, f *keySetFetch, sets uint64) {
 	close(f.done)
 }
 
-// install makes ks the current keys and wakes whoever waits on Changed.
-// c.mu must be held.
-func (c *KeySetCache) install(ks *token.KeySet) {
+// install makes ks the current keys until expiresAt (zero: for good) and
+// wakes whoever waits on Changed. c.mu must be held.
+func (c *KeySetCache) install(ks *token.KeySet, expiresAt time.Time) {
 	c.keys.Store(ks)
-	if c.changed != nil {
-		close(c.changed)
-		c.changed = nil
+	c.dropped = ""
+	c.setExpiry(expiresAt)
+	c.changed.Notify()
+}
+
+// setExpiry arms the drop of the keys at expiresAt, or disarms it for a
+// zero time. c.mu must be held.
+func (c *KeySetCache) setExpiry(expiresAt time.Time) {
+	c.expiresAt = expiresAt
+	if c.dropTimer != nil {
+		c.dropTimer.Stop()
+		c.dropTimer = nil
 	}
+	if !expiresAt.IsZero() {
+		c.dropTimer = time.AfterFunc(expiresAt.Sub(c.cfg.Now()), c.expire)
+	}
+}
+
+// expire drops the keys if they have expired; the timer of setExpiry
+// calls it.
+func (c *KeySetCache) expire() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.expiresAt.IsZero() {
+		return // renewed for good meanwhile
+	}
+	if d := c.expiresAt.Sub(c.cfg.Now()); d > 0 {
+		c.dropTimer = time.AfterFunc(d, c.expire) // renewed meanwhile
+		return
+	}
+	reason := "not renewed since " + c.loadedAt.UTC().Format(time.RFC3339)
+	if c.lastErr != "" {
+		reason += "; last error: " + c.lastErr
+	}
+	c.dropLocked(reason)
+}
+
+// Drop forgets the keys: nothing verifies until new ones are installed,
+// and the cache is not Ready. reason is kept for Status.
+func (c *KeySetCache) Drop(reason string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.dropLocked(reason)
+}
+
+func (c *KeySetCache) dropLocked(reason string) {
+	if c.keys.Load() == nil {
+		return
+	}
+	c.keys.Store(nil)
+	c.doc = nil
+	c.dropped = reason
+	c.setExpiry(time.Time{})
+	c.changed.Notify()
+	c.cfg.Logger.Warn("trusted keys dropped", "source", c.keySource, "reason", reason)
 }
 
 // Changed returns a channel that is closed the next time keys are installed
 // (by a refresh or Set), so that consumers such as the xDS server can react
 // to a rotation at once instead of polling. Call it again after each close.
-func (c *KeySetCache) Changed() <-chan struct{} {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.changed == nil {
-		c.changed = make(chan struct{})
-	}
-	return c.changed
-}
+func (c *KeySetCache) Changed() <-chan struct{} { return c.changed.C() }
 
 // Keys returns the current key set, or nil before the first load.
 func (c *KeySetCache) Keys() *token.KeySet { return c.keys.Load() }
 
 // Document returns the JWK Set document the current keys were parsed from,
-// as the source served it, and when it was loaded: what the distributor
-// relays of a federated provider's keys. It returns nil if the current keys
-// came from Set, or before the first load.
-func (c *KeySetCache) Document() (doc []byte, loadedAt time.Time) {
+// as the source served it, when it was loaded, and when the keys expire
+// (zero: never): what the distributor relays of a federated provider's
+// keys. It returns nil if the current keys came from Set, or before the
+// first load, or after a drop.
+func (c *KeySetCache) Document() (doc []byte, loadedAt, expiresAt time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.doc == nil {
-		return nil, time.Time{}
+		return nil, time.Time{}, time.Time{}
 	}
-	return c.doc, c.loadedAt
+	return c.doc, c.loadedAt, c.expiresAt
 }
 
 // Ready reports whether keys have been loaded at least once.
@@ -439,6 +517,8 @@ func (c *KeySetCache) Status() KeySetStatus {
 		LoadedAt:  c.loadedAt,
 		LastError: c.lastErr,
 		Fetches:   c.fetches,
+		ExpiresAt: c.expiresAt,
+		Dropped:   c.dropped,
 	}
 	if ks := c.keys.Load(); ks != nil {
 		s.Keys = ks.Len()
@@ -448,9 +528,18 @@ func (c *KeySetCache) Status() KeySetStatus {
 }
 
 // Set replaces the keys with keys from another source, such as a push from
-// the issuer, and restarts the wait for the next refresh. It ignores an
-// empty set: no source may replace good keys with nothing.
+// the issuer, for good, and restarts the wait for the next refresh. It
+// ignores an empty set: no source may replace good keys with nothing (Drop
+// does that).
 func (c *KeySetCache) Set(keys []token.Key, source string) {
+	c.SetExpiring(keys, source, time.Time{})
+}
+
+// SetExpiring is Set for keys that are dropped at expiresAt unless renewed
+// (zero: never), such as a federated provider's keys relayed by an issuer
+// that vouches for them until then. Keys that expired already are dropped
+// at once.
+func (c *KeySetCache) SetExpiring(keys []token.Key, source string, expiresAt time.Time) {
 	if len(keys) == 0 {
 		c.cfg.Logger.Warn("empty key set ignored; keeping the current keys", "source", source)
 		return
@@ -458,7 +547,12 @@ func (c *KeySetCache) Set(keys []token.Key, source string) {
 	ks := token.NewKeySet(keys)
 	now := c.cfg.Now()
 	c.mu.Lock()
-	c.install(ks)
+	if !expiresAt.IsZero() && !now.Before(expiresAt) {
+		c.dropLocked("keys from " + source + " expired at " + expiresAt.UTC().Format(time.RFC3339))
+		c.mu.Unlock()
+		return
+	}
+	c.install(ks, expiresAt)
 	c.keySource, c.loadedAt, c.doc = source, now, nil
 	c.sets++
 	c.mu.Unlock()

@@ -18,6 +18,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/meshauth/meshauth/token"
@@ -964,19 +965,113 @@ func TestKeySetDocument(t *testing.T) {
 	doc := ksDoc(t, j1)
 	s.setJWKS(doc, 0, "")
 	c := newTestKeySetCache(t, KeySetConfig{JWKSURL: s.URL + "/jwks.json"})
-	if d, _ := c.Document(); d != nil {
+	if d, _, _ := c.Document(); d != nil {
 		t.Fatal("a document before the first load")
 	}
 	if err := ksRefresh(c); err != nil {
 		t.Fatal(err)
 	}
-	d, at := c.Document()
+	d, at, _ := c.Document()
 	if !bytes.Equal(d, doc) || at.IsZero() {
 		t.Fatalf("Document() = %s, %v; want the served document", d, at)
 	}
 	// Keys from elsewhere have no document here.
 	c.Set([]token.Key{k1}, "nats")
-	if d, _ := c.Document(); d != nil {
+	if d, _, _ := c.Document(); d != nil {
 		t.Fatal("a document after Set")
+	}
+}
+
+// TestKeySetMaxStale: with MaxStale, a source that is down, serves
+// garbage or names another issuer in its metadata keeps its last good
+// keys trusted for MaxStale after the last good load, then not at all;
+// a good load brings them back.
+func TestKeySetMaxStale(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		fail func(s *keyDoc)
+	}{
+		{"down", func(d *keyDoc) { d.status = http.StatusServiceUnavailable }},
+		{"garbage", func(d *keyDoc) { d.jwks = `{"keys":` }},
+		{"names another issuer", func(d *keyDoc) { d.issuer = "https://other.example" }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				_, j1 := ksJWK(t, "k1")
+				doc, err := json.Marshal(map[string]any{"keys": []any{j1}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				d := &keyDoc{issuer: issuerURL, jwks: string(doc)}
+				c := newTestKeySetCache(t, KeySetConfig{Issuer: issuerURL, HTTPClient: inProcess(d), MinRefresh: time.Minute, MaxRefresh: 10 * time.Minute, MaxStale: time.Hour, Logger: slog.New(slog.DiscardHandler)})
+				ctx, cancel := context.WithCancel(t.Context())
+				defer cancel()
+				c.Start(ctx)
+				synctest.Wait()
+				if !c.Ready() {
+					t.Fatal("not loaded")
+				}
+				d.set(tc.fail)
+				// The metadata is read again at the latest after
+				// MaxRefresh: the last good load is then at most that old.
+				time.Sleep(10*time.Minute + time.Second)
+				synctest.Wait()
+				st := c.Status()
+				if !c.Ready() || st.LastError == "" || !st.ExpiresAt.Equal(st.LoadedAt.Add(time.Hour)) {
+					t.Fatalf("failing: Ready %v, %+v", c.Ready(), st)
+				}
+				time.Sleep(time.Until(st.ExpiresAt) - time.Second)
+				synctest.Wait()
+				if !c.Ready() {
+					t.Fatal("dropped before MaxStale")
+				}
+				time.Sleep(time.Second)
+				synctest.Wait()
+				if st := c.Status(); c.Ready() || st.Keys != 0 || st.Dropped == "" {
+					t.Fatalf("after MaxStale: Ready %v, %+v", c.Ready(), st)
+				}
+				if _, ok := c.Lookup("k1"); ok {
+					t.Fatal("a dropped key still verifies")
+				}
+				d.set(func(d *keyDoc) { d.issuer, d.jwks, d.status = issuerURL, string(doc), 0 })
+				time.Sleep(time.Minute)
+				synctest.Wait()
+				if st := c.Status(); !c.Ready() || st.Dropped != "" {
+					t.Fatalf("after the source recovered: Ready %v, %+v", c.Ready(), st)
+				}
+			})
+		})
+	}
+}
+
+// keyDoc serves an issuer's metadata and JWKS, as set.
+type keyDoc struct {
+	mu     sync.Mutex
+	issuer string
+	jwks   string
+	status int
+}
+
+func (d *keyDoc) set(f func(*keyDoc)) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	f(d)
+}
+
+func (d *keyDoc) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.status != 0 {
+		http.Error(w, "", d.status)
+		return
+	}
+	switch r.URL.Path {
+	case "/.well-known/oauth-authorization-server":
+		fmt.Fprintf(w, `{"issuer":%q,"jwks_uri":%q}`, d.issuer, issuerURL+"/jwks.json")
+	case "/jwks.json":
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Write([]byte(d.jwks))
+	default:
+		http.NotFound(w, r)
 	}
 }

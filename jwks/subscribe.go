@@ -5,108 +5,215 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/meshauth/meshauth/token"
 )
 
-// SourceNATS is the [KeySetStatus.Source] of keys a [Subscriber] installed.
-const SourceNATS = "nats"
+// Where keys a [Subscriber] installed came from, as [KeySetStatus.Source]
+// reports it.
+const (
+	SourceNATS     = "nats"
+	SourceSnapshot = "snapshot"
+)
+
+// DefaultPollInterval is the default of SubscriberConfig.PollInterval.
+const DefaultPollInterval = 10 * time.Second
+
+const (
+	// gapGrace is how long a change missing between two that arrived may
+	// still come (deltas of several replicas can cross) before the
+	// snapshot is fetched for it.
+	gapGrace = 200 * time.Millisecond
+	// minFetchGap bounds how often anything but the poll makes a
+	// Subscriber fetch the snapshot: garbage published on NATS must not
+	// turn into a flood of requests to the issuer.
+	minFetchGap = time.Second
+	// fetchTimeout bounds one fetch of the snapshot (with discovery).
+	fetchTimeout = 10 * time.Second
+	// maxHeld bounds the deltas kept until the first snapshot.
+	maxHeld = 64
+	// maxSnapshotBytes is the largest snapshot response accepted.
+	maxSnapshotBytes = token.MaxJWSSize
+)
 
 // SubscriberConfig configures a [Subscriber].
 type SubscriberConfig struct {
-	// Conn is the NATS connection; it should reconnect forever. Required.
+	// Conn, if not nil, is the NATS connection the issuer's deltas arrive
+	// on; it should reconnect forever. Without it the snapshot alone
+	// carries every change, within PollInterval.
 	Conn *nats.Conn
-	// Issuer is the trusted issuer whose updates are followed. Required.
+	// Issuer is the trusted issuer followed. Required.
 	Issuer string
 	// Keys is the issuer's key-set cache, loaded from its metadata over
-	// HTTPS: it verifies every update, and takes the issuer's pushed key
-	// sets. It must be started. Required.
+	// HTTPS: it verifies what the issuer signs, and takes the issuer's
+	// key sets. It must be started. Required.
 	Keys *KeySetCache
-	// Provider returns the key-set cache of a provider the issuer federates,
-	// the first time trusting the provider with the issuer's policy, or nil
-	// to refuse it. Nil refuses every relayed key set.
+	// Provider returns the key-set cache of a provider the issuer
+	// federates, the first time trusting the provider with the issuer's
+	// policy, or nil to refuse it. Nil refuses every relayed key set.
 	Provider func(issuer string) *KeySetCache
-	// Revoked receives each verified revocation of the issuer that has not
-	// expired, possibly more than once. Nil ignores revocations.
-	Revoked func(token.Revocation)
+	// Revoked receives each revocation of the issuer that has not expired
+	// (with Issuer set), possibly more than once: a verifier's Revoke, or
+	// a token.RevocationSinks that hands it on to the caches that evict
+	// what a revocation matches too. Nil ignores revocations.
+	Revoked token.RevocationSink
+	// SnapshotURL is the issuer's snapshot; default: the
+	// meshauth_snapshot_uri of its metadata.
+	SnapshotURL string
+	// PollInterval is how often the snapshot is fetched (a conditional
+	// request, answered 304 when nothing changed), whatever NATS does:
+	// with NATS down, changes arrive within it. Default
+	// DefaultPollInterval.
+	PollInterval time.Duration
+	// HTTPClient fetches the snapshot; default a new client. Only
+	// same-origin redirects are followed.
+	HTTPClient *http.Client
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 	// Now returns the current time; default time.Now.
 	Now func() time.Time
 }
 
-// A Subscriber follows one trusted issuer's key sets and revocations on
-// NATS (see the package documentation): it installs each verified, newer
-// key set in the issuer's cache (or a federated provider's) and passes each
-// verified revocation on. While NATS is unreachable the caches go on
-// polling over HTTPS; once it is back, the watch catches up.
+// A Subscriber follows one trusted issuer's keys and revocations (see the
+// package documentation): it applies the issuer's signed snapshot, fetched
+// over HTTPS at start, every PollInterval, after a NATS reconnect, a gap
+// in the deltas or a delta it cannot verify, and the deltas that arrive on
+// NATS in between. It installs the issuer's key set in its cache, a
+// federated provider's in the provider's, and passes each revocation to
+// the sinks.
 type Subscriber struct {
-	cfg SubscriberConfig
-	js  jetstream.JetStream
+	cfg     SubscriberConfig
+	issuer  *url.URL
+	fetcher httpFetcher
 
-	// in carries messages from NATS's callbacks to the goroutine that
-	// verifies and applies them, which alone owns what follows.
-	in chan received
-	// versions is the newest version taken per key owner.
-	versions map[string]int64
-	// unverified holds messages whose kid was unknown, retried when the
-	// issuer's keys change; bounded by maxUnverified.
-	unverified []received
+	// in carries deltas from NATS's callbacks to Run's goroutine, which
+	// alone owns the fields below it.
+	in   chan received
+	lost atomic.Bool   // a delta was dropped on a full queue
+	kick chan struct{} // wakes Run for a lost delta
 
-	applied atomic.Uint64 // updates and revocations taken, for tests and metrics
-	refused atomic.Uint64 // messages refused
+	seq         int64          // every change up to seq is applied
+	keysSeq     int64          // of the key set installed; 0 before the first
+	synced      bool           // a whole snapshot was applied
+	pending     map[int64]bool // changes after seq applied already
+	held        []received     // key sets before the first snapshot
+	providerVer map[string]int64
+	snapshotURL *url.URL
+	etag        string // of the last whole snapshot applied
+
+	mu     sync.Mutex
+	status SubscriberStatus
+
+	applied, refused, stale, snapshots atomic.Uint64
 }
 
-// received is one message from NATS: a key-set update (key is its KV
-// key) or a revocation (key is "").
+// received is one delta from NATS: its kind (the subject's last token)
+// and the message.
 type received struct {
-	key  string
+	kind string
 	data []byte
 }
 
-// maxUnverified bounds the messages kept for a retry: a flood of messages
-// with unknown kids must not grow memory.
-const maxUnverified = 1024
+// SubscriberStatus describes a Subscriber for readiness checks and
+// metrics.
+type SubscriberStatus struct {
+	// Seq is the issuer's change sequence number up to which every change
+	// is applied; 0 before the first snapshot.
+	Seq int64
+	// ConfirmedAt is when the issuer last confirmed that nothing is
+	// missing: a snapshot applied, or answered not modified. Zero before.
+	ConfirmedAt time.Time
+	// Age is the time since ConfirmedAt: how old the state may be.
+	Age time.Duration
+	// LastError describes the failure of the last fetch of the snapshot,
+	// or its refusal; "" if it succeeded.
+	LastError string
+	// NATS is "connected", "disconnected", or "off" without a connection.
+	NATS string
+	// Applied counts the snapshots and deltas applied; Refused those
+	// refused (unverifiable, malformed, another issuer's); Stale the
+	// deltas that changed nothing (replayed, reordered, duplicates);
+	// Snapshots the snapshot fetches.
+	Applied, Refused, Stale, Snapshots uint64
+}
 
 // NewSubscriber checks cfg and returns a Subscriber; call Run.
 func NewSubscriber(cfg SubscriberConfig) (*Subscriber, error) {
 	switch {
-	case cfg.Conn == nil:
-		return nil, errors.New("subscriber: a NATS connection is required")
 	case cfg.Issuer == "":
 		return nil, errors.New("subscriber: the issuer is required")
 	case cfg.Keys == nil:
 		return nil, errors.New("subscriber: the issuer's key-set cache is required")
+	case cfg.PollInterval < 0:
+		return nil, fmt.Errorf("subscriber: PollInterval must not be negative (got %v)", cfg.PollInterval)
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
-	js, err := jetstream.New(cfg.Conn)
+	iss, err := parseKeySetURL("Issuer", cfg.Issuer)
 	if err != nil {
 		return nil, fmt.Errorf("subscriber: %w", err)
 	}
-	return &Subscriber{cfg: cfg, js: js, in: make(chan received, 256), versions: map[string]int64{}}, nil
+	s := &Subscriber{cfg: cfg, issuer: iss, in: make(chan received, 1024), kick: make(chan struct{}, 1), pending: map[int64]bool{}, providerVer: map[string]int64{}}
+	if cfg.SnapshotURL != "" {
+		if s.snapshotURL, err = issuerDocumentURL(iss, "snapshot URL", cfg.SnapshotURL); err != nil {
+			return nil, fmt.Errorf("subscriber: %w", err)
+		}
+	}
+	if s.cfg.PollInterval == 0 {
+		s.cfg.PollInterval = DefaultPollInterval
+	}
+	if s.cfg.Logger == nil {
+		s.cfg.Logger = slog.Default()
+	}
+	if s.cfg.Now == nil {
+		s.cfg.Now = time.Now
+	}
+	s.fetcher = newHTTPFetcher(cfg.HTTPClient, maxSnapshotBytes)
+	return s, nil
 }
 
-// SubscriberStats counts what a Subscriber did.
-type SubscriberStats struct {
-	Applied uint64 // key sets installed and revocations passed on
-	Refused uint64 // messages refused: unverifiable, malformed or stale
+// Status returns the state of the Subscriber.
+func (s *Subscriber) Status() SubscriberStatus {
+	s.mu.Lock()
+	st := s.status
+	s.mu.Unlock()
+	if !st.ConfirmedAt.IsZero() {
+		st.Age = s.cfg.Now().Sub(st.ConfirmedAt)
+	}
+	st.NATS = "off"
+	if c := s.cfg.Conn; c != nil {
+		st.NATS = "disconnected"
+		if c.IsConnected() {
+			st.NATS = "connected"
+		}
+	}
+	st.Applied, st.Refused, st.Stale, st.Snapshots = s.applied.Load(), s.refused.Load(), s.stale.Load(), s.snapshots.Load()
+	return st
 }
 
-// Stats returns the counts so far.
-func (s *Subscriber) Stats() SubscriberStats {
-	return SubscriberStats{Applied: s.applied.Load(), Refused: s.refused.Load()}
+// fetchResult is what a fetch of the snapshot brought.
+type fetchResult struct {
+	url         *url.URL // the snapshot's, to fetch again
+	etag        string
+	notModified bool
+	body        []byte
+	err         error
+	// none: the issuer's metadata names no snapshot.
+	none bool
 }
+
+// noSnapshotRetry is how long a Subscriber waits before reading the
+// metadata again of an issuer that publishes no snapshot (not a meshauth
+// issuer): its keys come from jwks_uri alone.
+const noSnapshotRetry = time.Hour
 
 // Run follows the issuer until ctx is done. It starts once the issuer's
 // keys are loaded, since nothing can be verified before.
@@ -122,218 +229,380 @@ func (s *Subscriber) Run(ctx context.Context) {
 		case <-changed:
 		}
 	}
-	reconnected := s.cfg.Conn.StatusChanged(nats.CONNECTED)
-	defer s.cfg.Conn.RemoveStatusListener(reconnected)
-	for {
-		// After a reconnect, the watch and the consumer are made anew
-		// rather than left to notice missed heartbeats, which takes
-		// seconds: the new watch delivers the current key sets, the new
-		// consumer every revocation, and what was seen already is ignored.
-		follow, stop := context.WithCancel(ctx)
-		go s.watchKeySets(follow)
-		go s.consumeRevocations(follow)
-		again := s.process(ctx, reconnected)
-		stop()
-		if !again {
-			return
+	var reconnected chan nats.Status
+	if c := s.cfg.Conn; c != nil {
+		reconnected = c.StatusChanged(nats.CONNECTED)
+		defer c.RemoveStatusListener(reconnected)
+		sub, err := c.Subscribe(UpdateSubjects(s.cfg.Issuer), s.receive)
+		if err != nil {
+			s.cfg.Logger.Error("deltas over NATS: subscribe failed; following the snapshot alone", "err", err)
+		} else {
+			defer sub.Unsubscribe()
 		}
 	}
-}
 
-// process applies the messages received until ctx is done (it returns
-// false) or the connection is re-established (true).
-func (s *Subscriber) process(ctx context.Context, reconnected <-chan nats.Status) bool {
+	var (
+		fetched   = make(chan fetchResult, 1)
+		inFlight  bool
+		again     bool      // a fetch is wanted once the one in flight ends
+		lastFetch time.Time // when the last fetch started
+		due       time.Time // when the next fetch starts
+		timer     = time.NewTimer(0)
+	)
+	defer timer.Stop()
+	// schedule makes the next fetch start by at, but no sooner than
+	// minFetchGap after the last unless polling.
+	schedule := func(at time.Time, poll bool) {
+		if !poll && at.Before(lastFetch.Add(minFetchGap)) {
+			at = lastFetch.Add(minFetchGap)
+		}
+		if due.IsZero() || at.Before(due) {
+			due = at
+			timer.Reset(time.Until(at))
+		}
+	}
+	due = time.Now()
 	for {
-		changed := s.cfg.Keys.Changed()
 		select {
 		case <-ctx.Done():
-			return false
-		case <-reconnected:
-			return true
+			return
 		case m := <-s.in:
-			s.apply(m)
-		case <-changed:
-			retry := s.unverified
-			s.unverified = nil
-			for _, m := range retry {
-				s.apply(m)
+			if s.apply(m) {
+				schedule(time.Now(), false)
+			}
+			if len(s.pending) > 0 {
+				schedule(time.Now().Add(gapGrace), false)
+			}
+		case <-reconnected:
+			// What was published while this connection was down is lost.
+			schedule(time.Now(), false)
+		case <-s.kick:
+			schedule(time.Now(), false)
+		case <-timer.C:
+			due = time.Time{}
+			if inFlight {
+				again = true
+				continue
+			}
+			if s.lost.Swap(false) {
+				s.cfg.Logger.Warn("deltas over NATS arrived faster than they were applied; some were dropped, the snapshot has them")
+			}
+			inFlight, lastFetch = true, time.Now()
+			go func(u *url.URL, since int64, etag string) { fetched <- s.fetch(ctx, u, since, etag) }(s.snapshotURL, s.seq, s.etag)
+		case r := <-fetched:
+			inFlight = false
+			more := s.applyFetched(r)
+			if len(s.pending) > 0 {
+				// The snapshot was older than a delta: ask again.
+				schedule(time.Now().Add(gapGrace), false)
+			}
+			switch {
+			case r.none:
+				again = false
+				schedule(time.Now().Add(noSnapshotRetry), true)
+			case more || again:
+				again = false
+				schedule(time.Now(), false)
+			default:
+				// Jittered, so that the verifiers of an issuer spread
+				// their polls.
+				p := s.cfg.PollInterval
+				schedule(time.Now().Add(p-p/10+rand.N(p/5+1)), true)
 			}
 		}
 	}
 }
 
-// deliver hands m to Run, or drops it if ctx is done.
-func (s *Subscriber) deliver(ctx context.Context, m received) {
+// receive is the NATS callback: it queues the delta for Run, or notes
+// that one was lost.
+func (s *Subscriber) receive(m *nats.Msg) {
+	kind := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
 	select {
-	case s.in <- m:
-	case <-ctx.Done():
-	}
-}
-
-// retryWait returns the wait before re-creating a watch or consumer that
-// failed n+1 times in a row.
-func retryWait(n int) time.Duration { return backoff(n, 30*time.Second) }
-
-// watchKeySets watches the issuer's entries of the key-set bucket,
-// re-creating the watch whenever it ends, until ctx is done.
-func (s *Subscriber) watchKeySets(ctx context.Context) {
-	for failures := 0; ; failures++ {
-		if err := s.watchOnce(ctx); err != nil && ctx.Err() == nil {
-			level := slog.LevelWarn
-			if errors.Is(err, jetstream.ErrBucketNotFound) {
-				level = slog.LevelInfo // the issuer has not published yet
-			}
-			s.cfg.Logger.Log(ctx, level, "key sets over NATS: watch failed; will retry; keys are still polled over HTTPS", "err", err)
-		} else {
-			failures = 0
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(retryWait(failures)):
-		}
-	}
-}
-
-func (s *Subscriber) watchOnce(ctx context.Context) error {
-	kv, err := s.js.KeyValue(ctx, KeysBucket)
-	if err != nil {
-		return fmt.Errorf("open bucket %s: %w", KeysBucket, err)
-	}
-	// The watch first delivers the current value of every key, then each
-	// change: a sidecar that starts or comes back learns the current keys.
-	w, err := kv.Watch(ctx, nameToken(s.cfg.Issuer)+".*", jetstream.IgnoreDeletes())
-	if err != nil {
-		return fmt.Errorf("watch bucket %s: %w", KeysBucket, err)
-	}
-	defer w.Stop()
-	for e := range w.Updates() {
-		if e != nil && e.Operation() == jetstream.KeyValuePut {
-			s.deliver(ctx, received{key: e.Key(), data: e.Value()})
-		}
-	}
-	return nil
-}
-
-// consumeRevocations reads the issuer's revocations from the start of the
-// stream, re-creating the consumer if it cannot be made, until ctx is done.
-func (s *Subscriber) consumeRevocations(ctx context.Context) {
-	filter := revocationSubjects + "." + nameToken(s.cfg.Issuer) + ".>"
-	for failures := 0; ; failures++ {
-		err := func() error {
-			// An ordered consumer re-creates itself after a reconnect or a
-			// missed heartbeat, from where it was.
-			c, err := s.js.OrderedConsumer(ctx, RevocationStream, jetstream.OrderedConsumerConfig{
-				FilterSubjects: []string{filter},
-				DeliverPolicy:  jetstream.DeliverAllPolicy,
-			})
-			if err != nil {
-				return fmt.Errorf("consume stream %s: %w", RevocationStream, err)
-			}
-			cc, err := c.Consume(func(m jetstream.Msg) {
-				s.deliver(ctx, received{data: m.Data()})
-			}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-				s.cfg.Logger.Debug("revocations over NATS: consumer", "err", err)
-			}))
-			if err != nil {
-				return fmt.Errorf("consume stream %s: %w", RevocationStream, err)
-			}
-			defer cc.Stop()
-			select {
-			case <-ctx.Done():
-			case <-cc.Closed():
-			}
-			return nil
-		}()
-		if err != nil && ctx.Err() == nil {
-			level := slog.LevelWarn
-			if errors.Is(err, jetstream.ErrStreamNotFound) {
-				level = slog.LevelInfo
-			}
-			s.cfg.Logger.Log(ctx, level, "revocations over NATS: will retry", "err", err)
-		} else {
-			failures = 0
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(retryWait(failures)):
-		}
-	}
-}
-
-// apply verifies and applies one message. Refusals are logged without the
-// message, which may be hostile and large.
-func (s *Subscriber) apply(m received) {
-	var err error
-	if m.key != "" {
-		err = s.applyKeySet(m.key, m.data)
-	} else {
-		err = s.applyRevocation(m.data)
-	}
-	switch {
-	case err == nil:
-		s.applied.Add(1)
-	case errors.Is(err, errStale):
-		s.cfg.Logger.Debug("update over NATS ignored", "err", err)
-	case errors.Is(err, token.ErrUnknownKey) && len(s.unverified) < maxUnverified:
-		// Signed with a key not fetched yet: try again when the keys
-		// change.
-		s.unverified = append(s.unverified, m)
-		s.refused.Add(1)
-		s.cfg.Logger.Warn("update over NATS signed with an unknown key; will retry when the issuer's keys change", "issuer", s.cfg.Issuer, "size", len(m.data))
+	case s.in <- received{kind: kind, data: m.Data}:
 	default:
-		s.refused.Add(1)
-		s.cfg.Logger.Warn("update over NATS refused", "issuer", s.cfg.Issuer, "size", len(m.data), "err", err)
+		s.lost.Store(true)
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
 	}
 }
 
-func (s *Subscriber) applyKeySet(key string, data []byte) error {
-	u, keys, err := decodeKeySetUpdate(data, s.cfg.Keys, s.cfg.Issuer)
-	if err != nil {
-		return err
+// fetch fetches the snapshot for a verifier that has every change up to
+// since, from u, discovering it first if u is nil. It runs on its own
+// goroutine and touches nothing of the Subscriber's state.
+func (s *Subscriber) fetch(ctx context.Context, u *url.URL, since int64, etag string) fetchResult {
+	s.snapshots.Add(1)
+	ctx, cancel := context.WithTimeout(ctx, fetchTimeout)
+	defer cancel()
+	if u == nil {
+		md, err := s.fetcher.discover(ctx, s.issuer, s.cfg.Issuer)
+		switch {
+		case err != nil:
+			return fetchResult{err: err}
+		case md.snapshotErr != nil:
+			return fetchResult{err: md.snapshotErr}
+		case md.snapshotURI == nil:
+			return fetchResult{none: true, err: fmt.Errorf("the metadata of %s names no %s: the issuer distributes no snapshot; its keys come from jwks_uri, and none of its revocations", s.cfg.Issuer, SnapshotMember)}
+		}
+		u = md.snapshotURI
 	}
-	// The entry's key names the owner too; an update filed under another
-	// owner's key was moved there by someone other than the issuer.
-	if _, ownerToken, _ := strings.Cut(key, "."); ownerToken != nameToken(u.Owner) {
-		return fmt.Errorf("key-set update for %s found under key %s", u.Owner, key)
+	q := *u
+	values := q.Query()
+	values.Set("since", strconv.FormatInt(since, 10))
+	q.RawQuery = values.Encode()
+	body, h, err := s.fetcher.get(ctx, "snapshot", &q, SnapshotMediaType, etag)
+	r := fetchResult{url: u, body: body}
+	switch {
+	case errors.Is(err, errNotModified):
+		r.notModified = true
+	case err != nil:
+		r.err = err
+		if s.cfg.SnapshotURL == "" {
+			r.url = nil // discover again: the issuer may have moved it
+		}
+	default:
+		r.etag = h.Get("ETag")
+	}
+	return r
+}
+
+// applyFetched applies the result of a fetch, and reports whether the
+// snapshot has more to fetch.
+func (s *Subscriber) applyFetched(r fetchResult) (more bool) {
+	s.snapshotURL = r.url
+	now := s.cfg.Now()
+	var err error
+	switch {
+	case r.err != nil:
+		err = r.err
+	case r.notModified:
+		s.confirm(now, "")
+		return false
+	default:
+		var snap *snapshot
+		var keys []token.Key
+		// The issuer's keys over HTTPS decide, refreshed once
+		// (rate-limited) for a kid they lack.
+		if snap, keys, err = decodeSnapshot(r.body, s.cfg.Keys, s.cfg.Issuer); err == nil {
+			if err = s.applySnapshot(snap, keys); err == nil {
+				s.applied.Add(1)
+				if !snap.More {
+					s.etag = r.etag
+					s.confirm(now, "")
+				}
+				return snap.More
+			}
+		}
+		s.refused.Add(1)
+		err = fmt.Errorf("snapshot refused: %w", err)
+	}
+	s.mu.Lock()
+	first := s.status.LastError == ""
+	s.status.LastError = err.Error()
+	s.mu.Unlock()
+	level := slog.LevelDebug
+	if first {
+		level = slog.LevelWarn
+	}
+	s.cfg.Logger.Log(context.Background(), level, "issuer's snapshot: keeping the last good state", "issuer", s.cfg.Issuer, "err", err)
+	return false
+}
+
+// confirm records that the issuer confirmed the state at now.
+func (s *Subscriber) confirm(now time.Time, lastErr string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.status.LastError != "" {
+		s.cfg.Logger.Info("issuer's snapshot: following again", "issuer", s.cfg.Issuer, "seq", s.seq)
+	}
+	s.status.Seq, s.status.ConfirmedAt, s.status.LastError = s.seq, now, lastErr
+}
+
+// applySnapshot applies a verified snapshot.
+func (s *Subscriber) applySnapshot(snap *snapshot, keys []token.Key) error {
+	switch {
+	case snap.Since > s.seq:
+		return fmt.Errorf("it starts after change %d, and this verifier has changes up to %d only", snap.Since, s.seq)
+	case snap.Seq < s.seq:
+		return fmt.Errorf("it is older (change %d) than what this verifier has (%d): has the issuer's store gone back?", snap.Seq, s.seq)
 	}
 	now := s.cfg.Now()
-	if u.Version > now.Add(token.MaxLeeway).UnixMicro() {
-		return fmt.Errorf("key-set update for %s dated in the future (%v)", u.Owner, time.UnixMicro(u.Version).UTC())
-	}
-	last := s.versions[u.Owner]
-	if u.Version < last {
-		return fmt.Errorf("key-set update for %s is older (version %d) than the one taken (%d): replayed", u.Owner, u.Version, last)
-	}
-	if u.Version == last {
-		return fmt.Errorf("key-set update for %s, version %d: %w", u.Owner, u.Version, errStale)
-	}
-	target := s.cfg.Keys
-	if u.Owner != s.cfg.Issuer {
-		if s.cfg.Provider == nil {
-			return fmt.Errorf("key set of federated provider %s refused: federation is off", u.Owner)
-		}
-		if target = s.cfg.Provider(u.Owner); target == nil {
-			return fmt.Errorf("key set of federated provider %s refused", u.Owner)
+	for i := range snap.Revocations {
+		if r := &snap.Revocations[i]; now.Before(r.ExpiresAt) {
+			s.revoke(r)
 		}
 	}
-	target.Set(keys, SourceNATS)
-	s.versions[u.Owner] = u.Version
-	s.cfg.Logger.Info("key set updated over NATS", "issuer", s.cfg.Issuer, "owner", u.Owner, "keys", len(keys), "version", u.Version)
+	if snap.KeysSeq > s.keysSeq {
+		s.cfg.Keys.Set(keys, SourceSnapshot)
+		s.keysSeq = snap.KeysSeq
+	}
+	relayed := map[string]bool{}
+	for i := range snap.Providers {
+		p := &snap.Providers[i]
+		relayed[p.Provider] = true
+		pk, _ := p.check(s.cfg.Issuer) // checked by decodeSnapshot
+		s.applyProvider(p, pk, SourceSnapshot)
+	}
+	if !snap.More {
+		// A provider the issuer no longer relays is no longer vouched for.
+		for provider, ver := range s.providerVer {
+			if !relayed[provider] && ver > 0 {
+				s.applyProvider(&providerKeys{Provider: provider, Version: ver + 1}, nil, SourceSnapshot)
+			}
+		}
+	}
+	s.seq = snap.Seq
+	for n := range s.pending {
+		if n <= s.seq {
+			delete(s.pending, n)
+		}
+	}
+	s.advance()
+	if !s.synced && !snap.More {
+		s.synced = true
+		held := s.held
+		s.held = nil
+		for _, m := range held {
+			s.apply(m)
+		}
+	}
 	return nil
 }
 
-func (s *Subscriber) applyRevocation(data []byte) error {
-	r, err := decodeRevocation(data, s.cfg.Keys, s.cfg.Issuer)
+// apply verifies and applies one delta, and reports whether the snapshot
+// should be fetched now: the delta could not be verified. Refusals are
+// logged without the message, which may be hostile and large.
+func (s *Subscriber) apply(m received) (fetch bool) {
+	// Deltas are checked against the keys held, without a refresh: one
+	// that cannot be verified sends the verifier to the snapshot instead.
+	ks := s.cfg.Keys.Keys()
+	if ks == nil {
+		s.refused.Add(1)
+		return true
+	}
+	keys := token.Keys(ks)
+	var (
+		err error
+		n   int64 // the change the delta stands for
+	)
+	switch m.kind {
+	case kindRevocation:
+		var u *revocationUpdate
+		if u, err = decodeRevocationUpdate(m.data, keys, s.cfg.Issuer); err == nil {
+			n = u.Seq
+			if n <= s.seq && s.synced || !s.cfg.Now().Before(u.ExpiresAt) {
+				s.stale.Add(1)
+				return false
+			}
+			s.revoke(&u.revocationEntry)
+		}
+	case kindKeys:
+		var u *keySetUpdate
+		var parsed []token.Key
+		if u, parsed, err = decodeKeySetUpdate(m.data, keys, s.cfg.Issuer); err == nil {
+			if !s.synced {
+				s.hold(m)
+				return false
+			}
+			if u.Seq <= s.keysSeq {
+				s.stale.Add(1)
+				return false
+			}
+			s.cfg.Keys.Set(parsed, SourceNATS)
+			s.keysSeq, n = u.Seq, u.Seq
+			s.cfg.Logger.Info("key set updated over NATS", "issuer", s.cfg.Issuer, "keys", len(parsed), "seq", u.Seq)
+		}
+	case kindRelay:
+		var u *relayUpdate
+		var parsed []token.Key
+		if u, parsed, err = decodeRelayUpdate(m.data, keys, s.cfg.Issuer); err == nil {
+			if !s.synced {
+				s.hold(m)
+				return false
+			}
+			if !s.applyProvider(&u.providerKeys, parsed, SourceNATS) {
+				return false
+			}
+		}
+	default:
+		err = fmt.Errorf("unknown subject kind %q", m.kind)
+	}
 	if err != nil {
-		return err
+		s.refused.Add(1)
+		s.cfg.Logger.Warn("delta over NATS refused; fetching the snapshot", "issuer", s.cfg.Issuer, "kind", m.kind, "size", len(m.data), "err", err)
+		return true
 	}
-	if !r.ExpiresAt.After(s.cfg.Now()) {
-		return fmt.Errorf("revocation %s expired: %w", r.ID, errStale)
+	s.applied.Add(1)
+	if n > 0 {
+		s.note(n)
 	}
+	return false
+}
+
+// hold keeps a key set that arrived before the first snapshot, whose age
+// only the snapshot can tell.
+func (s *Subscriber) hold(m received) {
+	if len(s.held) < maxHeld {
+		s.held = append(s.held, m)
+	}
+}
+
+// note records that change n is applied.
+func (s *Subscriber) note(n int64) {
+	if n > s.seq {
+		s.pending[n] = true
+		s.advance()
+	}
+}
+
+// advance moves seq over the changes applied since, while they follow
+// each other.
+func (s *Subscriber) advance() {
+	if !s.synced && s.seq == 0 {
+		return // nothing to count from before the first snapshot
+	}
+	for s.pending[s.seq+1] {
+		delete(s.pending, s.seq+1)
+		s.seq++
+	}
+	s.mu.Lock()
+	s.status.Seq = s.seq
+	s.mu.Unlock()
+}
+
+// revoke passes r on.
+func (s *Subscriber) revoke(r *revocationEntry) {
 	if s.cfg.Revoked != nil {
-		s.cfg.Revoked(token.Revocation{Kind: r.Kind, Value: r.Value, RevokedAt: r.RevokedAt, ExpiresAt: r.ExpiresAt})
+		s.cfg.Revoked(r.revocation(s.cfg.Issuer))
 	}
-	return nil
+}
+
+// applyProvider installs a relayed provider's keys (none: drops them) if
+// they are newer than what it holds, and reports whether they were.
+func (s *Subscriber) applyProvider(p *providerKeys, keys []token.Key, source string) bool {
+	if p.Version <= s.providerVer[p.Provider] {
+		if source == SourceNATS {
+			s.stale.Add(1)
+		}
+		return false
+	}
+	s.providerVer[p.Provider] = p.Version
+	var c *KeySetCache
+	if s.cfg.Provider != nil {
+		c = s.cfg.Provider(p.Provider)
+	}
+	if c == nil {
+		if len(keys) > 0 {
+			s.refused.Add(1)
+			s.cfg.Logger.Warn("key set of a federated provider refused: federation is off, or the provider is configured here", "issuer", s.cfg.Issuer, "provider", p.Provider)
+		}
+		return false
+	}
+	if len(keys) == 0 {
+		c.Drop("no longer relayed by " + s.cfg.Issuer)
+		return true
+	}
+	c.SetExpiring(keys, source, p.ExpiresAt)
+	return true
 }

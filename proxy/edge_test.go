@@ -313,9 +313,9 @@ func TestEdgeEvict(t *testing.T) {
 		r   token.Revocation
 		ref string
 	}{
-		{token.Revocation{Kind: token.RevokeTokenID, Value: "j-alice"}, "ref-alice"},
-		{token.Revocation{Kind: token.RevokeSubject, Value: "bob"}, "ref-bob"},
-		{token.Revocation{Kind: token.RevokeSession, Value: "grant-carol"}, "ref-carol"},
+		{token.Revocation{Issuer: testIssuer, Kind: token.RevokeTokenID, Value: "j-alice"}, "ref-alice"},
+		{token.Revocation{Issuer: testIssuer, Kind: token.RevokeSubject, Value: "bob"}, "ref-bob"},
+		{token.Revocation{Issuer: testIssuer, Kind: token.RevokeSession, Value: "grant-carol"}, "ref-carol"},
 	}
 	for _, rv := range revocations {
 		// The issuer forgets the token as the revocation is published.
@@ -328,7 +328,12 @@ func TestEdgeEvict(t *testing.T) {
 	if resp := get(t, base, "/", bearer("ref-dave")); resp.status != 200 {
 		t.Errorf("an unrelated token was evicted: %d", resp.status)
 	}
-	e.Evict(token.Revocation{Kind: token.RevokeClientID, Value: "mobile"})
+	// Another issuer's revocation of the same value reaches nothing here.
+	e.Evict(token.Revocation{Issuer: "https://other.example", Kind: token.RevokeClientID, Value: "mobile"})
+	if resp := get(t, base, "/", bearer("ref-dave")); resp.status != 200 {
+		t.Errorf("another issuer's revocation evicted a token: %d", resp.status)
+	}
+	e.Evict(token.Revocation{Issuer: testIssuer, Kind: token.RevokeClientID, Value: "mobile"})
 	if s := e.Stats(); s.Evictions != 4 || s.Entries != 0 {
 		t.Errorf("stats %+v, want 4 evictions and no entry left", s)
 	}

@@ -93,7 +93,7 @@ func (c *derefCache) evict(r token.Revocation) int {
 		rd.Bytes() // the Authorization value
 		var id token.Identity
 		rd.Strings(&id.Issuer, &id.TokenID, &id.ClientID, &id.Subject, &id.Session)
-		return rd.OK() && r.Names(id)
+		return rd.OK() && r.Matches(id, time.Time{})
 	})
 }
 

@@ -433,7 +433,7 @@ func TestEgressEvict(t *testing.T) {
 				t.Fatalf("not cached: %q then %q, %d exchanges", first, again, env.issuer.calls.Load())
 			}
 
-			env.egress.Evict(token.Revocation{Kind: tt.kind, Value: tt.value})
+			env.egress.Evict(token.Revocation{Issuer: testIssuer, Kind: tt.kind, Value: tt.value})
 			wantEvicted := 0
 			if tt.evicted {
 				wantEvicted = 1

@@ -19,35 +19,34 @@ type RevocationStats struct {
 }
 
 // Revoke makes the Authenticator refuse, with Revoked, every token that r
-// matches: one whose claim named r.Kind equals r.Value and whose "iat" is
-// at or before r.RevokedAt, or absent, since such a token may predate the
-// revocation. It does so until r.ExpiresAt, when every token r can match
-// has expired, and drops the tokens r matches from the Cache.
+// matches (Revocation.Matches: a token of r.Issuer whose claim named r.Kind
+// equals r.Value and whose "iat" is at or before r.RevokedAt, or absent),
+// until r.ExpiresAt, when every token r can match has expired, and drops
+// those tokens from the Cache. It is a RevocationSink.
 //
-// A revocation of a kind other than RevokeTokenID, RevokeClientID,
-// RevokeSubject and RevokeSession, or with an empty Value, can match no
-// token and is ignored, as is an expired one. Revoking what is revoked
-// already changes nothing, unless r was made or expires later: the entry
-// then covers both.
+// A revocation that can match no token (no Issuer or Value, another kind)
+// is ignored, as is an expired one. Revoking what is revoked already
+// changes nothing, unless r was made or expires later: the entry then
+// covers both.
 //
 // Each call first forgets the revocations that have expired; memory is
 // therefore bounded by the revocations live at the last call, and by
 // MaxRevocations. Beyond MaxRevocations the revocation that expires first
-// is forgotten, but not its effect: every token issued at or before it is
-// refused until it would have expired. Revocations are kept until the end
-// of their tokens' lifetime, so the one forgotten is the oldest, and the
-// tokens issued before it have mostly expired already: forgetting costs
-// some precision, never a revoked token accepted.
+// is forgotten, but not its effect: every token issued at or before it, of
+// any issuer, is refused until it would have expired. Revocations are kept
+// until the end of their tokens' lifetime, so the one forgotten is the
+// oldest, and the tokens issued before it have mostly expired already:
+// forgetting costs some precision, never a revoked token accepted.
 func (a *Authenticator) Revoke(r Revocation) {
 	k, ok := denyKindOf(r.Kind)
 	now := a.now()
-	if !ok || r.Value == "" || !now.Before(r.ExpiresAt) {
+	if !ok || r.Value == "" || r.Issuer == "" || !now.Before(r.ExpiresAt) {
 		return
 	}
-	d, grew := a.denied.add(k, &r, now)
+	merged, grew := a.denied.add(k, &r, now)
 	if grew && a.cache != nil {
 		a.cache.DeleteFunc(func(c *Claims) bool {
-			return r.Names(c.Identity()) && d.covers(c, a.now)
+			return merged.Matches(c.Identity(), c.IssuedAt) && a.now().Before(merged.ExpiresAt)
 		})
 	}
 }
@@ -120,11 +119,13 @@ type denyList struct {
 
 type denyKind struct {
 	n atomic.Int64 // entries; with none, m is not read
-	m sync.Map     // Value → *denyEntry
+	// m maps a revoked value to its entries, one per issuer that revoked
+	// it, chained: all but always one.
+	m sync.Map // Value → *denyEntry
 }
 
-// denial is a revocation's effect: tokens issued at or before revokedAt
-// are refused until expiresAt. It never changes.
+// denial is the effect of forgotten revocations: tokens issued at or
+// before revokedAt are refused until expiresAt. It never changes.
 type denial struct{ revokedAt, expiresAt time.Time }
 
 // covers reports whether d refuses the token of c: one without "iat" or
@@ -133,8 +134,7 @@ func (d *denial) covers(c *Claims, now func() time.Time) bool {
 	return (!c.has(claimIat) || !c.IssuedAt.After(d.revokedAt)) && now().Before(d.expiresAt)
 }
 
-// merge returns a denial covering both d and o: a later revocation of the
-// same value refuses the tokens issued before either, and lasts longer.
+// merge returns a denial covering both d and o.
 func (d *denial) merge(o *denial) *denial {
 	m := *d
 	if o.revokedAt.After(m.revokedAt) {
@@ -146,12 +146,15 @@ func (d *denial) merge(o *denial) *denial {
 	return &m
 }
 
-// denyEntry is the revocation of one value of one kind.
+// denyEntry is the revocation of one value of one kind by one issuer.
 type denyEntry struct {
-	denial atomic.Pointer[denial] // replaced, under mu, by a merge
-	kind   int
-	value  string
-	index  int // in byExpiry
+	// rev is the revocation, replaced under mu by a merge with a later
+	// one of the same issuer, kind and value; it never changes.
+	rev atomic.Pointer[Revocation]
+	// next is the entry of another issuer for the same value.
+	next  atomic.Pointer[denyEntry]
+	kind  int
+	index int // in byExpiry
 }
 
 // check returns errRevoked if a revocation matches the token of c.
@@ -176,36 +179,56 @@ func (l *denyList) matches(c *Claims, now func() time.Time) bool {
 		if v == "" || dk.n.Load() == 0 {
 			continue
 		}
-		if e, ok := dk.m.Load(v); ok && e.(*denyEntry).denial.Load().covers(c, now) {
-			return true
+		head, ok := dk.m.Load(v)
+		if !ok {
+			continue
+		}
+		for e := head.(*denyEntry); e != nil; e = e.next.Load() {
+			r := e.rev.Load()
+			if r.Matches(c.Identity(), c.IssuedAt) && now().Before(r.ExpiresAt) {
+				return true
+			}
 		}
 	}
 	return false
 }
 
 // add records r, of kind k, after forgetting the revocations expired at
-// now. It returns the entry's denial, and whether that now refuses tokens
-// issued later than before.
-func (l *denyList) add(k int, r *Revocation, now time.Time) (d *denial, grew bool) {
+// now. It returns the revocation its entry now holds, and whether that
+// refuses tokens issued later than before.
+func (l *denyList) add(k int, r *Revocation, now time.Time) (merged *Revocation, grew bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.sweep(now)
-	d = &denial{revokedAt: r.RevokedAt, expiresAt: r.ExpiresAt}
 	dk := &l.kinds[k]
+	var head *denyEntry
 	if v, ok := dk.m.Load(r.Value); ok {
-		e := v.(*denyEntry)
-		old := e.denial.Load()
-		later, longer := d.revokedAt.After(old.revokedAt), d.expiresAt.After(old.expiresAt)
+		head = v.(*denyEntry)
+	}
+	for e := head; e != nil; e = e.next.Load() {
+		old := e.rev.Load()
+		if old.Issuer != r.Issuer {
+			continue
+		}
+		later, longer := r.RevokedAt.After(old.RevokedAt), r.ExpiresAt.After(old.ExpiresAt)
 		if !later && !longer {
 			return old, false
 		}
-		d = old.merge(d)
-		e.denial.Store(d)
+		m := *old
+		if later {
+			m.RevokedAt = r.RevokedAt
+		}
+		if longer {
+			m.ExpiresAt = r.ExpiresAt
+		}
+		e.rev.Store(&m)
 		heap.Fix(&l.byExpiry, e.index)
-		return d, later
+		return &m, later
 	}
-	e := &denyEntry{kind: k, value: r.Value}
-	e.denial.Store(d)
+	rc := *r
+	e := &denyEntry{kind: k}
+	e.rev.Store(&rc)
+	e.next.Store(head)
 	dk.m.Store(r.Value, e)
 	// Counted after it is in the map: a verification that sees the count
 	// finds the entry.
@@ -215,12 +238,12 @@ func (l *denyList) add(k int, r *Revocation, now time.Time) (d *denial, grew boo
 	for len(l.byExpiry) > l.limit {
 		l.forget(heap.Pop(&l.byExpiry).(*denyEntry))
 	}
-	return d, true
+	return &rc, true
 }
 
 // sweep drops the entries expired at now, and the floor if it has.
 func (l *denyList) sweep(now time.Time) {
-	for len(l.byExpiry) > 0 && !now.Before(l.byExpiry[0].denial.Load().expiresAt) {
+	for len(l.byExpiry) > 0 && !now.Before(l.byExpiry[0].rev.Load().ExpiresAt) {
 		l.remove(heap.Pop(&l.byExpiry).(*denyEntry))
 	}
 	if f := l.floor.Load(); f != nil && !now.Before(f.expiresAt) {
@@ -231,7 +254,8 @@ func (l *denyList) sweep(now time.Time) {
 // forget drops e, an entry beyond the limit, raising the floor to refuse
 // what it refused.
 func (l *denyList) forget(e *denyEntry) {
-	d := e.denial.Load()
+	r := e.rev.Load()
+	d := &denial{revokedAt: r.RevokedAt, expiresAt: r.ExpiresAt}
 	if f := l.floor.Load(); f != nil {
 		d = f.merge(d)
 	}
@@ -241,10 +265,27 @@ func (l *denyList) forget(e *denyEntry) {
 	l.forgotten.Add(1)
 }
 
-// remove drops e, already out of byExpiry, from its map.
+// remove unlinks e, already out of byExpiry, from its chain. A
+// verification walking the chain meanwhile still finds e's successors.
 func (l *denyList) remove(e *denyEntry) {
 	dk := &l.kinds[e.kind]
-	dk.m.Delete(e.value)
+	value := e.rev.Load().Value
+	if v, ok := dk.m.Load(value); ok {
+		if head := v.(*denyEntry); head == e {
+			if next := e.next.Load(); next != nil {
+				dk.m.Store(value, next)
+			} else {
+				dk.m.Delete(value)
+			}
+		} else {
+			for p := head; p != nil; p = p.next.Load() {
+				if p.next.Load() == e {
+					p.next.Store(e.next.Load())
+					break
+				}
+			}
+		}
+	}
 	dk.n.Add(-1)
 	l.size.Add(-1)
 }
@@ -255,7 +296,7 @@ type expiryHeap []*denyEntry
 func (h expiryHeap) Len() int { return len(h) }
 
 func (h expiryHeap) Less(i, j int) bool {
-	return h[i].denial.Load().expiresAt.Before(h[j].denial.Load().expiresAt)
+	return h[i].rev.Load().ExpiresAt.Before(h[j].rev.Load().ExpiresAt)
 }
 
 func (h expiryHeap) Swap(i, j int) {

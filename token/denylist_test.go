@@ -16,10 +16,10 @@ func revocableToken(iat time.Time) []byte {
 		fmt.Sprintf(`"client_id":"web","sid":"g1","iat":%d,`, iat.Unix())))
 }
 
-// revocationAt returns a revocation of kind and value made at t, which
-// lasts ten minutes.
+// revocationAt returns a revocation by issuer A of kind and value made at
+// t, which lasts ten minutes.
 func revocationAt(kind, value string, t time.Time) Revocation {
-	return Revocation{Kind: kind, Value: value, RevokedAt: t, ExpiresAt: t.Add(10 * time.Minute)}
+	return Revocation{Issuer: issuerA, Kind: kind, Value: value, RevokedAt: t, ExpiresAt: t.Add(10 * time.Minute)}
 }
 
 // TestRevoke checks which tokens a revocation refuses, with the cache and
@@ -45,8 +45,14 @@ func TestRevoke(t *testing.T) {
 		{"another value", tok, []Revocation{revocationAt(RevokeSubject, "bob", issued)}, false},
 		{"value of another kind", tok, []Revocation{revocationAt(RevokeClientID, "alice", issued)}, false},
 		{"unknown kind", tok, []Revocation{revocationAt("aud", "orders", issued)}, false},
+		{"another issuer's", tok, []Revocation{{Issuer: issuerB, Kind: RevokeSubject, Value: "alice", RevokedAt: issued, ExpiresAt: issued.Add(10 * time.Minute)}}, false},
+		{"no issuer", tok, []Revocation{{Kind: RevokeSubject, Value: "alice", RevokedAt: issued, ExpiresAt: issued.Add(10 * time.Minute)}}, false},
+		{"the same value by two issuers", tok, []Revocation{
+			{Issuer: issuerB, Kind: RevokeSubject, Value: "alice", RevokedAt: issued, ExpiresAt: issued.Add(10 * time.Minute)},
+			revocationAt(RevokeSubject, "alice", issued),
+		}, true},
 		{"empty value", noIat, []Revocation{revocationAt(RevokeSession, "", issued)}, false},
-		{"expired", tok, []Revocation{{Kind: RevokeSubject, Value: "alice", RevokedAt: issued, ExpiresAt: testNow}}, false},
+		{"expired", tok, []Revocation{{Issuer: issuerA, Kind: RevokeSubject, Value: "alice", RevokedAt: issued, ExpiresAt: testNow}}, false},
 		{"duplicate", tok, []Revocation{
 			revocationAt(RevokeSubject, "alice", issued),
 			revocationAt(RevokeSubject, "alice", issued),
@@ -94,8 +100,10 @@ func TestRevoke(t *testing.T) {
 				}
 				want := RevocationStats{Entries: min(len(tt.revoke), 1)}
 				switch tt.name {
-				case "unknown kind", "empty value", "expired":
+				case "unknown kind", "empty value", "expired", "no issuer":
 					want.Entries = 0
+				case "the same value by two issuers":
+					want.Entries = 2
 				}
 				if tt.refused {
 					want.Refused = 2
@@ -259,7 +267,7 @@ func TestRevokeConcurrent(t *testing.T) {
 	revoked := revocableToken(issued)
 	// The revocations made meanwhile, of tokens issued earlier, go over
 	// the limit: those forgotten expire before this one.
-	a.Revoke(Revocation{Kind: RevokeSession, Value: "g1", RevokedAt: testNow, ExpiresAt: testNow.Add(2 * time.Hour)})
+	a.Revoke(Revocation{Issuer: issuerA, Kind: RevokeSession, Value: "g1", RevokedAt: testNow, ExpiresAt: testNow.Add(2 * time.Hour)})
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
 	wg.Go(func() {
@@ -270,7 +278,7 @@ func TestRevokeConcurrent(t *testing.T) {
 			default:
 			}
 			a.Revoke(Revocation{
-				Kind: RevokeTokenID, Value: strconv.Itoa(i),
+				Issuer: issuerA, Kind: RevokeTokenID, Value: strconv.Itoa(i),
 				RevokedAt: issued.Add(-time.Second), ExpiresAt: testNow.Add(time.Hour + time.Duration(i)*time.Millisecond),
 			})
 			a.RevocationStats()
@@ -333,5 +341,94 @@ func revokeMany(a *Authenticator, n int, at time.Time) {
 		for _, kind := range [...]string{RevokeTokenID, RevokeClientID, RevokeSubject, RevokeSession} {
 			a.Revoke(revocationAt(kind, fmt.Sprintf("%x", sha256.Sum256([]byte(kind+strconv.Itoa(i))))[:20], at))
 		}
+	}
+}
+
+// TestRevocationMatches is the rule every cache shares: which tokens a
+// revocation reaches.
+func TestRevocationMatches(t *testing.T) {
+	at := testNow
+	r := func(kind, value string) Revocation {
+		return Revocation{Issuer: issuerA, Kind: kind, Value: value, RevokedAt: at, ExpiresAt: at.Add(time.Hour)}
+	}
+	tests := []struct {
+		name string
+		r    Revocation
+		iss  string
+		iat  time.Time
+		want bool
+	}{
+		{"jti", r(RevokeTokenID, "j1"), issuerA, at, true},
+		{"client_id", r(RevokeClientID, "web"), issuerA, at, true},
+		{"sub", r(RevokeSubject, "alice"), issuerA, at, true},
+		{"sid", r(RevokeSession, "g1"), issuerA, at, true},
+		{"issued before", r(RevokeSubject, "alice"), issuerA, at.Add(-time.Hour), true},
+		{"issued after", r(RevokeSubject, "alice"), issuerA, at.Add(time.Second), false},
+		{"no iat", r(RevokeSubject, "alice"), issuerA, time.Time{}, true},
+		{"another issuer", r(RevokeSubject, "alice"), issuerB, at, false},
+		{"another value", r(RevokeSubject, "bob"), issuerA, at, false},
+		{"value in another claim", r(RevokeClientID, "alice"), issuerA, at, false},
+		{"unknown kind", r("aud", "orders"), issuerA, at, false},
+		{"no issuer", Revocation{Kind: RevokeSubject, Value: "alice", RevokedAt: at}, "", at, false},
+		{"empty value", r(RevokeSession, ""), issuerA, at, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sid := "g1"
+			if tt.name == "empty value" {
+				sid = ""
+			}
+			if got := tt.r.Matches(Identity{Issuer: tt.iss, TokenID: "j1", ClientID: "web", Subject: "alice", Session: sid}, tt.iat); got != tt.want {
+				t.Errorf("Matches = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestRevokeSameValueTwoIssuers checks that the revocations of one value
+// by two issuers are kept apart: each refuses its issuer's token, and each
+// goes when it expires, leaving the other.
+func TestRevokeSameValueTwoIssuers(t *testing.T) {
+	clock := newTestClock()
+	cache := testCache(t, CacheConfig{Now: clock.now})
+	a, err := NewAuthenticator(trustIssuers(clock.now), AuthenticatorOptions{Cache: cache, Now: clock.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokenOf := func(iss, kid, aud string) []byte {
+		return mint(kid, map[string]string{issuerA: "at+jwt", issuerB: ""}[iss], fmt.Sprintf(`{"iss":%q,"aud":%q,"exp":%d,"sub":"alice","iat":%d}`,
+			iss, aud, testNow.Add(time.Hour).Unix(), testNow.Add(-time.Minute).Unix()))
+	}
+	tokA, tokB := tokenOf(issuerA, "a1", "orders"), tokenOf(issuerB, "b1", "payments")
+	verify := func(tok []byte) error {
+		var c Claims
+		return a.VerifyInto(tok, &c)
+	}
+	for _, tok := range [][]byte{tokA, tokB} {
+		if err := verify(tok); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.Revoke(Revocation{Issuer: issuerA, Kind: RevokeSubject, Value: "alice", RevokedAt: testNow, ExpiresAt: testNow.Add(10 * time.Minute)})
+	if err := verify(tokB); err != nil {
+		t.Errorf("B's alice after A revoked its alice: %v", err)
+	}
+	a.Revoke(Revocation{Issuer: issuerB, Kind: RevokeSubject, Value: "alice", RevokedAt: testNow, ExpiresAt: testNow.Add(5 * time.Minute)})
+	for name, tok := range map[string][]byte{"A": tokA, "B": tokB} {
+		if err := verify(tok); reasonOf(err) != Revoked {
+			t.Errorf("%s's alice with both revocations: error %v, want %v", name, err, Revoked)
+		}
+	}
+	// B's revocation, at the head of the chain, expires first.
+	clock.set(testNow.Add(6 * time.Minute))
+	a.Revoke(revocationAt(RevokeSubject, "bob", clock.now()))
+	if err := verify(tokB); err != nil {
+		t.Errorf("B's alice after B's revocation expired: %v", err)
+	}
+	if err := verify(tokA); reasonOf(err) != Revoked {
+		t.Errorf("A's alice after B's revocation expired: error %v, want %v", err, Revoked)
+	}
+	if n := a.RevocationStats().Entries; n != 2 {
+		t.Errorf("%d entries, want A's alice and bob", n)
 	}
 }

@@ -6,37 +6,6 @@ import (
 	"testing"
 )
 
-func TestRevocationNames(t *testing.T) {
-	id := Identity{Issuer: "https://issuer.example", TokenID: "j1", ClientID: "web", Subject: "alice", Session: "g1"}
-	tests := []struct {
-		kind, value string
-		names       bool
-	}{
-		{RevokeTokenID, "j1", true},
-		{RevokeClientID, "web", true},
-		{RevokeSubject, "alice", true},
-		{RevokeSession, "g1", true},
-		{RevokeTokenID, "j2", false},
-		{RevokeSubject, "web", false}, // a value of another kind
-		{RevokeClientID, "alice", false},
-		{RevokeSession, "", false},
-		{"iss", "https://issuer.example", false},
-		{"aud", "orders", false},
-		{"", "alice", false},
-	}
-	for _, tt := range tests {
-		if got := (Revocation{Kind: tt.kind, Value: tt.value}).Names(id); got != tt.names {
-			t.Errorf("%s=%q names %+v: %v, want %v", tt.kind, tt.value, id, got, tt.names)
-		}
-	}
-	// An empty value names no token, even one without the claim.
-	for _, kind := range []string{RevokeTokenID, RevokeClientID, RevokeSubject, RevokeSession} {
-		if (Revocation{Kind: kind}).Names(Identity{}) {
-			t.Errorf("empty %s names a token without it", kind)
-		}
-	}
-}
-
 func TestReadIdentity(t *testing.T) {
 	b64 := base64.RawURLEncoding.EncodeToString
 	tests := []struct {

@@ -35,7 +35,7 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 	fset := flag.NewFlagSet("dev", flag.ContinueOnError)
 	var f issuerFlags
 	f.register(fset, "127.0.0.1:8080")
-	dir := fset.String("dir", ".meshauth", "directory for the development state: store, key-encryption key, admin token, NATS data")
+	dir := fset.String("dir", ".meshauth", "directory for the development state: store, key-encryption key, admin token")
 	natsListen := fset.String("nats-listen", "127.0.0.1:4223", "address of the embedded NATS server")
 	sidecarListen := fset.String("sidecar-listen", "127.0.0.1:8000", "address of the sidecar of the demo service payments (empty disables the demo)")
 	ordersListen := fset.String("orders-listen", "127.0.0.1:8001", "address of the sidecar of the demo service orders, which calls payments through its egress with an exchanged token")
@@ -119,7 +119,7 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 		f.upstreams = append(f.upstreams, *p)
 	}
 
-	ns, err := startNATS(*natsListen, filepath.Join(*dir, "nats"))
+	ns, err := startNATS(*natsListen)
 	if err != nil {
 		return err
 	}
@@ -444,9 +444,9 @@ func devSecret(path string) (created bool, secret string, err error) {
 	return true, secret, nil
 }
 
-// startNATS runs an embedded NATS server with JetStream, the push channel
-// for keys and revocations.
-func startNATS(listen, storeDir string) (*server.Server, error) {
+// startNATS runs an embedded NATS server, the push channel for keys and
+// revocations: core NATS, which keeps nothing.
+func startNATS(listen string) (*server.Server, error) {
 	host, port, err := splitHostPort(listen)
 	if err != nil {
 		return nil, fmt.Errorf("--nats-listen: %w", err)
@@ -455,8 +455,6 @@ func startNATS(listen, storeDir string) (*server.Server, error) {
 		ServerName: "meshauth-dev",
 		Host:       host,
 		Port:       port,
-		JetStream:  true,
-		StoreDir:   storeDir,
 		NoSigs:     true,
 		NoLog:      true,
 	})

@@ -39,6 +39,7 @@ type edgeFlags struct {
 	dereferenceTimeout                 time.Duration
 	upstreamTimeout                    time.Duration
 	nats                               natsconn.Flags
+	snapshotInterval                   time.Duration
 	log                                logFlags
 }
 
@@ -63,7 +64,8 @@ func (f *edgeFlags) register(fs *flag.FlagSet) {
 	fs.Var(&f.trustedProxies, "trusted-proxy", "IP or CIDR of a proxy in front of the edge whose X-Forwarded-For names the client address (repeatable)")
 	fs.DurationVar(&f.dereferenceTimeout, "dereference-timeout", proxy.DefaultDereferenceWait, "bound on a dereference at the issuer; a request waiting longer gets 503")
 	fs.DurationVar(&f.upstreamTimeout, "upstream-timeout", proxy.DefaultUpstreamTimeout, "bound on writing a request to the upstream and reading its answer")
-	f.nats.Register(fs, "follow the issuer's keys and revocations pushed over JetStream: a revocation evicts the cached dereferences it reaches at once")
+	f.nats.Register(fs, "follow the issuer's keys and revocations pushed over NATS: a revocation evicts the cached dereferences it reaches in milliseconds (the issuer's snapshot, polled, stays the source of truth)")
+	registerSnapshotInterval(fs, &f.snapshotInterval)
 	f.log.register(fs)
 }
 
@@ -147,16 +149,20 @@ func serveEdge(ctx context.Context, f *edgeFlags, secret string, log *slog.Logge
 		return err
 	}
 
-	if f.nats.Enabled() {
-		if err := followRevocations(keysCtx, f, keys, func(r token.Revocation) {
-			// The verifier refuses the JWT of a dereference in flight
-			// too, which the eviction might miss.
-			auth.Revoke(r)
-			edge.Evict(r)
-		}, reg, log); err != nil {
-			return err
-		}
+	fl, err := newFollower(keysCtx, &f.nats, f.snapshotInterval, "meshauth edge "+f.audience, reg, log)
+	if err != nil {
+		return err
 	}
+	// The verifier refuses the JWT of a dereference in flight too, which
+	// the eviction might miss.
+	revoked := &token.RevocationSinks{}
+	revoked.Add(auth.Revoke)
+	revoked.Add(edge.Evict)
+	sub, err := fl.follow(keysCtx, f.issuer, keys, nil, revoked.Revoke)
+	if err != nil {
+		return err
+	}
+	keySets.follow(map[string]*jwks.Subscriber{f.issuer: sub})
 
 	// Both listeners are bound before anything is served, so a taken port
 	// fails the start.
@@ -182,17 +188,6 @@ func serveEdge(ctx context.Context, f *edgeFlags, secret string, log *slog.Logge
 			ready(ln.Addr().String(), edge)
 		}
 	})
-}
-
-// followRevocations follows the issuer's key sets and revocations over
-// NATS until ctx ends: pushed keys go to keys, revocations to revoked.
-func followRevocations(ctx context.Context, f *edgeFlags, keys *jwks.KeySetCache, revoked func(token.Revocation), reg prometheus.Registerer, log *slog.Logger) error {
-	nc, err := natsconn.Connect(&f.nats, "meshauth edge "+f.audience, log.With("part", "nats"))
-	if err != nil {
-		return err
-	}
-	context.AfterFunc(ctx, nc.Close)
-	return subscribe(ctx, jwks.SubscriberConfig{Conn: nc, Issuer: f.issuer, Keys: keys, Revoked: revoked, Logger: log.With("issuer", f.issuer)}, reg, nil)
 }
 
 // parseTrustedProxies reads --trust-proxy values: CIDRs or single IPs.

@@ -18,6 +18,7 @@ import (
 	"github.com/meshauth/meshauth/internal/flagconf"
 	"github.com/meshauth/meshauth/internal/natsconn"
 	"github.com/meshauth/meshauth/issuer"
+	"github.com/meshauth/meshauth/issuer/store"
 	"github.com/meshauth/meshauth/issuer/store/storeurl"
 	"github.com/meshauth/meshauth/jwks"
 )
@@ -45,8 +46,8 @@ type issuerFlags struct {
 	tlsCertFile     string
 	tlsKeyFile      string
 	nats            natsconn.Flags
-	natsReplicas    int
 	federate        flagconf.StringList
+	federateStale   time.Duration
 	log             logFlags
 	sessionLifetime time.Duration
 	sessionIdle     time.Duration
@@ -72,12 +73,12 @@ func (f *issuerFlags) register(fs *flag.FlagSet, listen string) {
 	fs.StringVar(&f.defaultAudience, "default-audience", "", "aud of tokens requested without resource or audience (default: the issuer URL, accepted by no service)")
 	fs.StringVar(&f.tlsCertFile, "tls-cert-file", "", "serve HTTPS with this certificate (PEM); plain HTTP when unset, e.g. behind a TLS-terminating proxy")
 	fs.StringVar(&f.tlsKeyFile, "tls-key-file", "", "private key (PEM) for --tls-cert-file")
-	f.nats.Register(fs, "publish keys and revocations to sidecars over JetStream")
-	fs.IntVar(&f.natsReplicas, "nats-replicas", 1, "JetStream replicas of the key bucket and the revocation stream (3 in a NATS cluster)")
+	f.nats.Register(fs, "publish each change of keys and revocations to sidecars as it happens (core NATS, any nats-server 2.x; the snapshot at /meshauth/snapshot stays the source of truth)")
+	fs.Var(&f.federate, "federate", "issuer URL of a trusted provider whose keys (found through its metadata) are relayed to this issuer's sidecars, in its snapshot and over NATS (repeatable)")
+	fs.DurationVar(&f.federateStale, "federate-max-stale", providerMaxStale, "how long a federated provider's last good keys are relayed while it is down, serves garbage or names another issuer in its metadata; then they are dropped, here and at the sidecars")
 	fs.DurationVar(&f.sessionLifetime, "session-lifetime", issuer.DefaultSessionLifetime, "a sign-in session at the login page ends this long after the person signed in")
 	fs.DurationVar(&f.sessionIdle, "session-idle-timeout", issuer.DefaultSessionIdleTimeout, "a sign-in session unused this long ends")
 	f.passwordLogin = fs.Bool("password-login", true, "offer the password form on the login page; false leaves only the upstream providers of the config file's upstream_providers")
-	fs.Var(&f.federate, "federate", "issuer URL of a trusted provider whose keys (found through its metadata) are relayed to this issuer's sidecars over NATS (repeatable; needs --nats)")
 	f.log.register(fs)
 }
 
@@ -179,7 +180,11 @@ func serveIssuer(ctx context.Context, f *issuerFlags, adminToken, kek string, lo
 	}
 	keysCtx, stopKeys := context.WithCancel(ctx)
 	defer stopKeys()
-	cfg := issuer.Config{
+	dist, err := newDistributor(keysCtx, f, keys, st, log)
+	if err != nil {
+		return err
+	}
+	srv, err := issuer.New(issuer.Config{
 		IssuerURL:            f.issuerURL,
 		Store:                st,
 		Keys:                 keys,
@@ -193,52 +198,58 @@ func serveIssuer(ctx context.Context, f *issuerFlags, adminToken, kek string, lo
 		SessionLifetime:      f.sessionLifetime,
 		SessionIdleTimeout:   f.sessionIdle,
 		DisablePasswordLogin: f.passwordLogin != nil && !*f.passwordLogin,
+		Revocations:          dist,
+		Snapshot:             dist,
+		Status:               dist.Status,
 		Logger:               log,
-	}
-	if f.nats.Enabled() {
-		pub, err := newPublisher(keysCtx, f, keys, st, log)
-		if err != nil {
-			return err
-		}
-		cfg.Revocations = pub
-		go pub.Run(keysCtx)
-	} else if len(f.federate) > 0 {
-		return errors.New("--federate relays keys over NATS: give --nats too")
-	}
-	srv, err := issuer.New(cfg)
+	})
 	if err != nil {
 		return err
 	}
 	go keys.Run(keysCtx)
-	log.Info("issuer starting", "issuer", f.issuerURL, "listen", f.listen, "store", storeScheme(f.storeURL))
+	go dist.Run(keysCtx)
+	log.Info("issuer starting", "issuer", f.issuerURL, "listen", f.listen, "store", storeScheme(f.storeURL), "nats", f.nats.Enabled())
 	return serveHTTP(ctx, f.listen, srv, f.tlsCertFile, f.tlsKeyFile, log, ready)
 }
 
-// newPublisher connects to NATS and returns the distributor of the
-// issuer's keys, its federated providers' keys and its revocations. The
-// providers' key-set caches run until ctx ends.
-func newPublisher(ctx context.Context, f *issuerFlags, keys *jwks.Keyring, revs jwks.RevocationLister, log *slog.Logger) (*jwks.Publisher, error) {
+// A federated provider's keys are read again at least every
+// providerMaxRefresh, and trusted for providerMaxStale (the default of
+// --federate-max-stale) after the last good read.
+const (
+	providerMaxRefresh = 10 * time.Minute
+	providerMaxStale   = time.Hour
+	// providerMaxBytes bounds a provider's metadata and JWKS: they are
+	// relayed in every snapshot.
+	providerMaxBytes = 64 << 10
+)
+
+// newDistributor returns the distributor of the issuer's keys, its
+// federated providers' keys and its revocations, connected to NATS if
+// configured. The providers' key-set caches run until ctx ends.
+func newDistributor(ctx context.Context, f *issuerFlags, keys *jwks.Keyring, st store.Store, log *slog.Logger) (*jwks.Distributor, error) {
 	providers := make(map[string]*jwks.KeySetCache, len(f.federate))
 	for _, p := range f.federate {
 		if p == f.issuerURL {
 			return nil, fmt.Errorf("--federate %s: that is this issuer", p)
 		}
-		c, err := jwks.NewKeySetCache(jwks.KeySetConfig{Issuer: p, Logger: log.With("provider", p)})
+		c, err := jwks.NewKeySetCache(jwks.KeySetConfig{Issuer: p, MaxRefresh: min(providerMaxRefresh, f.federateStale/2), MaxStale: f.federateStale,
+			MaxBytes: providerMaxBytes, Logger: log.With("provider", p)})
 		if err != nil {
-			return nil, fmt.Errorf("--federate %s: %w", p, err)
+			return nil, fmt.Errorf("--federate %s (or --federate-max-stale): %w", p, err)
 		}
 		c.Start(ctx)
 		providers[p] = c
 	}
-	nc, err := natsconn.Connect(&f.nats, "meshauth issuer "+f.issuerURL, log.With("part", "nats"))
-	if err != nil {
-		return nil, err
+	cfg := jwks.DistributorConfig{Issuer: f.issuerURL, Keyring: keys, Store: st, Providers: providers, Logger: log.With("part", "distributor")}
+	if f.nats.Enabled() {
+		nc, err := natsconn.Connect(&f.nats, "meshauth issuer "+f.issuerURL, log.With("part", "nats"))
+		if err != nil {
+			return nil, err
+		}
+		context.AfterFunc(ctx, nc.Close)
+		cfg.Conn = nc
 	}
-	context.AfterFunc(ctx, nc.Close)
-	return jwks.NewPublisher(jwks.PublisherConfig{
-		Conn: nc, Issuer: f.issuerURL, Keyring: keys, Revocations: revs,
-		Providers: providers, Replicas: f.natsReplicas, Logger: log.With("part", "distributor"),
-	})
+	return jwks.NewDistributor(cfg)
 }
 
 // storeScheme names the kind of store without the rest of its URL, which may

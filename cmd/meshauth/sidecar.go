@@ -69,6 +69,7 @@ type sidecarFlags struct {
 	clientID, clientSecretFile   string
 	tokenURL                     string
 	nats                         natsconn.Flags
+	snapshotInterval             time.Duration
 	federation                   bool
 	policyCheck                  time.Duration
 	decisionLog                  bool
@@ -105,8 +106,9 @@ func (f *sidecarFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.clientID, "client-id", "", "this sidecar's client id at the issuer, the exchanging client (default: --audience)")
 	fs.StringVar(&f.clientSecretFile, "client-secret-file", "", "file holding this sidecar's client secret (or set "+envClientSecret+")")
 	fs.StringVar(&f.tokenURL, "token-url", "", "the issuer's token endpoint for exchanges (default: from the first --trust issuer's metadata)")
-	f.nats.Register(fs, "follow the trusted issuers' keys and revocations pushed over JetStream (HTTPS polling goes on as the fallback)")
-	fs.BoolVar(&f.federation, "federation", true, "with --nats, also trust the providers a trusted issuer federates, whose keys it relays (false: refuse relayed keys); their sub and client_id reach services qualified as PROVIDER#NAME")
+	f.nats.Register(fs, "follow the trusted issuers' keys and revocations pushed over NATS, in milliseconds (their snapshot over HTTPS goes on as the source of truth)")
+	registerSnapshotInterval(fs, &f.snapshotInterval)
+	fs.BoolVar(&f.federation, "federation", true, "also trust the providers a trusted issuer federates, whose keys it relays (false: refuse relayed keys); their sub and client_id reach services qualified as PROVIDER#NAME")
 	fs.DurationVar(&f.policyCheck, "policy-check-interval", proxy.DefaultPolicyCheckInterval, "how often the config file is read for a new route policy, applied if valid (SIGHUP also reloads it; negative: only SIGHUP)")
 	fs.BoolVar(&f.decisionLog, "decision-log", true, "log one line per refused request (entry, route, outcome, reason, sub, client_id, a hash of jti; never the token)")
 	fs.Float64Var(&f.decisionLogAllowed, "decision-log-allowed", 0, "with --decision-log, the share of allowed requests also logged, from 0 to 1")
@@ -222,18 +224,17 @@ func serveSidecar(ctx context.Context, f *sidecarFlags, trusted []trustedIssuer,
 	registerRevocationMetrics(reg, auth)
 	// The egress caches tokens obtained with inbound ones: it takes the
 	// same revocations as the verifier.
+	revoked := &token.RevocationSinks{}
+	revoked.Add(auth.Revoke)
 	var eg *proxy.Egress
-	revoked := auth.Revoke
 	if f.egress != "" {
 		if eg, err = newEgress(ctx, f, trusted[0].Issuer, clientSecret, reg, log); err != nil {
 			return err
 		}
-		revoked = func(r token.Revocation) { auth.Revoke(r); eg.Evict(r) }
+		revoked.Add(eg.Evict)
 	}
-	if f.nats.Enabled() {
-		if err := followNATS(keysCtx, f, trusted, keySets, auth, revoked, reg, log); err != nil {
-			return err
-		}
+	if err := followIssuers(keysCtx, f, trusted, keySets, auth, revoked, reg, log); err != nil {
+		return err
 	}
 	metrics, err := proxy.NewMetrics(reg)
 	if err != nil {

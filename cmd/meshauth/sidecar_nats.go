@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meshauth/meshauth/internal/natsconn"
@@ -17,7 +19,8 @@ import (
 
 // trustedKeys are the key-set caches of the issuers a sidecar trusts: those
 // configured, which must be loaded for the sidecar to be ready, then the
-// federated providers that issuers relay over NATS, added as they arrive.
+// federated providers that issuers relay, added as they arrive; and the
+// subscribers that follow the configured issuers' distribution.
 type trustedKeys struct {
 	reg prometheus.Registerer
 
@@ -26,10 +29,11 @@ type trustedKeys struct {
 	// provider, and it must be added, and its metrics registered, once.
 	federating sync.Mutex
 
-	mu         sync.Mutex
-	issuers    []string
-	caches     []*jwks.KeySetCache
-	configured int // the first ones
+	mu          sync.Mutex
+	issuers     []string
+	caches      []*jwks.KeySetCache
+	configured  int // the first ones
+	subscribers map[string]*jwks.Subscriber
 }
 
 // add records the cache of issuer; configured says whether the sidecar's
@@ -43,6 +47,16 @@ func (k *trustedKeys) add(issuer string, c *jwks.KeySetCache, configured bool) {
 	}
 	k.mu.Unlock()
 	registerKeySetMetrics(k.reg, issuer, c)
+	k.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshauth_keyset_dropped",
+		Help: "1 if the trusted issuer's keys were dropped: a federated provider whose keys were not renewed in time, or no longer relayed.", ConstLabels: prometheus.Labels{"issuer": issuer}},
+		func() float64 { return boolGauge(c.Status().Dropped != "") }))
+}
+
+func boolGauge(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // lookup returns the cache of issuer and whether it is configured.
@@ -58,6 +72,8 @@ func (k *trustedKeys) lookup(issuer string) (c *jwks.KeySetCache, configured boo
 }
 
 // ready is the sidecar's readiness: every configured issuer's keys loaded.
+// How old the revocations are does not make it unready, which would take
+// every sidecar out of service when the issuer is down; status says it.
 func (k *trustedKeys) ready(context.Context) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -75,7 +91,8 @@ func (k *trustedKeys) ready(context.Context) error {
 }
 
 // status describes, one line per issuer, where its keys came from and how
-// old they are, for /readyz.
+// old they are, and how far and how recently its distribution was
+// followed, for /readyz.
 func (k *trustedKeys) status() string {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -86,53 +103,130 @@ func (k *trustedKeys) status() string {
 		if i >= k.configured {
 			kind = "federated"
 		}
-		if st.Keys == 0 {
-			fmt.Fprintf(&b, "%s %s: no keys yet\n", kind, k.issuers[i])
-			continue
+		switch {
+		case st.Dropped != "":
+			fmt.Fprintf(&b, "%s %s: keys dropped (%s)", kind, k.issuers[i], st.Dropped)
+		case st.Keys == 0:
+			fmt.Fprintf(&b, "%s %s: no keys yet", kind, k.issuers[i])
+		default:
+			fmt.Fprintf(&b, "%s %s: %d keys from %s, %s old", kind, k.issuers[i], st.Keys, st.Source, st.Age.Round(time.Second))
 		}
-		fmt.Fprintf(&b, "%s %s: %d keys from %s, %s old\n", kind, k.issuers[i], st.Keys, st.Source, st.Age.Round(time.Second))
+		if sub := k.subscribers[k.issuers[i]]; sub != nil {
+			b.WriteString("; " + distributionStatus(sub.Status()))
+		}
+		b.WriteByte('\n')
 	}
 	return b.String()
 }
 
-// followNATS subscribes to the key sets and revocations of every trusted
-// issuer over NATS until ctx ends: pushed keys go to the issuers' caches,
-// revocations to revoked, and with federation on, the providers an issuer
-// relays are trusted with that issuer's audiences and types.
-func followNATS(ctx context.Context, f *sidecarFlags, trusted []trustedIssuer, keys *trustedKeys, auth *token.Authenticator, revoked func(token.Revocation), reg prometheus.Registerer, log *slog.Logger) error {
-	nc, err := natsconn.Connect(&f.nats, "meshauth sidecar "+f.audience, log.With("part", "nats"))
+// distributionStatus describes a subscriber's state in a few words.
+func distributionStatus(st jwks.SubscriberStatus) string {
+	var s string
+	if st.ConfirmedAt.IsZero() {
+		s = "revocations: none from the issuer yet"
+	} else {
+		s = fmt.Sprintf("revocations and keys up to change %d, confirmed by the issuer %s ago", st.Seq, st.Age.Round(time.Second))
+	}
+	s += ", NATS " + st.NATS
+	if st.LastError != "" {
+		s += "; keeping the last state: " + st.LastError
+	}
+	return s
+}
+
+// registerSnapshotInterval adds --snapshot-interval, for sidecars and
+// edges.
+func registerSnapshotInterval(fs *flag.FlagSet, interval *time.Duration) {
+	fs.DurationVar(interval, "snapshot-interval", jwks.DefaultPollInterval, "how often each trusted issuer's signed snapshot of keys and revocations is fetched (a conditional request): with NATS down or without it, revocations arrive within it")
+}
+
+// follower starts one jwks.Subscriber per issuer followed, with their
+// metrics, all on one NATS connection if NATS is configured.
+type follower struct {
+	nc       *nats.Conn
+	interval time.Duration
+	reg      prometheus.Registerer
+	log      *slog.Logger
+}
+
+func newFollower(ctx context.Context, natsFlags *natsconn.Flags, interval time.Duration, name string, reg prometheus.Registerer, log *slog.Logger) (*follower, error) {
+	fl := &follower{interval: interval, reg: reg, log: log}
+	if natsFlags.Enabled() {
+		nc, err := natsconn.Connect(natsFlags, name, log.With("part", "nats"))
+		if err != nil {
+			return nil, err
+		}
+		context.AfterFunc(ctx, nc.Close)
+		fl.nc = nc
+	}
+	return fl, nil
+}
+
+// follow follows one issuer until ctx ends: keys to keys (and relayed
+// providers through provider), revocations to revoked.
+func (fl *follower) follow(ctx context.Context, issuer string, keys *jwks.KeySetCache, provider func(string) *jwks.KeySetCache, revoked token.RevocationSink) (*jwks.Subscriber, error) {
+	sub, err := jwks.NewSubscriber(jwks.SubscriberConfig{Conn: fl.nc, Issuer: issuer, Keys: keys, Provider: provider, Revoked: revoked,
+		PollInterval: fl.interval, Logger: fl.log.With("issuer", issuer)})
+	if err != nil {
+		return nil, fmt.Errorf("follow %s: %w", issuer, err)
+	}
+	labels := prometheus.Labels{"issuer": issuer}
+	counter := func(name, help string, v func(jwks.SubscriberStatus) uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: labels}, func() float64 { return float64(v(sub.Status())) })
+	}
+	gauge := func(name, help string, v func(jwks.SubscriberStatus) float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help, ConstLabels: labels}, func() float64 { return v(sub.Status()) })
+	}
+	fl.reg.MustRegister(
+		counter("meshauth_distribution_applied_total", "Snapshots and deltas of the issuer's keys and revocations applied.", func(s jwks.SubscriberStatus) uint64 { return s.Applied }),
+		counter("meshauth_distribution_refused_total", "Snapshots and deltas refused: unverifiable, malformed, another issuer's, or an older snapshot.", func(s jwks.SubscriberStatus) uint64 { return s.Refused }),
+		counter("meshauth_distribution_stale_total", "Deltas that changed nothing: replayed, reordered or duplicated.", func(s jwks.SubscriberStatus) uint64 { return s.Stale }),
+		counter("meshauth_distribution_snapshot_fetches_total", "Fetches of the issuer's snapshot.", func(s jwks.SubscriberStatus) uint64 { return s.Snapshots }),
+		gauge("meshauth_distribution_seq", "The issuer's change number up to which its keys and revocations are applied.", func(s jwks.SubscriberStatus) float64 { return float64(s.Seq) }),
+		gauge("meshauth_distribution_age_seconds", "Time since the issuer last confirmed the keys and revocations held (-1 before).", func(s jwks.SubscriberStatus) float64 {
+			if s.ConfirmedAt.IsZero() {
+				return -1
+			}
+			return s.Age.Seconds()
+		}),
+		gauge("meshauth_distribution_failing", "1 while the issuer's snapshot cannot be fetched or is refused: the last good state is kept.", func(s jwks.SubscriberStatus) float64 { return boolGauge(s.LastError != "") }),
+	)
+	go sub.Run(ctx)
+	return sub, nil
+}
+
+// followIssuers follows every trusted issuer until ctx ends: keys to the
+// issuers' caches, revocations to every sink of revoked, and with
+// federation on, the providers an issuer relays trusted with that issuer's
+// audiences and types.
+func followIssuers(ctx context.Context, f *sidecarFlags, trusted []trustedIssuer, keys *trustedKeys, auth *token.Authenticator, revoked *token.RevocationSinks, reg prometheus.Registerer, log *slog.Logger) error {
+	fl, err := newFollower(ctx, &f.nats, f.snapshotInterval, "meshauth sidecar "+f.audience, reg, log)
 	if err != nil {
 		return err
 	}
-	context.AfterFunc(ctx, nc.Close)
+	subs := map[string]*jwks.Subscriber{}
 	for _, t := range trusted {
 		cache, _ := keys.lookup(t.Issuer)
-		cfg := jwks.SubscriberConfig{Conn: nc, Issuer: t.Issuer, Keys: cache, Revoked: revoked, Logger: log.With("issuer", t.Issuer)}
+		var provider func(string) *jwks.KeySetCache
 		if f.federation {
-			cfg.Provider = providerTrust(t, keys, auth, log)
+			provider = providerTrust(t, keys, auth, log)
 		}
-		if err := subscribe(ctx, cfg, reg, prometheus.Labels{"issuer": t.Issuer}); err != nil {
+		sub, err := fl.follow(ctx, t.Issuer, cache, provider, revoked.Revoke)
+		if err != nil {
 			return err
 		}
+		subs[t.Issuer] = sub
 	}
+	keys.follow(subs)
 	return nil
 }
 
-// subscribe follows one issuer over NATS until ctx ends (jwks.Subscriber),
-// with its counters in reg.
-func subscribe(ctx context.Context, cfg jwks.SubscriberConfig, reg prometheus.Registerer, labels prometheus.Labels) error {
-	sub, err := jwks.NewSubscriber(cfg)
-	if err != nil {
-		return err
-	}
-	reg.MustRegister(
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meshauth_nats_updates_applied_total", Help: "Key sets and revocations taken from NATS.", ConstLabels: labels},
-			func() float64 { return float64(sub.Stats().Applied) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meshauth_nats_updates_refused_total", Help: "Messages from NATS refused: unverifiable, malformed or replayed.", ConstLabels: labels},
-			func() float64 { return float64(sub.Stats().Refused) }),
-	)
-	go sub.Run(ctx)
-	return nil
+// follow records the subscribers of the configured issuers, by issuer,
+// for status.
+func (k *trustedKeys) follow(subs map[string]*jwks.Subscriber) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.subscribers = subs
 }
 
 // providerTrust returns the SubscriberConfig.Provider of issuer t: a
@@ -151,7 +245,9 @@ func providerTrust(t trustedIssuer, keys *trustedKeys, auth *token.Authenticator
 			}
 			return c
 		}
-		c, err := jwks.NewKeySetCache(jwks.KeySetConfig{Issuer: provider, Logger: log.With("provider", provider)})
+		// Fetched here only for a kid the relay lacks; bounded like the
+		// relay, should the provider go bad.
+		c, err := jwks.NewKeySetCache(jwks.KeySetConfig{Issuer: provider, MaxRefresh: providerMaxRefresh, MaxStale: providerMaxStale, Logger: log.With("provider", provider)})
 		if err != nil {
 			log.Warn("federated provider refused", "provider", provider, "err", err)
 			return nil

@@ -47,6 +47,17 @@ func (f *Flags) Enabled() bool { return strings.TrimSpace(f.URLs) != "" }
 // ReconnectWait is the pause between reconnection attempts to one server.
 const ReconnectWait = time.Second
 
+// PingInterval and MaxPingsOut bound how long a connection whose server
+// went silent (a node lost without closing its connections, a partition)
+// goes unnoticed: MaxPingsOut pings unanswered, PingInterval apart. A
+// server that stops closes its connections, which the client notices at
+// once; either way it then reconnects to another server of the list
+// within ReconnectWait.
+const (
+	PingInterval = 5 * time.Second
+	MaxPingsOut  = 2
+)
+
 // Connect returns a connection to the servers of f, named name in the
 // servers' monitoring. It does not wait for a server: if none answers yet,
 // the connection keeps trying, as it does after losing its server, forever,
@@ -67,6 +78,8 @@ func Connect(f *Flags, name string, log *slog.Logger, extra ...nats.Option) (*na
 		nats.Name(name),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(ReconnectWait),
+		nats.PingInterval(PingInterval),
+		nats.MaxPingsOutstanding(MaxPingsOut),
 		nats.RetryOnFailedConnect(true),
 		nats.ConnectHandler(func(c *nats.Conn) {
 			log.Info("NATS connected", "server", redact(c.ConnectedUrl()))

@@ -170,11 +170,9 @@ type Store interface {
 	// not an error.
 	DeleteAccessToken(ctx context.Context, hash string) error
 
-	// AddRevocation records a revocation; ErrExists if its ID is taken.
+	// AddRevocation records a revocation and sets its Seq; ErrExists if
+	// its ID is taken.
 	AddRevocation(ctx context.Context, r *Revocation) error
-	// ListRevocations returns the revocations that have not expired at
-	// now, ordered by Seq.
-	ListRevocations(ctx context.Context, now time.Time) ([]*Revocation, error)
 
 	// IsRevoked reports whether a revocation that has not expired at now
 	// matches one of keys and was made at or after issuedAt (the token's
@@ -185,6 +183,10 @@ type Store interface {
 	// identities.go).
 	Sessions
 	Identities
+	// Changes numbers the changes of signing keys and revocations: every
+	// AddSigningKey, DeleteSigningKey of an existing key and
+	// AddRevocation is one.
+	Changes
 
 	// Ping reports whether the store is reachable.
 	Ping(ctx context.Context) error
@@ -308,8 +310,7 @@ type RevocationKey struct {
 // valid.
 type Revocation struct {
 	ID string
-	// Seq orders revocations; the store assigns it on AddRevocation,
-	// increasing.
+	// Seq is the ChangeSeq.Seq of its addition; the store assigns it.
 	Seq       int64
 	Kind      string
 	Value     string

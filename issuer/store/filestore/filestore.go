@@ -24,6 +24,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/meshauth/meshauth/internal/broadcast"
 	"github.com/meshauth/meshauth/issuer/store"
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
@@ -60,12 +61,13 @@ var (
 var allBuckets = [][]byte{
 	bucketClients, bucketKeys, bucketOnce, bucketTokens, bucketUsers, bucketUserNames,
 	bucketGrants, bucketGrantTokens, bucketCodes, bucketRefreshTokens,
-	bucketRevocations, bucketRevocationIDs, bucketRevocationIndex,
+	bucketRevocations, bucketRevocationIDs, bucketRevocationIndex, bucketChanges,
 }
 
 // Store is a store.Store in a bbolt file. It is safe for concurrent use.
 type Store struct {
 	db        *bolt.DB
+	changed   broadcast.Signal // see Changed
 	stop      chan struct{}
 	stopOnce  sync.Once
 	sweepDone sync.WaitGroup
@@ -92,7 +94,7 @@ func Open(dir string) (*Store, error) {
 				return err
 			}
 		}
-		return nil
+		return initChanges(tx)
 	})
 	if err != nil {
 		db.Close()
@@ -294,11 +296,16 @@ func (s *Store) AddSigningKey(ctx context.Context, k *store.SigningKey, ifNewest
 		if b.Get([]byte(k.ID)) != nil {
 			return store.ErrExists
 		}
-		return put(b, k.ID, r)
+		if err := put(b, k.ID, r); err != nil {
+			return err
+		}
+		_, err = nextChange(tx, true)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("add signing key %q: %w", k.ID, err)
 	}
+	s.changed.Notify()
 	return nil
 }
 
@@ -337,11 +344,24 @@ func listKeys(tx *bolt.Tx) ([]*store.SigningKey, error) {
 }
 
 func (s *Store) DeleteSigningKey(ctx context.Context, id string) error {
+	deleted := false
 	err := s.update(ctx, func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketKeys).Delete([]byte(id))
+		b := tx.Bucket(bucketKeys)
+		if b.Get([]byte(id)) == nil {
+			return nil
+		}
+		deleted = true
+		if err := b.Delete([]byte(id)); err != nil {
+			return err
+		}
+		_, err := nextChange(tx, true)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("delete signing key %q: %w", id, err)
+	}
+	if deleted {
+		s.changed.Notify()
 	}
 	return nil
 }

@@ -31,8 +31,8 @@ func revocationIndexPrefix(kind, value string) []byte {
 	return appendLengthPrefixed(appendLengthPrefixed(nil, kind), value)
 }
 
-// AddRevocation takes the next sequence number of the revocations bucket,
-// which only grows, and sets r.Seq once the revocation is stored.
+// AddRevocation numbers the revocation with the next change and sets r.Seq
+// once it is stored.
 func (s *Store) AddRevocation(ctx context.Context, r *store.Revocation) error {
 	rec := revocationRecord(*r)
 	utc(&rec.RevokedAt, &rec.ExpiresAt)
@@ -41,12 +41,12 @@ func (s *Store) AddRevocation(ctx context.Context, r *store.Revocation) error {
 		if ids.Get([]byte(r.ID)) != nil {
 			return store.ErrExists
 		}
-		seq, err := b.NextSequence()
+		seq, err := nextChange(tx, false)
 		if err != nil {
 			return err
 		}
-		rec.Seq = int64(seq)
-		key := seqKey(seq)
+		rec.Seq = seq
+		key := seqKey(uint64(seq))
 		if err := ids.Put([]byte(r.ID), key); err != nil {
 			return err
 		}
@@ -59,26 +59,24 @@ func (s *Store) AddRevocation(ctx context.Context, r *store.Revocation) error {
 		return fmt.Errorf("add revocation %q: %w", r.ID, err)
 	}
 	r.Seq = rec.Seq
+	s.changed.Notify()
 	return nil
 }
 
-func (s *Store) ListRevocations(ctx context.Context, now time.Time) ([]*store.Revocation, error) {
+// listRevocations returns the revocations numbered after after that have
+// not expired at now, in Seq order: the bucket's key order.
+func listRevocations(tx *bolt.Tx, after int64, now time.Time) ([]*store.Revocation, error) {
 	var list []*store.Revocation
-	err := s.view(ctx, func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketRevocations).ForEach(func(k, v []byte) error {
-			var r revocationRecord
-			if err := json.Unmarshal(v, &r); err != nil {
-				return fmt.Errorf("decode revocation %x: %w", k, err)
-			}
-			if now.Before(r.ExpiresAt) {
-				rev := store.Revocation(r)
-				list = append(list, &rev)
-			}
-			return nil
-		})
-	})
-	if err != nil {
-		return nil, fmt.Errorf("list revocations: %w", err)
+	c := tx.Bucket(bucketRevocations).Cursor()
+	for k, v := c.Seek(seqKey(uint64(after) + 1)); k != nil; k, v = c.Next() {
+		var r revocationRecord
+		if err := json.Unmarshal(v, &r); err != nil {
+			return nil, fmt.Errorf("decode revocation %x: %w", k, err)
+		}
+		if now.Before(r.ExpiresAt) {
+			rev := store.Revocation(r)
+			list = append(list, &rev)
+		}
 	}
 	return list, nil
 }

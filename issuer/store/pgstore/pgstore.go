@@ -7,7 +7,9 @@
 // connection's search_path, which a URL may set (search_path=myschema).
 // Expired records (one-time values, access and refresh tokens, authorization
 // codes, grants and revocations) are purged by a sweep that Open starts and
-// Close stops; every replica sweeps, which is harmless.
+// Close stops; every replica sweeps, which is harmless. Open also starts
+// listening for the changes other replicas make (see changes.go), which
+// keeps the cache of clients and Changed current.
 package pgstore
 
 import (
@@ -21,12 +23,14 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/meshauth/meshauth/internal/broadcast"
 	"github.com/meshauth/meshauth/issuer/store"
 )
 
@@ -54,9 +58,13 @@ const uniqueViolation = "23505"
 
 // Store is a store.Store in PostgreSQL. It is safe for concurrent use.
 type Store struct {
-	pool      *pgxpool.Pool
-	stopSweep context.CancelFunc
-	sweepDone sync.WaitGroup
+	pool    *pgxpool.Pool
+	clients *clientCache
+	changed broadcast.Signal // see Changed
+	// listenerPID is the server process of the listening connection.
+	listenerPID atomic.Uint32
+	stop        context.CancelFunc
+	sweepDone   sync.WaitGroup
 }
 
 var _ store.Store = (*Store)(nil)
@@ -78,9 +86,10 @@ func Open(ctx context.Context, url string) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("open postgres store: %w", err)
 	}
-	sweepCtx, stop := context.WithCancel(context.Background())
-	s := &Store{pool: pool, stopSweep: stop}
-	s.sweepDone.Go(func() { s.sweepLoop(sweepCtx) })
+	bg, stop := context.WithCancel(context.Background())
+	s := &Store{pool: pool, clients: newClientCache(), stop: stop}
+	s.sweepDone.Go(func() { s.sweepLoop(bg) })
+	s.sweepDone.Go(func() { s.listen(bg, pool.Config().ConnConfig.Copy()) })
 	return s, nil
 }
 
@@ -132,10 +141,10 @@ func migrate(ctx context.Context, pool *pgxpool.Pool) error {
 	})
 }
 
-// Close stops the sweep and closes the connections. Closing twice is
-// harmless.
+// Close stops the sweep and the listening, and closes the connections.
+// Closing twice is harmless.
 func (s *Store) Close() error {
-	s.stopSweep()
+	s.stop()
 	s.sweepDone.Wait()
 	s.pool.Close()
 	return nil
@@ -217,7 +226,12 @@ func (s *Store) CreateClient(ctx context.Context, c *store.Client) error {
 	return nil
 }
 
+// GetClient answers from the cache of clients when it can (clientcache.go).
 func (s *Store) GetClient(ctx context.Context, id string) (*store.Client, error) {
+	c, gen := s.clients.get(id)
+	if c != nil {
+		return c, nil
+	}
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
 	// Query's error is also the rows' error, which Collect returns.
@@ -226,6 +240,7 @@ func (s *Store) GetClient(ctx context.Context, id string) (*store.Client, error)
 	if err != nil {
 		return nil, fmt.Errorf("get client %q: %w", id, storeErr(err))
 	}
+	s.clients.put(c, gen)
 	return c, nil
 }
 
@@ -244,6 +259,8 @@ func (s *Store) DeleteClient(ctx context.Context, id string) error {
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
 	tag, err := s.pool.Exec(ctx, "DELETE FROM meshauth_clients WHERE id = $1", id)
+	// The NOTIFY reaches this replica's cache too, a moment later.
+	s.clients.invalidate(id)
 	if err == nil && tag.RowsAffected() == 0 {
 		err = store.ErrNotFound
 	}
@@ -283,31 +300,42 @@ func (s *Store) AddSigningKey(ctx context.Context, k *store.SigningKey, ifNewest
 	if err != nil {
 		return fmt.Errorf("add signing key %q: %w", k.ID, storeErr(err))
 	}
+	s.changed.Notify()
 	return nil
 }
 
 func (s *Store) ListSigningKeys(ctx context.Context) ([]*store.SigningKey, error) {
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
-	rows, _ := s.pool.Query(ctx, `SELECT id, algorithm, public_jwk, encrypted_private_key, created_at, activate_at
-		FROM meshauth_signing_keys ORDER BY activate_at, id`)
-	keys, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*store.SigningKey, error) {
-		var k store.SigningKey
-		err := row.Scan(&k.ID, &k.Algorithm, &k.PublicJWK, &k.EncryptedPrivateKey, &k.CreatedAt, &k.ActivateAt)
-		k.CreatedAt, k.ActivateAt = k.CreatedAt.UTC(), k.ActivateAt.UTC()
-		return &k, err
-	})
+	keys, err := listSigningKeys(ctx, s.pool)
 	if err != nil {
 		return nil, fmt.Errorf("list signing keys: %w", err)
 	}
 	return keys, nil
 }
 
+func listSigningKeys(ctx context.Context, q interface {
+	Query(context.Context, string, ...any) (pgx.Rows, error)
+}) ([]*store.SigningKey, error) {
+	rows, _ := q.Query(ctx, `SELECT id, algorithm, public_jwk, encrypted_private_key, created_at, activate_at
+		FROM meshauth_signing_keys ORDER BY activate_at, id`)
+	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (*store.SigningKey, error) {
+		var k store.SigningKey
+		err := row.Scan(&k.ID, &k.Algorithm, &k.PublicJWK, &k.EncryptedPrivateKey, &k.CreatedAt, &k.ActivateAt)
+		k.CreatedAt, k.ActivateAt = k.CreatedAt.UTC(), k.ActivateAt.UTC()
+		return &k, err
+	})
+}
+
 func (s *Store) DeleteSigningKey(ctx context.Context, id string) error {
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
-	if _, err := s.pool.Exec(ctx, "DELETE FROM meshauth_signing_keys WHERE id = $1", id); err != nil {
+	tag, err := s.pool.Exec(ctx, "DELETE FROM meshauth_signing_keys WHERE id = $1", id)
+	if err != nil {
 		return fmt.Errorf("delete signing key %q: %w", id, err)
+	}
+	if tag.RowsAffected() > 0 {
+		s.changed.Notify()
 	}
 	return nil
 }

@@ -2,62 +2,27 @@ package pgstore
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
-	"net/url"
-	"os"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/meshauth/meshauth/internal/pgtest"
 	"github.com/meshauth/meshauth/issuer/store"
 	"github.com/meshauth/meshauth/issuer/store/storetest"
 )
 
 // testURL returns the database the tests may create schemas in.
-func testURL(t *testing.T) string {
-	u := os.Getenv("MESHAUTH_TEST_POSTGRES_URL")
-	if u == "" {
-		t.Skip("MESHAUTH_TEST_POSTGRES_URL not set; skipping PostgreSQL store tests")
-	}
-	return u
-}
+func testURL(t *testing.T) string { return pgtest.URL(t) }
 
 // newSchema creates an empty schema, dropped when the test ends, and returns
 // a URL whose connections use it.
-func newSchema(t *testing.T) string {
-	t.Helper()
-	base := testURL(t)
-	name := "t_" + strings.ToLower(rand.Text())
-	exec(t, t.Context(), base, "CREATE SCHEMA "+name)
-	t.Cleanup(func() { exec(t, context.Background(), base, "DROP SCHEMA "+name+" CASCADE") })
-
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatalf("MESHAUTH_TEST_POSTGRES_URL must be a URL: %v", err)
-	}
-	q := u.Query()
-	q.Set("search_path", name)
-	// The tests open many stores at once; keep them within max_connections.
-	q.Set("pool_max_conns", "4")
-	u.RawQuery = q.Encode()
-	return u.String()
-}
-
-func exec(t *testing.T, ctx context.Context, url, sql string) {
-	t.Helper()
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, sql); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-}
+func newSchema(t *testing.T) string { return pgtest.Schema(t) }
 
 func open(t *testing.T, url string) *Store {
 	t.Helper()
@@ -186,5 +151,165 @@ func TestDefaultTimeout(t *testing.T) {
 	defer cancel()
 	if d, _ := ctx.Deadline(); !d.Equal(want) {
 		t.Errorf("deadline %v, want the caller's %v", d, want)
+	}
+}
+
+// waitUntil polls cond for up to ten seconds: for a NOTIFY to arrive.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestReplicasSeeChanges runs two stores on one schema, as two issuer
+// replicas: a change by one closes the other's Changed, and a client
+// written through one, or by anyone with SQL, leaves the other's cache.
+func TestReplicasSeeChanges(t *testing.T) {
+	url := newSchema(t)
+	a, b := open(t, url), open(t, url)
+	waitUntil(t, "both listening", func() bool { return a.listenerPID.Load() != 0 && b.listenerPID.Load() != 0 })
+	ctx := t.Context()
+
+	for _, change := range []struct {
+		name string
+		op   func() error
+	}{
+		{"a key added", func() error {
+			return a.AddSigningKey(ctx, &store.SigningKey{ID: "k1", Algorithm: "ES256", CreatedAt: time.Now(), ActivateAt: time.Now()}, "")
+		}},
+		{"a revocation", func() error {
+			return a.AddRevocation(ctx, &store.Revocation{ID: "r1", Kind: store.RevokeSubject, Value: "alice", ExpiresAt: time.Now().Add(time.Hour)})
+		}},
+		{"a key deleted", func() error { return a.DeleteSigningKey(ctx, "k1") }},
+	} {
+		changed := b.Changed()
+		if err := change.op(); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-changed:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s by one replica: the other's Changed not closed", change.name)
+		}
+	}
+
+	if err := a.CreateClient(ctx, &store.Client{ID: "web", Name: "before", CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	nameAtB := func() string {
+		c, err := b.GetClient(ctx, "web")
+		if err != nil {
+			return err.Error()
+		}
+		return c.Name
+	}
+	if got := nameAtB(); got != "before" {
+		t.Fatalf("client at the other replica: %q", got)
+	}
+	if _, err := a.pool.Exec(ctx, "UPDATE meshauth_clients SET name = 'after' WHERE id = 'web'"); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the update at the other replica", func() bool { return nameAtB() == "after" })
+	if err := a.DeleteClient(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the deletion at the other replica", func() bool {
+		_, err := b.GetClient(ctx, "web")
+		return errors.Is(err, store.ErrNotFound)
+	})
+}
+
+// TestClientCacheWithoutListener checks that a replica that lost its
+// listening connection reads clients from the database, never from what
+// it cached, until it listens again.
+func TestClientCacheWithoutListener(t *testing.T) {
+	url := newSchema(t)
+	a, b := open(t, url), open(t, url)
+	waitUntil(t, "listening", func() bool { return b.listenerPID.Load() != 0 })
+	ctx := t.Context()
+	if err := a.CreateClient(ctx, &store.Client{ID: "web", Name: "v1", CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.GetClient(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	pid := b.listenerPID.Load()
+	changed := b.Changed()
+	if _, err := a.pool.Exec(ctx, "SELECT pg_terminate_backend($1)", pid); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-changed: // changes may be missed: consumers reload
+	case <-time.After(10 * time.Second):
+		t.Fatal("Changed not closed when the listening connection was lost")
+	}
+	// Written while nobody listens at b: no NOTIFY reaches it.
+	if _, err := a.pool.Exec(ctx, "UPDATE meshauth_clients SET name = 'v2' WHERE id = 'web'"); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := b.GetClient(ctx, "web"); err != nil || c.Name != "v2" {
+		t.Fatalf("client read while not listening: %+v, %v; want v2 from the database", c, err)
+	}
+}
+
+// TestMigrationNumbersAfterOldRevocations opens a database whose
+// revocations were numbered before the change sequence existed: new
+// changes are numbered after them.
+func TestMigrationNumbersAfterOldRevocations(t *testing.T) {
+	url := newSchema(t)
+	ctx := t.Context()
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg.ConnConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	names, err := migrations.ReadDir("migrations")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "CREATE TABLE meshauth_schema_migrations (version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range names {
+		if n.Name() >= "004" {
+			break
+		}
+		sql, err := migrations.ReadFile("migrations/" + n.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.Exec(ctx, string(sql)); err != nil {
+			t.Fatalf("%s: %v", n.Name(), err)
+		}
+		if _, err := conn.Exec(ctx, "INSERT INTO meshauth_schema_migrations (version) VALUES ($1)", strings.TrimSuffix(n.Name(), ".sql")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 3 {
+		if _, err := conn.Exec(ctx, `INSERT INTO meshauth_revocations (id, kind, value, revoked_at, expires_at)
+			VALUES ($1, 'sub', 'old', now(), now() + interval '1 hour')`, fmt.Sprint("old", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := open(t, url)
+	r := &store.Revocation{ID: "new", Kind: store.RevokeSubject, Value: "new", ExpiresAt: time.Now().Add(time.Hour)}
+	if err := s.AddRevocation(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	cs, err := s.ChangeSeq(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Seq != 5 || cs.Seq != 5 || cs.KeysSeq != 4 {
+		t.Errorf("after 3 old revocations: new revocation %d, ChangeSeq %+v; want 5, {5 4}", r.Seq, cs)
 	}
 }

@@ -5,13 +5,11 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/meshauth/meshauth/issuer/store"
 )
 
-// AddRevocation takes Seq from the table's identity column, which only
-// grows, and sets r.Seq once the revocation is stored.
+// AddRevocation takes Seq from the change sequence (the trigger of
+// migration 004) and sets r.Seq once the revocation is stored.
 func (s *Store) AddRevocation(ctx context.Context, r *store.Revocation) error {
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
@@ -22,24 +20,8 @@ func (s *Store) AddRevocation(ctx context.Context, r *store.Revocation) error {
 		return fmt.Errorf("add revocation %q: %w", r.ID, storeErr(err))
 	}
 	r.Seq = seq
+	s.changed.Notify()
 	return nil
-}
-
-func (s *Store) ListRevocations(ctx context.Context, now time.Time) ([]*store.Revocation, error) {
-	ctx, cancel := withTimeout(ctx)
-	defer cancel()
-	rows, _ := s.pool.Query(ctx, `SELECT id, seq, kind, value, revoked_at, expires_at
-		FROM meshauth_revocations WHERE expires_at > $1 ORDER BY seq`, now)
-	list, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*store.Revocation, error) {
-		var r store.Revocation
-		err := row.Scan(&r.ID, &r.Seq, &r.Kind, &r.Value, &r.RevokedAt, &r.ExpiresAt)
-		r.RevokedAt, r.ExpiresAt = r.RevokedAt.UTC(), r.ExpiresAt.UTC()
-		return &r, err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("list revocations: %w", err)
-	}
-	return list, nil
 }
 
 // IsRevoked looks each key up in the (kind, value) index, in one query.

@@ -717,9 +717,9 @@ func testReopenGrants(t *testing.T, h Harness) {
 		t.Fatalf("GetRefreshToken after reopening: %v", err)
 	}
 	checkRefresh(t, r, refresh)
-	revs, err := s.ListRevocations(t.Context(), time.Now())
+	revs, _, err := s.RevocationsAfter(t.Context(), 0, time.Now())
 	if err != nil || len(revs) != 1 {
-		t.Fatalf("ListRevocations after reopening: %d revocations, %v", len(revs), err)
+		t.Fatalf("RevocationsAfter after reopening: %d revocations, %v", len(revs), err)
 	}
 	checkRevocation(t, revs[0], rev)
 	next := newRevocation("rv2", store.RevokeSubject, "user-2", at, exp)

@@ -28,11 +28,12 @@ func mustAddRevocation(t *testing.T, s store.Store, r *store.Revocation) {
 	}
 }
 
+// listRevocations returns every revocation not expired at now.
 func listRevocations(t *testing.T, s store.Store, now time.Time) []*store.Revocation {
 	t.Helper()
-	list, err := s.ListRevocations(t.Context(), now)
+	list, _, err := s.RevocationsAfter(t.Context(), 0, now)
 	if err != nil {
-		t.Fatalf("ListRevocations: %v", err)
+		t.Fatalf("RevocationsAfter: %v", err)
 	}
 	return list
 }
@@ -65,7 +66,7 @@ func testAddRevocationExists(t *testing.T, h Harness) {
 	}
 	list := listRevocations(t, s, now)
 	if len(list) != 1 {
-		t.Fatalf("ListRevocations: %d revocations, want 1", len(list))
+		t.Fatalf("RevocationsAfter: %d revocations, want 1", len(list))
 	}
 	checkRevocation(t, list[0], want)
 	keys := []store.RevocationKey{{Kind: store.RevokeSubject, Value: "alice"}}
@@ -96,24 +97,25 @@ func testAddRevocationRace(t *testing.T, h Harness) {
 	}
 	list := listRevocations(t, s, now)
 	if len(list) != racers {
-		t.Fatalf("ListRevocations: %d revocations, want %d", len(list), racers)
+		t.Fatalf("RevocationsAfter: %d revocations, want %d", len(list), racers)
 	}
 	for i, r := range list {
 		if bySeq[r.Seq] != r.ID {
 			t.Errorf("listed %q with Seq %d, AddRevocation gave that Seq to %q", r.ID, r.Seq, bySeq[r.Seq])
 		}
 		if i > 0 && r.Seq <= list[i-1].Seq {
-			t.Errorf("ListRevocations not in Seq order: %d after %d", r.Seq, list[i-1].Seq)
+			t.Errorf("RevocationsAfter not in Seq order: %d after %d", r.Seq, list[i-1].Seq)
 		}
 	}
 }
 
-// testListRevocations checks the order and that expired revocations,
-// including one whose expiry equals now, are left out.
-func testListRevocations(t *testing.T, h Harness) {
+// testRevocationsAfter checks the order, that expired revocations,
+// including one whose expiry equals now, are left out, and that those up
+// to after are.
+func testRevocationsAfter(t *testing.T, h Harness) {
 	s := h.Open(t)
 	if list := listRevocations(t, s, time.Now()); len(list) != 0 {
-		t.Fatalf("ListRevocations on an empty store: %d revocations", len(list))
+		t.Fatalf("RevocationsAfter on an empty store: %d revocations", len(list))
 	}
 	now := time.Now()
 	adds := []*store.Revocation{
@@ -129,7 +131,7 @@ func testListRevocations(t *testing.T, h Harness) {
 	list := listRevocations(t, s, now)
 	want := []*store.Revocation{adds[0], adds[2], adds[4]}
 	if len(list) != len(want) {
-		t.Fatalf("ListRevocations: %d revocations, want %d", len(list), len(want))
+		t.Fatalf("RevocationsAfter: %d revocations, want %d", len(list), len(want))
 	}
 	for i, r := range list {
 		checkRevocation(t, r, want[i])
@@ -138,7 +140,17 @@ func testListRevocations(t *testing.T, h Harness) {
 		}
 	}
 	if list := listRevocations(t, s, now.Add(3*time.Hour)); len(list) != 0 {
-		t.Errorf("ListRevocations after every expiry: %d revocations", len(list))
+		t.Errorf("RevocationsAfter after every expiry: %d revocations", len(list))
+	}
+	after, cs, err := s.RevocationsAfter(t.Context(), adds[2].Seq, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after) != 1 || after[0].ID != "m" {
+		t.Errorf("RevocationsAfter(Seq of %q) = %d revocations, want only %q", adds[2].ID, len(after), "m")
+	}
+	if cs.Seq != adds[4].Seq {
+		t.Errorf("RevocationsAfter is current at Seq %d, want %d, the last revocation's", cs.Seq, adds[4].Seq)
 	}
 }
 

@@ -86,12 +86,16 @@ func Run(t *testing.T, h Harness) {
 		{"AddRevocation", testAddRevocation},
 		{"AddRevocationExists", testAddRevocationExists},
 		{"AddRevocationRace", testAddRevocationRace},
-		{"ListRevocations", testListRevocations},
+		{"RevocationsAfter", testRevocationsAfter},
 		{"IsRevoked", testIsRevoked},
+		{"ChangeSeqCounts", testChangeSeqCounts},
+		{"ChangeSeqRace", testChangeSeqRace},
+		{"Changed", testChanged},
 		{"CancelledContext", testCancelledContext},
 		{"Ping", testPing},
 		{"Reopen", testReopen},
 		{"ReopenGrants", testReopenGrants},
+		{"ReopenChangeSeq", testReopenChangeSeq},
 	}
 	tests = append(tests, sessionTests...)
 	tests = append(tests, identityTests...)
@@ -793,7 +797,9 @@ func testCancelledContext(t *testing.T, h Harness) {
 				}
 				return nil
 			}},
-		{"ListRevocations", func() error { _, err := s.ListRevocations(ctx, time.Now()); return err }, nil},
+		{"RevocationsAfter", func() error { _, _, err := s.RevocationsAfter(ctx, 0, time.Now()); return err }, nil},
+		{"ListSigningKeysAt", func() error { _, _, err := s.ListSigningKeysAt(ctx); return err }, nil},
+		{"ChangeSeq", func() error { _, err := s.ChangeSeq(ctx); return err }, nil},
 		{"IsRevoked", func() error { _, err := s.IsRevoked(ctx, keys, base, time.Now()); return err }, nil},
 		{"Ping", func() error { return s.Ping(ctx) }, nil},
 	}
