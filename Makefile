@@ -18,7 +18,7 @@ test:
 
 # Packages with goroutines, locks or shared caches run under the race detector.
 race:
-	$(GO) test -race -count=1 ./issuer/... ./jwks/... ./token/... ./proxy/... ./exchange/... ./internal/... ./cmd/... ./xds/...
+	$(GO) test -race -count=1 ./issuer/... ./jwks/... ./token/... ./proxy/... ./exchange/... ./internal/... ./cmd/... ./xds/... ./audit/...
 
 bench:
 	$(GO) run ./bench/report
@@ -36,6 +36,7 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzDecodeUpdate$$' -fuzztime=$(FUZZTIME) ./jwks/
 	for t in FuzzDecide FuzzParseTokenResponse; do $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) ./exchange/ || exit 1; done
 	$(GO) test -run='^$$' -fuzz='^FuzzParseConfig$$' -fuzztime=$(FUZZTIME) ./xds/
+	for t in FuzzParseRecord FuzzVerify FuzzAppendString; do $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) ./audit/ || exit 1; done
 
 clean:
 	rm -rf bin
