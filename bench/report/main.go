@@ -52,6 +52,8 @@ var ratios = []ratio{
 	{"introspections/s of a reference token (RFC 9701 JWT), file store ÷ client_credentials tokens/s, file store", "bench/BenchmarkIntrospection/store=file/format=jwt", "bench/BenchmarkClientCredentials/store=file", false, ""},
 	{"introspections/s of a reference token (JSON), PostgreSQL ÷ client_credentials tokens/s, PostgreSQL", "bench/BenchmarkIntrospection/store=postgres/format=json", "bench/BenchmarkClientCredentials/store=postgres", false, ""},
 	{"introspections/s of a reference token (RFC 9701 JWT), PostgreSQL ÷ client_credentials tokens/s, PostgreSQL", "bench/BenchmarkIntrospection/store=postgres/format=jwt", "bench/BenchmarkClientCredentials/store=postgres", false, ""},
+	{"audit Record on the caller's goroutine ÷ bare channel send of the event (cost)", "bench/BenchmarkAuditRecord/record", "bench/BenchmarkAuditRecord/floor", true, "≤ 3, 0 allocs"},
+	{"audit events written/s to a file (encoded, chained, synced per batch) ÷ bare ES256 signs/s", "bench/BenchmarkAuditWrite", "bench/BenchmarkES256SignFloor", false, "≥ 2"},
 }
 
 // latencies are benchmarks whose p50/p99 (b.ReportMetric) are listed beside
