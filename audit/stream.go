@@ -69,7 +69,7 @@ type inDoubt struct {
 // NewStreamSink returns a sink writing the chain of cfg.Replica over nc,
 // which should reconnect forever (natsconn.Connect).
 func NewStreamSink(nc *nats.Conn, cfg StreamConfig) (*StreamSink, error) {
-	if err := checkReplica(cfg.Replica); err != nil {
+	if err := CheckReplica(cfg.Replica); err != nil {
 		return nil, err
 	}
 	if cfg.Replicas == 0 {
@@ -85,8 +85,9 @@ func NewStreamSink(nc *nats.Conn, cfg StreamConfig) (*StreamSink, error) {
 	return &StreamSink{nc: nc, js: js, cfg: cfg, subject: subjectPrefix + cfg.Replica}, nil
 }
 
-// checkReplica accepts a replica name that is one NATS subject token.
-func checkReplica(r string) error {
+// CheckReplica returns an error unless r can name a replica's chain: one
+// NATS subject token of 1 to 64 letters, digits, '-' or '_'.
+func CheckReplica(r string) error {
 	if r == "" || len(r) > 64 {
 		return fmt.Errorf("audit replica name %q: give 1 to 64 letters, digits, '-' or '_'", r)
 	}
@@ -231,7 +232,7 @@ func (s *StreamSink) load(ctx context.Context) error {
 // ReadStream returns the chain of replica in the stream Stream as the
 // lines of a trail, for Verify.
 func ReadStream(ctx context.Context, nc *nats.Conn, replica string) (io.Reader, error) {
-	if err := checkReplica(replica); err != nil {
+	if err := CheckReplica(replica); err != nil {
 		return nil, err
 	}
 	js, err := jetstream.New(nc)
@@ -239,6 +240,9 @@ func ReadStream(ctx context.Context, nc *nats.Conn, replica string) (io.Reader, 
 		return nil, fmt.Errorf("audit stream: %w", err)
 	}
 	st, err := js.Stream(ctx, Stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, fmt.Errorf("no stream %s: no audit trail was written to this NATS", Stream)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("stream %s: %w", Stream, err)
 	}

@@ -44,6 +44,10 @@ func runAudit(ctx context.Context, args []string, stdout io.Writer) error {
 		return errors.New(auditUsage)
 	case file == "" && *replica == "":
 		return errors.New("--replica is required with --nats")
+	case file == "":
+		if err := audit.CheckReplica(*replica); err != nil {
+			return fmt.Errorf("--replica: %w", err)
+		}
 	}
 	var (
 		r    io.Reader
@@ -57,7 +61,10 @@ func runAudit(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		defer nc.Close()
 		if r, err = audit.ReadStream(ctx, nc, *replica); err != nil {
-			return fmt.Errorf("--replica: %w", err)
+			if !nc.IsConnected() {
+				return fmt.Errorf("--nats: no server reached (%w)", err)
+			}
+			return err
 		}
 		name = "stream " + audit.Stream + ", replica " + *replica
 	case "-":
@@ -77,6 +84,9 @@ func runAudit(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	if err != nil {
 		return fmt.Errorf("read %s: %w", name, err)
+	}
+	if file == "" && last.Seq == 0 {
+		return fmt.Errorf("--replica %s: no records in the stream %s for this replica", *replica, audit.Stream)
 	}
 	fmt.Fprintf(stdout, "%s: %d records, chain intact; last record %s\n", name, last.Seq, last)
 	return nil
@@ -104,7 +114,7 @@ func (a *auditFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&a.stream, "audit-stream", false, "write the audit trail to the replicated JetStream stream "+audit.Stream+" too, one chain per --audit-replica (needs --nats)")
 	fs.StringVar(&a.replica, "audit-replica", "", "this process's chain in the audit stream: 1 to 64 letters, digits, '-' or '_', unique per process (default: the host name, other characters as '_')")
 	fs.BoolVar(&a.failClosed, "audit-fail-closed", false, "refuse a request (503) whose audit event cannot be queued or goes to a failing sink, instead of dropping and counting the event")
-	fs.IntVar(&a.queue, "audit-queue", audit.DefaultQueue, "audit events that may wait for each sink; /readyz fails while a queue is full")
+	fs.IntVar(&a.queue, "audit-queue", audit.DefaultQueue, "audit events that may wait for each sink; beyond it they are dropped and counted, or refused with --audit-fail-closed")
 }
 
 // start opens the sinks the flags ask for and starts the trail, which has
@@ -128,9 +138,12 @@ func (a *auditFlags) start(nc *nats.Conn, natsReplicas int, log *slog.Logger) (*
 			}
 			replica = replicaName(host)
 		}
+		if err := audit.CheckReplica(replica); err != nil {
+			return nil, fmt.Errorf("--audit-replica: %w", err)
+		}
 		s, err := audit.NewStreamSink(nc, audit.StreamConfig{Replica: replica, Replicas: natsReplicas})
 		if err != nil {
-			return nil, fmt.Errorf("--audit-replica: %w", err)
+			return nil, err
 		}
 		sinks = append(sinks, s)
 	}

@@ -69,6 +69,7 @@ func TestAuditVerify(t *testing.T) {
 		{"no subcommand", nil, nil, "", "usage: meshauth audit verify", 2},
 		{"a file wins over NATS", []string{file, "--nats", "nats://127.0.0.1:1"}, nil, "3 records, chain intact", "", 0},
 		{"NATS without a replica", []string{"--nats", "nats://127.0.0.1:1"}, nil, "", "--replica is required", 2},
+		{"a bad replica name", []string{"--nats", "nats://127.0.0.1:1", "--replica", "a.b"}, nil, "", "--replica: audit replica name \"a.b\"", 2},
 		{"flags after the file only", []string{"--replica", "x", file}, nil, "", "unexpected argument", 2},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -183,6 +184,9 @@ func TestAuditFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
+	if err := run(context.Background(), []string{"audit", "verify", "--nats", ns.ClientURL(), "--replica", "nobody"}, &out, io.Discard); err == nil || !strings.Contains(err.Error(), "--replica nobody: no records") {
+		t.Errorf("a replica without records: %v", err)
+	}
 	if err := run(context.Background(), []string{"audit", "verify", "--nats", ns.ClientURL(), "--replica", "issuer-2"}, &out, io.Discard); err != nil {
 		t.Fatal(err)
 	}
