@@ -18,7 +18,7 @@ test:
 
 # Packages with goroutines, locks or shared caches run under the race detector.
 race:
-	$(GO) test -race -count=1 ./issuer/... ./rp/... ./jwks/... ./token/... ./proxy/... ./exchange/... ./internal/... ./cmd/... ./xds/...
+	$(GO) test -race -count=1 ./issuer/... ./rp/... ./jwks/... ./token/... ./proxy/... ./exchange/... ./internal/... ./cmd/... ./xds/... ./audit/...
 
 bench:
 	$(GO) run ./bench/report
@@ -53,6 +53,9 @@ FUZZ_TARGETS = \
 	./exchange/:FuzzParseMetadata \
 	./xds/:FuzzParseConfig \
 	./rp/:FuzzIDTokenClaims \
+	./audit/:FuzzParseRecord \
+	./audit/:FuzzVerify \
+	./audit/:FuzzAppendString \
 
 fuzz:
 	for t in $(FUZZ_TARGETS); do $(GO) test -run='^$$' -fuzz="^$${t##*:}$$" -fuzztime=$(FUZZTIME) $${t%%:*} || exit 1; done

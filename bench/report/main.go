@@ -57,6 +57,8 @@ var ratios = []ratio{
 	{"introspections/s of a reference token (RFC 9701 JWT), PostgreSQL ÷ client_credentials tokens/s, PostgreSQL", "bench/BenchmarkIntrospection/store=postgres/format=jwt", "bench/BenchmarkClientCredentials/store=postgres", false, ""},
 	{"signed-in authorizations/s (session cookie: no password, no consent page), file store ÷ first sign-ins/s (login page, argon2id, consent page)", "bench/BenchmarkAuthorize/store=file/session", "bench/BenchmarkAuthorize/store=file/first-sign-in", false, ""},
 	{"signed-in authorizations/s (session cookie: no password, no consent page), PostgreSQL ÷ first sign-ins/s (login page, argon2id, consent page)", "bench/BenchmarkAuthorize/store=postgres/session", "bench/BenchmarkAuthorize/store=postgres/first-sign-in", false, ""},
+	{"audit Record on the caller's goroutine ÷ bare channel send of the event (cost)", "bench/BenchmarkAuditRecord/record", "bench/BenchmarkAuditRecord/floor", true, "≤ 3, 0 allocs"},
+	{"audit events written/s to a file (encoded, chained, synced per batch) ÷ bare ES256 signs/s", "bench/BenchmarkAuditWrite", "bench/BenchmarkES256SignFloor", false, "≥ 2"},
 }
 
 // latencies are benchmarks whose p50/p99 (b.ReportMetric) are listed beside

@@ -28,6 +28,7 @@ var commands = []command{
 	{"users", "people who sign in at the login page (users add --name NAME; users passwd|disable|enable|link)", runUsers},
 	{"keys", "manage signing keys (keys rotate)", runKeys},
 	{"revoke", "revoke tokens by id, client, subject or grant (revoke subject SUB ...)", runRevoke},
+	{"audit", "check a tamper-evident audit trail (audit verify FILE)", runAudit},
 	{"sidecar", "verify tokens in front of a service: reverse proxy, forward-auth, Envoy ext_authz", runSidecar},
 	{"edge", "gateway for Internet clients: reference tokens in, internal JWTs to the service", runEdge},
 	{"xds", "Envoy control plane: listeners with ext_authz (and jwt_authn with pushed keys) for every node", runXDS},
@@ -42,8 +43,18 @@ func main() {
 	case errors.Is(err, flag.ErrHelp):
 	case err != nil:
 		fmt.Fprintln(os.Stderr, "meshauth:", err)
-		os.Exit(2)
+		os.Exit(exitStatus(err))
 	}
+}
+
+// exitStatus is 2, unless err says otherwise: 1 for a finding, such as a
+// broken audit trail.
+func exitStatus(err error) int {
+	var s interface{ ExitStatus() int }
+	if errors.As(err, &s) {
+		return s.ExitStatus()
+	}
+	return 2
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
