@@ -5,7 +5,7 @@
 // Decide is the policy: whether a client may trade a subject token for a
 // new one, and with which audience, scope, actor chain and expiry. It is a
 // pure function over verified claims and a registered client, with no HTTP
-// and no store, so that the rules of DESIGN.md ("Contracts") live in one
+// and no store, so that the rules of docs/design.md ("Contracts") live in one
 // place that unit tests cover fully. The issuer's token endpoint verifies
 // the subject token, authenticates the exchanging client, calls Decide and
 // mints what it decided. The rules:

@@ -68,7 +68,7 @@ type EgressConfig struct {
 // if any, in Authorization; the Egress obtains a token for the service
 // called and forwards the call with that token instead. The caller's token
 // never leaves: a token stolen from the next hop is good for that hop
-// only (DESIGN.md, "least privilege per hop").
+// only (docs/design.md, "least privilege per hop").
 //
 // Listen on loopback (or the pod's own network namespace) only: whoever
 // reaches the Egress obtains tokens with the sidecar's client credentials.
