@@ -82,7 +82,7 @@ func BenchmarkSidecarProxy(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		s.upstream.Dial = dialUp
+		s.upstream.client.Dial = dialUp
 		return s.serve
 	}
 	floor := &fasthttp.HostClient{Addr: "upstream:80", Dial: dialUp}

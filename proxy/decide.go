@@ -256,7 +256,8 @@ func (g *guard) decide(r *request, method []byte, uri *fasthttp.URI, authz [][]b
 	// Refused everywhere, public routes included: an upstream that reads
 	// it would act on a token nobody verified (RFC 6750 §3.1: "uses more
 	// than one method" and "unsupported parameter" are invalid_request).
-	if uri.QueryArgs().Has("access_token") {
+	tok, cred := bearerCredential(uri, authz)
+	if cred == codeQueryToken {
 		return answers[codeQueryToken].verdict
 	}
 	var fault pathFault
@@ -271,16 +272,8 @@ func (g *guard) decide(r *request, method []byte, uri *fasthttp.URI, authz [][]b
 	if rt.public {
 		return answers[codePublic].verdict
 	}
-	if len(authz) == 0 {
-		return answers[codeNoToken].verdict
-	}
-	if len(authz) > 1 {
-		// Which one would the upstream read? Refuse to guess.
-		return answers[codeMultiple].verdict
-	}
-	tok, cd := bearerToken(authz[0])
-	if cd != codeAllowed {
-		return answers[cd].verdict
+	if cred != codeAllowed {
+		return answers[cred].verdict
 	}
 	c := &r.claims
 	if cd := g.verify(tok, c); cd != codeAllowed {

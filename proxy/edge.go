@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"crypto/sha256"
@@ -149,7 +148,7 @@ type Edge struct {
 	now        func() time.Time
 	log        *slog.Logger
 	flights    singleflight.Group
-	upstream   *fasthttp.HostClient
+	upstream   *forwarder
 	server     *fasthttp.Server
 	issuerTime prometheus.Histogram // nil without a Registerer
 	stats      edgeCounters
@@ -224,7 +223,8 @@ func NewEdge(cfg EdgeConfig) (*Edge, error) {
 			return nil, err
 		}
 	}
-	e.upstream = newUpstreamClient(addr, false, cmp.Or(cfg.MaxConns, DefaultMaxConns), cmp.Or(cfg.UpstreamTimeout, DefaultUpstreamTimeout))
+	e.upstream = newForwarder(addr, false, cmp.Or(cfg.MaxConns, DefaultMaxConns), cmp.Or(cfg.UpstreamTimeout, DefaultUpstreamTimeout),
+		answers[codeUpstream].verdict, e.log)
 	e.server = newServer(e.serve, e.log)
 	return e, nil
 }
@@ -237,7 +237,7 @@ func (e *Edge) Serve(ln net.Listener) error { return e.server.Serve(ln) }
 // flight are answered or ctx is done.
 func (e *Edge) Shutdown(ctx context.Context) error {
 	err := e.server.ShutdownWithContext(ctx)
-	e.upstream.CloseIdleConnections()
+	e.upstream.client.CloseIdleConnections()
 	if err != nil {
 		return fmt.Errorf("proxy: edge shutdown: %w", err)
 	}
@@ -278,27 +278,13 @@ func (e *Edge) serve(ctx *fasthttp.RequestCtx) {
 	// First, before anything reads them: only the sidecar behind speaks
 	// for the caller's identity.
 	stripIdentity(&req.Header)
-	if req.URI().QueryArgs().Has("access_token") {
-		deny(ctx, answers[codeQueryToken].verdict)
-		return
-	}
-	authz := req.Header.PeekAll(fasthttp.HeaderAuthorization)
-	switch {
-	case len(authz) == 0:
-		deny(ctx, answers[codeNoToken].verdict)
-		return
-	case len(authz) > 1:
-		deny(ctx, answers[codeMultiple].verdict)
-		return
-	}
-	tok, cd := bearerToken(authz[0])
+	tok, cd := bearerCredential(req.URI(), req.Header.PeekAll(fasthttp.HeaderAuthorization))
 	if cd != codeAllowed {
 		deny(ctx, answers[cd].verdict)
 		return
 	}
 	var internal []byte // the JWT that replaces a reference token
-	if bytes.IndexByte(tok, '.') >= 0 {
-		// A JWS has two dots; a reference token none.
+	if !token.IsReference(tok) {
 		e.stats.internalJWT.Add(1)
 		if !e.acceptJWT {
 			deny(ctx, edgeInternalJWT)
@@ -323,25 +309,9 @@ func (e *Edge) serve(ctx *fasthttp.RequestCtx) {
 		internal = value
 	}
 
-	clientClose := req.Header.ConnectionClose()
-	removeHopByHop(&req.Header)
-	if internal != nil {
-		// Set after the hop-by-hop fields go, as the sidecar and the
-		// egress do: a client's "Connection: Authorization" must not strip
-		// the JWT it was given.
-		req.Header.SetBytesV(fasthttp.HeaderAuthorization, internal)
-	}
-	resp := &ctx.Response
-	if err := e.upstream.Do(req, resp); err != nil {
-		resp.Reset()
-		deny(ctx, answers[codeUpstream].verdict)
-		e.log.Warn("proxy: edge: upstream request failed", "err", err)
-	} else {
-		removeHopByHop(&resp.Header)
-	}
-	if clientClose {
-		ctx.SetConnectionClose()
-	}
+	// A client's "Connection: Authorization" must not strip the JWT it
+	// was given: forward sets it after the hop-by-hop fields are gone.
+	e.upstream.forward(ctx, outbound{authorization: internal})
 }
 
 // retryAfter is the Retry-After value (RFC 9110 §10.2.3) of a 503 (the

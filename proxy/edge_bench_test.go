@@ -23,7 +23,7 @@ func BenchmarkEdgeProxy(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	s.upstream.Dial = dialUp
+	s.upstream.client.Dial = dialUp
 	f := newFakeIssuer()
 	f.add("ref-bench", "alice", "j-bench")
 	cfg := EdgeConfig{Upstream: "http://upstream:80", Audience: testAudience, Dereferencer: f, Verifier: testVerifier(b), CacheBytes: 1 << 20}
@@ -31,7 +31,7 @@ func BenchmarkEdgeProxy(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	e.upstream.Dial = dialUp
+	e.upstream.client.Dial = dialUp
 
 	for _, bc := range []struct {
 		name    string

@@ -132,10 +132,10 @@ type Egress struct {
 
 // egressRoute is a destination of the Egress.
 type egressRoute struct {
-	name   string // the audience requested
-	scope  string
-	base   string // scheme://host[:port], before the path of a request
-	client *fasthttp.HostClient
+	name  string // the audience requested
+	scope string
+	base  string // scheme://host[:port], before the path of a request
+	*forwarder
 	counts [numEgressOutcomes]prometheus.Counter // nil without metrics
 }
 
@@ -169,7 +169,7 @@ func NewEgress(cfg EgressConfig) (*Egress, error) {
 			return nil, fmt.Errorf("proxy: egress route %q: scope %q is not space-separated scope tokens (RFC 6749 §3.3)", name, scope)
 		}
 		r := &egressRoute{name: name, scope: scope, base: base}
-		r.client = newUpstreamClient(addr, tls, DefaultMaxConns, timeout)
+		r.forwarder = newForwarder(addr, tls, DefaultMaxConns, timeout, egressUnreachable, e.log.With("route", name))
 		if m := cfg.Metrics; m != nil {
 			for o := range numEgressOutcomes {
 				r.counts[o] = m.requests.WithLabelValues(name, egressOutcomeNames[o])
@@ -374,30 +374,27 @@ func (e *Egress) serve(ctx *fasthttp.RequestCtx) {
 		e.none.count(egressUnknownRoute)
 		return
 	}
-	if req.URI().QueryArgs().Has("access_token") {
-		// Forwarded, it would be the caller's token reaching the next hop.
-		e.refuse(ctx, r, egressQueryToken, "token_in_query")
-		return
-	}
 
 	// The exchange runs under its own timeout rather than ctx, whose Done
 	// closes at Shutdown: requests in flight are finished, not failed.
 	var tok exchange.Token
 	var err error
 	outcome := egressExchanged
-	switch authz := req.Header.PeekAll(fasthttp.HeaderAuthorization); len(authz) {
-	case 0:
+	switch subject, cd := bearerCredential(req.URI(), req.Header.PeekAll(fasthttp.HeaderAuthorization)); cd {
+	case codeAllowed:
+		tok, err = e.x.Exchange(context.Background(), subject, r.name, r.scope)
+	case codeNoToken:
 		outcome = egressClientCredentials
 		tok, err = e.x.ClientCredentials(context.Background(), r.name, r.scope)
-	case 1:
-		subject, cd := bearerToken(authz[0])
-		if cd != codeAllowed {
-			e.refuse(ctx, r, egressMalformed, "malformed_authorization")
-			return
-		}
-		tok, err = e.x.Exchange(context.Background(), subject, r.name, r.scope)
-	default:
+	case codeQueryToken:
+		// Forwarded, it would be the caller's token reaching the next hop.
+		e.refuse(ctx, r, egressQueryToken, "token_in_query")
+		return
+	case codeMultiple:
 		e.refuse(ctx, r, egressMultiple, "multiple_authorization")
+		return
+	default:
+		e.refuse(ctx, r, egressMalformed, "malformed_authorization")
 		return
 	}
 	if err != nil {
@@ -407,32 +404,19 @@ func (e *Egress) serve(ctx *fasthttp.RequestCtx) {
 
 	// Only the next sidecar speaks for the caller's identity.
 	stripIdentity(&req.Header)
-	// Hop-by-hop fields go before the token is set, so that a Connection
-	// option cannot remove it.
-	clientClose := req.Header.ConnectionClose()
-	removeHopByHop(&req.Header)
-	// Both values are copied by the setters: one buffer serves both.
+	// The value is copied by the setter: one buffer serves it and the
+	// target.
 	var buf [2048]byte
-	req.Header.SetBytesV(fasthttp.HeaderAuthorization, append(append(buf[:0], "Bearer "...), tok.AccessToken...))
-	target := append(buf[:0], r.base...)
+	authz := append(append(buf[:0], "Bearer "...), tok.AccessToken...)
+	target := append(authz[len(authz):len(authz)], r.base...)
 	if len(rest) == 0 || rest[0] != '/' {
 		target = append(target, '/')
 	}
 	// The absolute URI sets the Host field and, for an https route, the
 	// scheme HostClient requires.
 	req.SetRequestURIBytes(append(target, rest...))
-
-	resp := &ctx.Response
-	if err := r.client.Do(req, resp); err != nil {
-		resp.Reset()
-		deny(ctx, egressUnreachable)
-		e.log.Warn("proxy: egress: route request failed", "route", r.name, "err", err)
+	if !r.forward(ctx, outbound{authorization: authz}) {
 		outcome = egressUpstream
-	} else {
-		removeHopByHop(&resp.Header)
-	}
-	if clientClose {
-		ctx.SetConnectionClose()
 	}
 	r.count(outcome)
 }

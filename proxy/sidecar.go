@@ -49,7 +49,7 @@ type SidecarConfig struct {
 // it was judged on (or the original one: Policy.ForwardPath).
 type Sidecar struct {
 	g        *guard
-	upstream *fasthttp.HostClient
+	upstream *forwarder
 	authPath string
 	auth     *authHandler
 	server   *fasthttp.Server
@@ -72,9 +72,10 @@ func NewSidecar(cfg SidecarConfig) (*Sidecar, error) {
 	if err := checkPrefix(s.authPath); err != nil {
 		return nil, fmt.Errorf("proxy: ForwardAuthPath %q: %w", s.authPath, err)
 	}
-	s.upstream = newUpstreamClient(addr, false, cmp.Or(cfg.MaxConns, DefaultMaxConns), cmp.Or(cfg.UpstreamTimeout, DefaultUpstreamTimeout))
+	s.upstream = newForwarder(addr, false, cmp.Or(cfg.MaxConns, DefaultMaxConns), cmp.Or(cfg.UpstreamTimeout, DefaultUpstreamTimeout),
+		answers[codeUpstream].verdict, g.log)
 	// The path sent is the one serve puts in the URI, unchanged.
-	s.upstream.DisablePathNormalizing = true
+	s.upstream.client.DisablePathNormalizing = true
 	s.auth = &authHandler{g: g, entry: entryForwardAuth}
 	s.server = newServer(s.serve, g.log)
 	return s, nil
@@ -91,23 +92,6 @@ func upstreamAddr(raw string) (string, error) {
 		return "", fmt.Errorf("proxy: upstream %q is not of the form http://host:port", raw)
 	}
 	return u.Host, nil
-}
-
-// newUpstreamClient returns the client of one upstream, the same for the
-// Sidecar's service and the Egress's routes.
-func newUpstreamClient(addr string, tls bool, maxConns int, timeout time.Duration) *fasthttp.HostClient {
-	return &fasthttp.HostClient{
-		Addr:                     addr,
-		IsTLS:                    tls,
-		MaxConns:                 maxConns,
-		MaxConnWaitTimeout:       5 * time.Second, // rather than failing at once when all are busy
-		MaxIdleConnDuration:      30 * time.Second,
-		ReadTimeout:              timeout,
-		WriteTimeout:             timeout,
-		ReadBufferSize:           readBufferSize,
-		NoDefaultUserAgentHeader: true,
-		SecureErrorLogMessage:    true, // never log request contents: tokens
-	}
 }
 
 // newServer returns a fasthttp server for h with the limits every
@@ -146,7 +130,7 @@ func (s *Sidecar) Serve(ln net.Listener) error {
 // flight are answered or ctx is done. Call it once Serve has started.
 func (s *Sidecar) Shutdown(ctx context.Context) error {
 	err := s.server.ShutdownWithContext(ctx)
-	s.upstream.CloseIdleConnections()
+	s.upstream.client.CloseIdleConnections()
 	if err != nil {
 		return fmt.Errorf("proxy: shutdown: %w", err)
 	}
@@ -174,39 +158,19 @@ func (s *Sidecar) serve(ctx *fasthttp.RequestCtx) {
 		return
 	}
 
-	// Hop-by-hop fields go before the identity is set, so that a
-	// Connection option cannot remove it.
-	clientClose := req.Header.ConnectionClose()
-	removeHopByHop(&req.Header)
-	if v.code == codeAllowed {
-		for i, name := range identityHeaders {
-			value, _ := r.value(i)
-			req.Header.SetBytesV(name, value)
-		}
-		for i, h := range r.route.claims {
-			if value, set := r.value(numIdentity + i); set {
-				req.Header.SetBytesV(h.name, value)
-			}
-		}
-	}
 	// The upstream client sends the URI's path as it is (its
 	// DisablePathNormalizing): the one judged, unless the policy says
 	// otherwise.
 	if !r.rules.forwardOrig && !bytes.Equal(r.canon, uri.PathOriginal()) {
 		uri.SetPathBytes(r.canon)
 	}
-	resp := &ctx.Response
-	outcome := v.code
-	if err := s.upstream.Do(req, resp); err != nil {
-		resp.Reset()
-		deny(ctx, answers[codeUpstream].verdict)
-		s.g.log.Warn("proxy: upstream request failed", "err", err)
-		outcome = codeUpstream
-	} else {
-		removeHopByHop(&resp.Header)
+	var set outbound
+	if v.code == codeAllowed {
+		set.identity = r
 	}
-	if clientClose {
-		ctx.SetConnectionClose()
+	outcome := v.code
+	if !s.upstream.forward(ctx, set) {
+		outcome = codeUpstream
 	}
 	s.g.record(entryProxy, outcome, r, method)
 }
@@ -256,48 +220,4 @@ func stripCallerFields(h *fasthttp.RequestHeader, rs *rules) {
 		h.DelBytes(names[:i])
 		names = names[i+1:]
 	}
-}
-
-// hopByHop are the fields that describe one connection only and that a
-// proxy must not forward (RFC 9110 §7.6.1), with the Proxy-* fields meant
-// for this hop (RFC 9110 §11.7) and Expect, which this proxy has already
-// met by reading the whole body (RFC 9110 §10.1.1).
-var hopByHop = []string{
-	fasthttp.HeaderConnection, "Keep-Alive", "Proxy-Connection", fasthttp.HeaderTE,
-	fasthttp.HeaderTrailer, fasthttp.HeaderTransferEncoding, fasthttp.HeaderUpgrade,
-	fasthttp.HeaderProxyAuthorization, fasthttp.HeaderProxyAuthenticate, fasthttp.HeaderExpect,
-}
-
-// fields is what removeHopByHop needs of a request or response header.
-type fields interface {
-	PeekAll(key string) [][]byte
-	DelBytes(key []byte)
-	Del(key string)
-	ResetConnectionClose()
-}
-
-// removeHopByHop removes the connection-specific fields of h, those named
-// by its Connection fields included (RFC 9110 §7.6.1). fasthttp keeps
-// "Connection: close" as a flag, which is reset: each connection's
-// persistence is its own.
-func removeHopByHop(h fields) {
-	for _, v := range h.PeekAll(fasthttp.HeaderConnection) {
-		for len(v) > 0 {
-			var opt []byte
-			if i := bytes.IndexByte(v, ','); i >= 0 {
-				opt, v = v[:i], v[i+1:]
-			} else {
-				opt, v = v, nil
-			}
-			// DelBytes copies the name before deleting and deleting frees
-			// nothing, so v stays valid.
-			if opt = trimOWS(opt); len(opt) > 0 {
-				h.DelBytes(opt)
-			}
-		}
-	}
-	for _, name := range hopByHop {
-		h.Del(name)
-	}
-	h.ResetConnectionClose()
 }
