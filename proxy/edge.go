@@ -89,9 +89,12 @@ type EdgeConfig struct {
 	// DereferenceWait bounds how long a request waits for its dereference
 	// before a 503. Default DefaultDereferenceWait.
 	DereferenceWait time.Duration
-	// UpstreamTimeout and MaxConns are as for SidecarConfig.
+	// UpstreamTimeout, MaxConns and MaxRequestBody are as for
+	// SidecarConfig. The edge sets X-Forwarded-For, -Proto and -Host,
+	// keeping those of TrustedProxies.
 	UpstreamTimeout time.Duration
 	MaxConns        int
+	MaxRequestBody  int64
 	// Logger receives failures; nil discards them.
 	Logger *slog.Logger
 	// Registerer, if not nil, gets the edge's metrics (EdgeStats and the
@@ -149,7 +152,7 @@ type Edge struct {
 	log        *slog.Logger
 	flights    singleflight.Group
 	upstream   *forwarder
-	server     *fasthttp.Server
+	server     *proxyServer
 	issuerTime prometheus.Histogram // nil without a Registerer
 	stats      edgeCounters
 }
@@ -223,9 +226,11 @@ func NewEdge(cfg EdgeConfig) (*Edge, error) {
 			return nil, err
 		}
 	}
-	e.upstream = newForwarder(addr, false, cmp.Or(cfg.MaxConns, DefaultMaxConns), cmp.Or(cfg.UpstreamTimeout, DefaultUpstreamTimeout),
-		answers[codeUpstream].verdict, e.log)
-	e.server = newServer(e.serve, e.log)
+	conns := newConnTracker()
+	e.upstream = newForwarder(upstreamConfig{addr: addr, maxConns: cmp.Or(cfg.MaxConns, DefaultMaxConns),
+		timeout: cmp.Or(cfg.UpstreamTimeout, DefaultUpstreamTimeout), maxBody: cfg.MaxRequestBody,
+		forwarded: forwarding{mode: forwardXFF, trusted: cfg.TrustedProxies}, conns: conns}, e.log)
+	e.server = newProxyServer(e.serve, nil, conns, e.log)
 	return e, nil
 }
 
@@ -233,15 +238,17 @@ func NewEdge(cfg EdgeConfig) (*Edge, error) {
 // Shutdown.
 func (e *Edge) Serve(ln net.Listener) error { return e.server.Serve(ln) }
 
+// Drain makes every answer the last of its connection while the listener
+// keeps accepting; see Sidecar.Drain.
+func (e *Edge) Drain() { e.server.Drain() }
+
 // Shutdown stops accepting connections and waits until the requests in
-// flight are answered or ctx is done.
+// flight, WebSocket tunnels included, are done or ctx is; then it closes
+// what remains.
 func (e *Edge) Shutdown(ctx context.Context) error {
-	err := e.server.ShutdownWithContext(ctx)
+	err := e.server.Shutdown(ctx)
 	e.upstream.client.CloseIdleConnections()
-	if err != nil {
-		return fmt.Errorf("proxy: edge shutdown: %w", err)
-	}
-	return nil
+	return err
 }
 
 // Evict drops the cached dereferences that revocation r reaches, at once:

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -126,7 +125,7 @@ type Egress struct {
 	none      *egressRoute            // counts the requests that match no route
 	x         Exchanger
 	log       *slog.Logger
-	server    *fasthttp.Server
+	server    *proxyServer
 	evictions prometheus.Counter // nil without metrics
 }
 
@@ -152,6 +151,7 @@ func NewEgress(cfg EgressConfig) (*Egress, error) {
 		e.log = slog.New(slog.DiscardHandler)
 	}
 	timeout := cmp.Or(cfg.UpstreamTimeout, DefaultUpstreamTimeout)
+	conns := newConnTracker()
 	for name, raw := range cfg.Routes {
 		if !routeName(name) {
 			return nil, fmt.Errorf("proxy: egress route name %q: want letters, digits, '-', '.' and '_', starting with a letter or digit", name)
@@ -169,7 +169,8 @@ func NewEgress(cfg EgressConfig) (*Egress, error) {
 			return nil, fmt.Errorf("proxy: egress route %q: scope %q is not space-separated scope tokens (RFC 6749 §3.3)", name, scope)
 		}
 		r := &egressRoute{name: name, scope: scope, base: base}
-		r.forwarder = newForwarder(addr, tls, DefaultMaxConns, timeout, egressUnreachable, e.log.With("route", name))
+		r.forwarder = newForwarder(upstreamConfig{addr: addr, tls: tls, maxConns: DefaultMaxConns, timeout: timeout,
+			forwarded: forwarding{mode: forwardNone}, conns: conns}, e.log.With("route", name))
 		if m := cfg.Metrics; m != nil {
 			for o := range numEgressOutcomes {
 				r.counts[o] = m.requests.WithLabelValues(name, egressOutcomeNames[o])
@@ -188,7 +189,7 @@ func NewEgress(cfg EgressConfig) (*Egress, error) {
 		}
 		e.evictions = m.evictions
 	}
-	e.server = newServer(e.serve, e.log)
+	e.server = newProxyServer(e.serve, nil, conns, e.log)
 	return e, nil
 }
 
@@ -258,15 +259,16 @@ func (e *Egress) Serve(ln net.Listener) error {
 // Shutdown stops accepting connections and waits until the requests in
 // flight are answered or ctx is done. Call it once Serve has started.
 func (e *Egress) Shutdown(ctx context.Context) error {
-	err := e.server.ShutdownWithContext(ctx)
+	err := e.server.Shutdown(ctx)
 	for _, r := range e.routes {
 		r.client.CloseIdleConnections()
 	}
-	if err != nil {
-		return fmt.Errorf("proxy: shutdown: %w", err)
-	}
-	return nil
+	return err
 }
+
+// Drain makes every answer the last of its connection while the listener
+// keeps accepting; see Sidecar.Drain.
+func (e *Egress) Drain() { e.server.Drain() }
 
 // Evict drops the cached tokens that revocation r names, by their own
 // identity or by that of the inbound token they were obtained for, at
@@ -331,14 +333,13 @@ func NewEgressMetrics(reg prometheus.Registerer) (*EgressMetrics, error) {
 
 // The Egress's fixed answers.
 var (
-	egressNoRoute     = egressVerdict(404, "", "unknown_route", "no egress route matches this request")
-	egressConnect     = egressVerdict(405, "", "invalid_request", "CONNECT is not supported: send http://NAME/... through the egress")
-	egressMalformed   = egressVerdict(400, "", "invalid_request", "malformed Authorization header: want Bearer and a token, or none")
-	egressMultiple    = egressVerdict(400, "", "invalid_request", "more than one Authorization header")
-	egressQueryToken  = egressVerdict(400, "", "invalid_request", "access_token in the query is not supported")
-	egressNoIssuer    = egressVerdict(503, "", "temporarily_unavailable", "the authorization server is unavailable; retry later")
-	egressBadIssuer   = egressVerdict(502, "", "bad_gateway", "the authorization server's answer was not understood")
-	egressUnreachable = egressVerdict(502, "", "bad_gateway", "the service could not be reached")
+	egressNoRoute    = egressVerdict(404, "", "unknown_route", "no egress route matches this request")
+	egressConnect    = egressVerdict(405, "", "invalid_request", "CONNECT is not supported: send http://NAME/... through the egress")
+	egressMalformed  = egressVerdict(400, "", "invalid_request", "malformed Authorization header: want Bearer and a token, or none")
+	egressMultiple   = egressVerdict(400, "", "invalid_request", "more than one Authorization header")
+	egressQueryToken = egressVerdict(400, "", "invalid_request", "access_token in the query is not supported")
+	egressNoIssuer   = egressVerdict(503, "", "temporarily_unavailable", "the authorization server is unavailable; retry later")
+	egressBadIssuer  = egressVerdict(502, "", "bad_gateway", "the authorization server's answer was not understood")
 )
 
 // egressAllow lists the methods the Egress forwards, for a 405's Allow
@@ -349,15 +350,8 @@ const egressAllow = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE"
 // (RFC 6750 §3.1).
 const invalidTokenChallenge = `Bearer realm="` + realm + `", error="invalid_token"`
 
-func egressVerdict(status int, challenge, code, desc string) verdict {
-	b, err := json.Marshal(struct {
-		Error       string `json:"error"`
-		Description string `json:"error_description,omitempty"`
-	}{code, desc})
-	if err != nil {
-		panic(err) // two strings always encode
-	}
-	return verdict{status: status, challenge: challenge, body: string(b)}
+func egressVerdict(status int, challenge, errCode, desc string) verdict {
+	return jsonVerdict(codeAllowed, status, challenge, errCode, desc)
 }
 
 func (e *Egress) serve(ctx *fasthttp.RequestCtx) {
@@ -415,7 +409,7 @@ func (e *Egress) serve(ctx *fasthttp.RequestCtx) {
 	// The absolute URI sets the Host field and, for an https route, the
 	// scheme HostClient requires.
 	req.SetRequestURIBytes(append(target, rest...))
-	if !r.forward(ctx, outbound{authorization: authz}) {
+	if r.forward(ctx, outbound{authorization: authz}) != codeAllowed {
 		outcome = egressUpstream
 	}
 	r.count(outcome)

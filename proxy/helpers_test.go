@@ -141,7 +141,15 @@ type upstream struct {
 func newUpstream(t *testing.T, h http.HandlerFunc) *upstream {
 	t.Helper()
 	u := &upstream{}
-	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	u.Server = httptest.NewServer(u.record(h))
+	t.Cleanup(u.Close)
+	return u
+}
+
+// record returns a handler that records each request, then runs h or
+// answers "upstream says hi".
+func (u *upstream) record(h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		u.mu.Lock()
 		u.last, u.body = r, body
@@ -153,9 +161,7 @@ func newUpstream(t *testing.T, h http.HandlerFunc) *upstream {
 		}
 		w.Header().Set("Content-Type", "text/plain")
 		io.WriteString(w, "upstream says hi")
-	}))
-	t.Cleanup(u.Close)
-	return u
+	})
 }
 
 func (u *upstream) lastRequest() (*http.Request, []byte) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -37,9 +38,26 @@ type SidecarConfig struct {
 	// UpstreamTimeout bounds writing a request to the upstream and reading
 	// its response; 0 means DefaultUpstreamTimeout.
 	UpstreamTimeout time.Duration
-	// MaxConns bounds the connections to the upstream; 0 means
-	// DefaultMaxConns.
+	// MaxConns bounds the connections to the upstream, WebSocket tunnels
+	// included; 0 means DefaultMaxConns.
 	MaxConns int
+	// UpstreamProtocol is what the sidecar speaks to the upstream:
+	// UpstreamAuto (the default: the caller's), UpstreamHTTP1 or
+	// UpstreamH2C.
+	UpstreamProtocol string
+	// UpstreamRetries is how many times more a request is sent when no
+	// connection to the upstream could be made, if its method is
+	// idempotent; 0, the default, sends each request once.
+	UpstreamRetries int
+	// MaxRequestBody bounds a request body, streamed to the upstream: a
+	// larger one is refused with 413. 0 means DefaultMaxRequestBody.
+	MaxRequestBody int64
+	// ForwardedHeaders is ForwardedXFF (the default), ForwardedRFC7239 or
+	// ForwardedNone.
+	ForwardedHeaders string
+	// TrustedProxies are the peers whose forwarded fields are kept and
+	// appended to; anyone else's are replaced.
+	TrustedProxies []*net.IPNet
 }
 
 // Sidecar is a reverse proxy in front of one service: it forwards a request
@@ -47,12 +65,16 @@ type SidecarConfig struct {
 // X-Meshauth-Subject, X-Meshauth-Client, X-Meshauth-Scope and
 // X-Meshauth-Issuer and the route's claim headers, to the canonical path
 // it was judged on (or the original one: Policy.ForwardPath).
+//
+// It serves HTTP/1.1 with fasthttp and h2c (HTTP/2 with prior knowledge,
+// gRPC) with net/http, both judged by the same guard; relays WebSocket
+// upgrades; streams bodies both ways.
 type Sidecar struct {
 	g        *guard
 	upstream *forwarder
 	authPath string
 	auth     *authHandler
-	server   *fasthttp.Server
+	server   *proxyServer
 }
 
 // NewSidecar returns a Sidecar; call Serve to start it.
@@ -72,12 +94,28 @@ func NewSidecar(cfg SidecarConfig) (*Sidecar, error) {
 	if err := checkPrefix(s.authPath); err != nil {
 		return nil, fmt.Errorf("proxy: ForwardAuthPath %q: %w", s.authPath, err)
 	}
-	s.upstream = newForwarder(addr, false, cmp.Or(cfg.MaxConns, DefaultMaxConns), cmp.Or(cfg.UpstreamTimeout, DefaultUpstreamTimeout),
-		answers[codeUpstream].verdict, g.log)
-	// The path sent is the one serve puts in the URI, unchanged.
-	s.upstream.client.DisablePathNormalizing = true
+	if cfg.UpstreamRetries < 0 || cfg.MaxRequestBody < 0 || cfg.MaxConns < 0 || cfg.UpstreamTimeout < 0 {
+		return nil, errors.New("proxy: negative limit")
+	}
+	proto, err := parseUpstreamProtocol(cfg.UpstreamProtocol)
+	if err != nil {
+		return nil, err
+	}
+	mode, err := parseForwardedMode(cfg.ForwardedHeaders)
+	if err != nil {
+		return nil, err
+	}
+	conns := newConnTracker()
+	maxConns := cmp.Or(cfg.MaxConns, DefaultMaxConns)
+	s.upstream = newForwarder(upstreamConfig{
+		addr: addr, maxConns: maxConns, timeout: cmp.Or(cfg.UpstreamTimeout, DefaultUpstreamTimeout),
+		retries: cfg.UpstreamRetries, maxBody: cfg.MaxRequestBody, protocol: proto,
+		forwarded: forwarding{mode: mode, trusted: cfg.TrustedProxies}, conns: conns, metrics: cfg.Metrics,
+	}, g.log)
+	h2 := newH2Handler(s, newUpstreamTransport(addr, proto == protocolHTTP1, maxConns))
 	s.auth = &authHandler{g: g, entry: entryForwardAuth}
-	s.server = newServer(s.serve, g.log)
+	s.server = newProxyServer(s.serve, h2, conns, g.log)
+	s.server.h2.HTTP2.CountError = cfg.Metrics.http2Error
 	return s, nil
 }
 
@@ -126,15 +164,19 @@ func (s *Sidecar) Serve(ln net.Listener) error {
 	return s.server.Serve(ln)
 }
 
+// Drain makes every answer the last of its connection (Connection: close;
+// GOAWAY for HTTP/2) while the listener keeps accepting: callers move to
+// other replicas while load balancers notice the sidecar is going. Call
+// Shutdown after.
+func (s *Sidecar) Drain() { s.server.Drain() }
+
 // Shutdown stops accepting connections and waits until the requests in
-// flight are answered or ctx is done. Call it once Serve has started.
+// flight, HTTP/2 streams and WebSocket tunnels included, are done or ctx
+// is; then it closes what remains. Call it once Serve has started.
 func (s *Sidecar) Shutdown(ctx context.Context) error {
-	err := s.server.ShutdownWithContext(ctx)
+	err := s.server.Shutdown(ctx)
 	s.upstream.client.CloseIdleConnections()
-	if err != nil {
-		return fmt.Errorf("proxy: shutdown: %w", err)
-	}
-	return nil
+	return err
 }
 
 func (s *Sidecar) serve(ctx *fasthttp.RequestCtx) {
@@ -169,8 +211,8 @@ func (s *Sidecar) serve(ctx *fasthttp.RequestCtx) {
 		set.identity = r
 	}
 	outcome := v.code
-	if !s.upstream.forward(ctx, set) {
-		outcome = codeUpstream
+	if c := s.upstream.forward(ctx, set); c != codeAllowed {
+		outcome = c
 	}
 	s.g.record(entryProxy, outcome, r, method)
 }
