@@ -206,6 +206,20 @@ func serve(t *testing.T, s server) string {
 	return "http://" + ln.Addr().String()
 }
 
+// runSidecar starts a Sidecar that the test shuts down itself; served
+// gets what Serve returns.
+func runSidecar(t *testing.T, cfg SidecarConfig) (s *Sidecar, base string, served <-chan error) {
+	t.Helper()
+	s, err := NewSidecar(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := listen(t)
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ln) }()
+	return s, "http://" + ln.Addr().String(), done
+}
+
 func startSidecar(t *testing.T, cfg SidecarConfig) string {
 	t.Helper()
 	s, err := NewSidecar(cfg)

@@ -274,16 +274,9 @@ func TestSidecarGracefulShutdown(t *testing.T) {
 		time.Sleep(300 * time.Millisecond)
 		io.WriteString(w, "slow")
 	})
-	s, err := NewSidecar(SidecarConfig{Config: testConfig(t), Upstream: up.URL})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln := listen(t)
-	served := make(chan error, 1)
-	go func() { served <- s.Serve(ln) }()
-
+	s, base, served := runSidecar(t, SidecarConfig{Config: testConfig(t), Upstream: up.URL})
 	got := make(chan rawResponse, 1)
-	go func() { got <- get(t, "http://"+ln.Addr().String(), "/orders", bearer(validToken())) }()
+	go func() { got <- get(t, base, "/orders", bearer(validToken())) }()
 	<-started
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -342,20 +342,18 @@ func TestSidecarShutdownDoesNotWaitOutRetries(t *testing.T) {
 	release := make(chan struct{})
 	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) { started <- struct{}{}; <-release })
 	defer close(release)
-	s, err := NewSidecar(SidecarConfig{Config: testConfig(t), Upstream: up.URL, UpstreamTimeout: 300 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln := listen(t)
-	go s.Serve(ln)
+	s, base, served := runSidecar(t, SidecarConfig{Config: testConfig(t), Upstream: up.URL, UpstreamTimeout: 300 * time.Millisecond})
 	got := make(chan rawResponse, 1)
-	go func() { got <- get(t, "http://"+ln.Addr().String(), "/orders", bearer(validToken())) }()
+	go func() { got <- get(t, base, "/orders", bearer(validToken())) }()
 	<-started
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := s.Shutdown(ctx); err != nil {
 		t.Fatal(err)
+	}
+	if err := <-served; err != nil {
+		t.Errorf("Serve: %v", err)
 	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("Shutdown took %v", d)
