@@ -80,7 +80,7 @@ func newForwarder(cfg upstreamConfig, log *slog.Logger) *forwarder {
 	f.tooLarge = jsonVerdict(codeBodyTooLarge, 413, "", "invalid_request",
 		fmt.Sprintf("the request body is larger than %d bytes, the most this proxy forwards", f.maxBody))
 	if cfg.protocol == protocolH2C {
-		f.h2c = newUpstreamTransport(cfg.addr, false, cfg.maxConns)
+		f.h2c = newUpstreamTransport(cfg.addr, false, cfg.maxConns, cfg.timeout)
 	}
 	return f
 }

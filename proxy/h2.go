@@ -53,9 +53,10 @@ func parseUpstreamProtocol(s string) (upstreamProtocol, error) {
 
 // newUpstreamTransport returns a net/http transport to the upstream at
 // addr speaking HTTP/2 with prior knowledge, or HTTP/1.1 if http1.
-func newUpstreamTransport(addr string, http1 bool, maxConns int) *http.Transport {
+func newUpstreamTransport(addr string, http1 bool, maxConns int, timeout time.Duration) *http.Transport {
 	dialer := &net.Dialer{Timeout: 5 * time.Second}
 	t := &http.Transport{
+		ResponseHeaderTimeout: timeout,
 		// Every request goes to the one upstream, whatever its URL says.
 		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
 			return dialer.DialContext(ctx, network, addr)
@@ -74,23 +75,15 @@ func newUpstreamTransport(addr string, http1 bool, maxConns int) *http.Transport
 }
 
 // roundTripHTTP sends req to the upstream through t, at most 1+u.retries
-// times (again only if it is idempotent and no connection could be
-// made), and fails with a timeout if no answer has begun within u.idle.
-// The answer's body is read under no deadline: a stream lasts as long as
-// it flows.
+// times: again only if it is idempotent, has no body, and no connection
+// could be made. The transport's ResponseHeaderTimeout bounds the wait for
+// the answer to begin; its body is read under no deadline: a stream lasts
+// as long as it flows.
 func (u *forwarder) roundTripHTTP(t http.RoundTripper, req *http.Request) (*http.Response, error) {
 	for attempt := 0; ; attempt++ {
-		ctx, cancel := context.WithCancelCause(req.Context())
-		timer := time.AfterFunc(u.idle, func() { cancel(errAnswerTimeout) })
-		resp, err := t.RoundTrip(req.WithContext(ctx))
-		timer.Stop()
+		resp, err := t.RoundTrip(req)
 		if err == nil {
-			resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: func() { cancel(nil) }}
 			return resp, nil
-		}
-		cancel(nil)
-		if cause := context.Cause(ctx); errors.Is(cause, errAnswerTimeout) {
-			err = fmt.Errorf("%w: %w", errAnswerTimeout, err)
 		}
 		var op *net.OpError
 		dial := errors.As(err, &op) && op.Op == "dial"
@@ -103,32 +96,12 @@ func (u *forwarder) roundTripHTTP(t http.RoundTripper, req *http.Request) (*http
 	}
 }
 
-// errAnswerTimeout is an upstream that did not begin to answer in time.
-var errAnswerTimeout = timeoutError{}
-
-type timeoutError struct{}
-
-func (timeoutError) Error() string { return "the upstream did not answer in time" }
-func (timeoutError) Timeout() bool { return true }
-
 func httpIdempotent(m string) bool {
 	switch m {
 	case "GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE":
 		return true
 	}
 	return false
-}
-
-// cancelOnClose ends a request's context when its answer's body closes.
-type cancelOnClose struct {
-	io.ReadCloser
-	cancel func()
-}
-
-func (b *cancelOnClose) Close() error {
-	err := b.ReadCloser.Close()
-	b.cancel()
-	return err
 }
 
 // forwardH2C sends an HTTP/1.x request to an upstream that speaks h2c
@@ -282,12 +255,9 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, in *http.Request) {
 	if v.code == codeAllowed {
 		st.set.identity = r
 	}
-	if !r.rules.forwardOrig {
+	if !r.rules.forwardOrig && string(r.canon) != in.URL.EscapedPath() {
 		// The upstream gets the path judged.
-		in.URL.Path, in.URL.RawPath = "", string(r.canon)
-		if p, err := pathUnescape(r.canon); err == nil {
-			in.URL.Path = p
-		}
+		in.URL.Path, in.URL.RawPath = pathUnescape(r.canon), string(r.canon)
 	}
 	if in.Body != nil && in.Body != http.NoBody {
 		in.Body = &limitedReadCloser{limitedBody{r: in.Body, left: s.upstream.maxBody}, in.Body}
@@ -298,11 +268,11 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, in *http.Request) {
 
 // pathUnescape decodes a canonical path for net/http's URL.Path, whose
 // RawPath keeps the encoding sent.
-func pathUnescape(p []byte) (string, error) {
+func pathUnescape(p []byte) string {
 	u := fasthttp.AcquireURI()
 	defer fasthttp.ReleaseURI(u)
 	u.SetPathBytes(p)
-	return string(u.Path()), nil
+	return string(u.Path())
 }
 
 type limitedReadCloser struct {

@@ -16,6 +16,10 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
+// bodyPrefetch is how much of a request body the server reads before the
+// handler runs; the rest streams.
+const bodyPrefetch = 16 << 10
+
 // proxyServer serves a proxy's listener: HTTP/1.x through fasthttp and,
 // when h2 is set, the connections that open with the HTTP/2 preface (h2c
 // with prior knowledge, RFC 9113 §3.3) through net/http's HTTP/2 server.
@@ -42,7 +46,7 @@ func newProxyServer(h fasthttp.RequestHandler, h2 http.Handler, conns *connTrack
 	// Bodies are streamed: what is read before the handler runs is a
 	// prefetch, not a limit (the forwarder enforces the maximum).
 	s.fast.StreamRequestBody = true
-	s.fast.MaxRequestBodySize = 16 << 10
+	s.fast.MaxRequestBodySize = bodyPrefetch
 	// A streamed answer renews the caller's write deadline as it goes
 	// (deadlineConn): a fixed one would cut long streams.
 	s.fast.WriteTimeout = 0

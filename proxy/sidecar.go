@@ -112,7 +112,7 @@ func NewSidecar(cfg SidecarConfig) (*Sidecar, error) {
 		retries: cfg.UpstreamRetries, maxBody: cfg.MaxRequestBody, protocol: proto,
 		forwarded: forwarding{mode: mode, trusted: cfg.TrustedProxies}, conns: conns, metrics: cfg.Metrics,
 	}, g.log)
-	h2 := newH2Handler(s, newUpstreamTransport(addr, proto == protocolHTTP1, maxConns))
+	h2 := newH2Handler(s, newUpstreamTransport(addr, proto == protocolHTTP1, maxConns, cmp.Or(cfg.UpstreamTimeout, DefaultUpstreamTimeout)))
 	s.auth = &authHandler{g: g, entry: entryForwardAuth}
 	s.server = newProxyServer(s.serve, h2, conns, g.log)
 	s.server.h2.HTTP2.CountError = cfg.Metrics.http2Error

@@ -402,3 +402,36 @@ func TestSidecarForwardedHeaders(t *testing.T) {
 		}
 	}
 }
+
+// TestSidecarHTTP2UpstreamFailures: over h2c too, a silent upstream is a
+// 504 and an unreachable one a 502, with a short JSON body.
+func TestSidecarHTTP2UpstreamFailures(t *testing.T) {
+	release := make(chan struct{})
+	slow := newH2CUpstream(t, func(w http.ResponseWriter, r *http.Request) { <-release })
+	defer close(release)
+	addr, _ := closingUpstream(t)
+	client := h2cClient()
+	for _, tc := range []struct {
+		name, upstream string
+		status         int
+		errCode        string
+	}{
+		{"timeout", slow.URL, 504, `"gateway_timeout"`},
+		{"unreachable", addr, 502, `"bad_gateway"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			base := startSidecar(t, SidecarConfig{Config: testConfig(t), Upstream: tc.upstream, UpstreamTimeout: 200 * time.Millisecond})
+			req, _ := http.NewRequest("GET", base+"/orders/1", nil)
+			req.Header.Set("Authorization", "Bearer "+validToken())
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.status || !strings.Contains(string(body), tc.errCode) || len(body) > 100 {
+				t.Errorf("got %d %q", resp.StatusCode, body)
+			}
+		})
+	}
+}

@@ -61,6 +61,8 @@ func roundTrip[C upstreamConn](hc *fasthttp.HostClient, idle time.Duration, m *M
 		return nil, &connectError{err}
 	}
 	dc := acquireDeadlineConn(cc.Conn(), ctx.Conn(), idle)
+	// More than the server read before the handler ran (its prefetch).
+	dc.uploading = out.IsBodyStream() && (out.Header.ContentLength() < 0 || out.Header.ContentLength() > bodyPrefetch)
 	bw := hc.AcquireWriter(dc)
 	dc.renewWrite(time.Now())
 	out.URI().DisablePathNormalizing = hc.DisablePathNormalizing
@@ -195,6 +197,7 @@ func (b *streamedBody) Close() error {
 type deadlineConn struct {
 	net.Conn
 	peer      net.Conn
+	uploading bool // the request's body is streaming from peer
 	streaming bool // the answer's body is streaming to peer
 	idle      time.Duration
 	lastRead  time.Time
@@ -241,12 +244,12 @@ func (dc *deadlineConn) renewRead(now time.Time) {
 }
 
 // renewWrite renews the deadline of writing the request to the upstream
-// and of reading its body from the caller.
+// and, while its body streams, of reading it from the caller.
 func (dc *deadlineConn) renewWrite(now time.Time) {
 	dc.lastWrite = now
 	if dc.idle > 0 {
 		dc.Conn.SetWriteDeadline(now.Add(dc.idle))
-		if dc.peer != nil {
+		if dc.uploading && dc.peer != nil {
 			dc.peer.SetReadDeadline(now.Add(dc.idle))
 		}
 	}
