@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
-	"google.golang.org/grpc/codes"
 )
 
 // The protocols a Sidecar may speak to its upstream
@@ -176,6 +175,13 @@ func newH2Handler(s *Sidecar, t http.RoundTripper) *h2Handler {
 			st := pr.In.Context().Value(h2StateKey{}).(*h2State)
 			pr.Out.URL.Scheme, pr.Out.URL.Host = "http", up.client.Addr
 			pr.Out.Host = pr.In.Host
+			// ReverseProxy drops the caller's X-Forwarded-*: forwarding.set
+			// decides whether they stay.
+			for _, name := range [...]string{"X-Forwarded-For", headerXForwardedProto, headerXForwardedHost} {
+				if vs, ok := pr.In.Header[name]; ok {
+					pr.Out.Header[name] = vs
+				}
+			}
 			out := httpFields{pr.Out.Header}
 			if r := st.set.identity; r != nil {
 				for i, name := range identityHeaders {
@@ -367,5 +373,3 @@ func (f httpFields) field(name string) ([]byte, bool) {
 	}
 	return []byte(vs[0]), true
 }
-
-var _ = codes.OK

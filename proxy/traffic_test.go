@@ -435,3 +435,68 @@ func TestSidecarHTTP2UpstreamFailures(t *testing.T) {
 		})
 	}
 }
+
+// TestSidecarUpstreamProtocols: h2c speaks HTTP/2 to the upstream for
+// HTTP/1.1 callers too, http1 speaks HTTP/1.1 to it for HTTP/2 callers,
+// and an HTTP/2 caller's forwarded fields from a trusted proxy are kept.
+func TestSidecarUpstreamProtocols(t *testing.T) {
+	up := newH2CUpstream(t, nil)
+	_, loopback, _ := net.ParseCIDR("127.0.0.0/8")
+	for _, tc := range []struct {
+		protocol string
+		client   *http.Client
+		upstream int // the upstream's HTTP major version
+	}{
+		{UpstreamH2C, http.DefaultClient, 2},
+		{UpstreamHTTP1, h2cClient(), 1},
+		{UpstreamAuto, h2cClient(), 2},
+		{UpstreamAuto, http.DefaultClient, 1},
+	} {
+		base := startSidecar(t, SidecarConfig{Config: testConfig(t), Upstream: up.URL, UpstreamProtocol: tc.protocol, TrustedProxies: []*net.IPNet{loopback}})
+		req, _ := http.NewRequest("POST", base+"/orders/1?x=1", strings.NewReader("hello"))
+		req.Header.Set("Authorization", "Bearer "+validToken())
+		req.Header.Set("X-Forwarded-For", "6.6.6.6")
+		resp, err := tc.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		r, body := up.lastRequest()
+		if resp.StatusCode != 200 || r.ProtoMajor != tc.upstream || string(body) != "hello" || r.URL.RequestURI() != "/orders/1?x=1" ||
+			r.Header.Get("X-Meshauth-Subject") != "alice" || r.Header.Get("X-Forwarded-For") != "6.6.6.6, 127.0.0.1" {
+			t.Errorf("%s, caller %s: %d %q; upstream saw %s %s %q %v", tc.protocol, resp.Proto, resp.StatusCode, got, r.Proto, r.URL, body, r.Header)
+		}
+	}
+	if _, err := NewSidecar(SidecarConfig{Config: testConfig(t), Upstream: up.URL, UpstreamProtocol: "h3"}); err == nil {
+		t.Error("an unknown protocol was accepted")
+	}
+}
+
+// TestSidecarAnswerUntilClose relays an HTTP/1.0-style answer, without
+// Content-Length or chunks, that ends when the upstream closes.
+func TestSidecarAnswerUntilClose(t *testing.T) {
+	ln := listen(t)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				http.ReadRequest(bufio.NewReader(c))
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n")
+				c.Write(bytes.Repeat([]byte("z"), 200<<10))
+			}()
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+	base := startSidecar(t, SidecarConfig{Config: testConfig(t), Upstream: "http://" + ln.Addr().String()})
+	for range 2 {
+		resp := get(t, base, "/orders/1", bearer(validToken()))
+		if resp.status != 200 || resp.body != strings.Repeat("z", 200<<10) {
+			t.Fatalf("got %d, %d bytes", resp.status, len(resp.body))
+		}
+	}
+}
