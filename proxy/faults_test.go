@@ -157,7 +157,8 @@ func TestSidecarStreams64MiB(t *testing.T) {
 		w.Header().Set("Content-Length", fmt.Sprint(size))
 		io.Copy(w, &patternReader{left: size})
 	})
-	base := startSidecar(t, SidecarConfig{Config: testConfig(t), Upstream: up.URL})
+	cfg, m := metricsConfig(t)
+	base := startSidecar(t, SidecarConfig{Config: cfg, Upstream: up.URL})
 	for _, tc := range []struct {
 		name   string
 		client *http.Client
@@ -196,6 +197,9 @@ func TestSidecarStreams64MiB(t *testing.T) {
 			// would be 64 MiB on its own.
 			if grown := after.TotalAlloc - before.TotalAlloc; grown > 24<<20 && !raceEnabled {
 				t.Errorf("%d MiB allocated while moving 128 MiB", grown>>20)
+			}
+			if n := counted(m.broken); n != 0 {
+				t.Errorf("%v streams counted as broken", n)
 			}
 		})
 	}

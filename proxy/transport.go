@@ -137,9 +137,10 @@ func roundTrip[C upstreamConn](hc *fasthttp.HostClient, idle time.Duration, m *M
 		releaseDeadlineConn(dc)
 		return nil, err
 	}
-	reuse := !resp.ConnectionClose() && !out.ConnectionClose() && size >= 0
+	// An answer that ends with its connection (-2) leaves none to reuse.
+	reuse := !resp.ConnectionClose() && !out.ConnectionClose() && size != -2
 	dc.streaming = true
-	body := &streamedBody{metrics: m, framed: framed, done: func(complete bool) {
+	body := &streamedBody{metrics: m, framed: framed, left: int64(size), done: func(complete bool) {
 		// The caller's connection serves its next request without the
 		// stream's deadline.
 		dc.peer.SetWriteDeadline(time.Time{})
@@ -163,12 +164,19 @@ type streamedBody struct {
 	metrics  *Metrics
 	framed   *fasthttp.Response
 	done     func(complete bool)
+	left     int64 // bytes to come, if the length is known; else -1
 	complete bool
 	closed   bool
 }
 
 func (b *streamedBody) Read(p []byte) (int, error) {
 	n, err := b.framed.BodyStream().Read(p)
+	if b.left >= 0 {
+		// The caller reads a body of known length to its end, and may
+		// not read further to see io.EOF.
+		b.left -= int64(n)
+		b.complete = b.left == 0
+	}
 	if err == io.EOF {
 		b.complete = true
 	}
