@@ -47,6 +47,7 @@ FUZZ_TARGETS = \
 	./proxy/:FuzzBearer \
 	./proxy/:FuzzClientAddr \
 	./proxy/:FuzzCanonicalPath \
+	./proxy/:FuzzForwardedFields \
 	./jwks/:FuzzDecodeUpdate \
 	./exchange/:FuzzDecide \
 	./exchange/:FuzzParseTokenResponse \

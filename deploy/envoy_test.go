@@ -9,7 +9,7 @@ import (
 	// The typed configs the bootstraps name, registered for protojson.
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
-	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -79,7 +79,18 @@ func TestEnvoyBootstrapXDS(t *testing.T) {
 }
 
 func TestEnvoyExtAuthzExample(t *testing.T) {
-	loadBootstrap(t, "envoy/envoy-ext-authz.yaml")
+	b := loadBootstrap(t, "envoy/envoy-ext-authz.yaml")
+	var hcm hcmv3.HttpConnectionManager
+	if err := b.GetStaticResources().GetListeners()[0].GetFilterChains()[0].GetFilters()[0].GetTypedConfig().UnmarshalTo(&hcm); err != nil {
+		t.Fatal(err)
+	}
+	// The path Envoy routes and forwards is the one meshauth judged, and
+	// what meshauth refuses (encoded slashes) Envoy refuses too.
+	if !hcm.GetNormalizePath().GetValue() || !hcm.GetMergeSlashes() ||
+		hcm.GetPathWithEscapedSlashesAction() != hcmv3.HttpConnectionManager_REJECT_REQUEST {
+		t.Errorf("normalize_path %v, merge_slashes %v, path_with_escaped_slashes_action %v",
+			hcm.GetNormalizePath().GetValue(), hcm.GetMergeSlashes(), hcm.GetPathWithEscapedSlashesAction())
+	}
 }
 
 // TestXDSConfig: the example xds config is one `meshauth xds` accepts,

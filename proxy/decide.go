@@ -76,6 +76,8 @@ const (
 	codeBadTarget
 	codeVerifier
 	codeUpstream
+	codeUpstreamTimeout
+	codeBodyTooLarge
 	codePath  // the first of a code per pathFault but pathOK
 	codeToken = codePath + code(numPathFaults) - 1
 	numCodes  = codeToken + 256
@@ -103,6 +105,23 @@ type verdict struct {
 
 func (v verdict) ok() bool { return v.status == 200 }
 
+// jsonVerdict builds an answer with a JSON body {"error",
+// "error_description"}; none if errCode is "".
+func jsonVerdict(c code, status int, challenge, errCode, desc string) verdict {
+	var body string
+	if errCode != "" {
+		b, err := json.Marshal(struct {
+			Error       string `json:"error"`
+			Description string `json:"error_description,omitempty"`
+		}{errCode, desc})
+		if err != nil {
+			panic(err) // two strings always encode
+		}
+		body = string(b)
+	}
+	return verdict{c, status, challenge, body}
+}
+
 // answer describes a code: its metric labels and its verdict.
 type answer struct {
 	outcome, reason string
@@ -112,15 +131,7 @@ type answer struct {
 var answers = func() *[numCodes]answer {
 	var a [numCodes]answer
 	set := func(c code, outcome, reason string, status int, challenge, errCode, desc string) {
-		var body string
-		if errCode != "" {
-			b, _ := json.Marshal(struct {
-				Error       string `json:"error"`
-				Description string `json:"error_description,omitempty"`
-			}{errCode, desc})
-			body = string(b)
-		}
-		a[c] = answer{outcome, reason, verdict{c, status, challenge, body}}
+		a[c] = answer{outcome, reason, jsonVerdict(c, status, challenge, errCode, desc)}
 	}
 	// RFC 6750 §3.1: a request without credentials, or with those of
 	// another scheme, gets a challenge without an error code.
@@ -165,7 +176,10 @@ var answers = func() *[numCodes]answer {
 	const unforwardable = "claims not valid in a header field"
 	set(codeUnforwardable, outcomeDenied, "unforwardable_claims", 401, invalidToken+unforwardable+`"`, "invalid_token", unforwardable)
 	set(codeVerifier, outcomeError, "verifier", 503, "", "temporarily_unavailable", "")
-	set(codeUpstream, outcomeError, "upstream", 502, "", "bad_gateway", "")
+	set(codeUpstream, outcomeError, "upstream", 502, "", "bad_gateway", "the upstream could not be reached")
+	set(codeUpstreamTimeout, outcomeError, "upstream_timeout", 504, "", "gateway_timeout", "the upstream did not answer in time")
+	// Each forwarder builds its own answer, which names its maximum.
+	set(codeBodyTooLarge, outcomeDenied, "body_too_large", 413, "", "", "")
 	for r := range 256 {
 		reason := token.Reason(r).String()
 		desc := strings.ReplaceAll(reason, "_", " ")
@@ -260,7 +274,8 @@ func (g *guard) decide(r *request, method []byte, uri *fasthttp.URI, authz [][]b
 	// Refused everywhere, public routes included: an upstream that reads
 	// it would act on a token nobody verified (RFC 6750 §3.1: "uses more
 	// than one method" and "unsupported parameter" are invalid_request).
-	if uri.QueryArgs().Has("access_token") {
+	tok, cred := bearerCredential(uri, authz)
+	if cred == codeQueryToken {
 		return answers[codeQueryToken].verdict
 	}
 	var fault pathFault
@@ -275,16 +290,8 @@ func (g *guard) decide(r *request, method []byte, uri *fasthttp.URI, authz [][]b
 	if rt.public {
 		return answers[codePublic].verdict
 	}
-	if len(authz) == 0 {
-		return answers[codeNoToken].verdict
-	}
-	if len(authz) > 1 {
-		// Which one would the upstream read? Refuse to guess.
-		return answers[codeMultiple].verdict
-	}
-	tok, cd := bearerToken(authz[0])
-	if cd != codeAllowed {
-		return answers[cd].verdict
+	if cred != codeAllowed {
+		return answers[cred].verdict
 	}
 	c := &r.claims
 	if cd := g.verify(tok, c); cd != codeAllowed {

@@ -12,6 +12,14 @@
 // service makes with one exchanged for the callee (RFC 8693), and is
 // described on its type.
 //
+// The Sidecar, the Edge and the Egress forward through one step
+// (forward.go): the bearer preamble, the hop-by-hop fields removed before
+// anything is set, the forwarded fields, one attempt (transport.go),
+// streamed bodies, WebSocket tunnels (tunnel.go). Their listeners serve
+// HTTP/1.1 with fasthttp; the Sidecar's also hands connections that open
+// with the HTTP/2 preface to net/http's HTTP/2 server (server.go, h2.go),
+// judged by the same guard.
+//
 // The decision takes the request's method, its path and query, its
 // Authorization fields and, for conditions, its other fields. In order:
 //

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"crypto/sha256"
@@ -91,9 +90,12 @@ type EdgeConfig struct {
 	// DereferenceWait bounds how long a request waits for its dereference
 	// before a 503. Default DefaultDereferenceWait.
 	DereferenceWait time.Duration
-	// UpstreamTimeout and MaxConns are as for SidecarConfig.
+	// UpstreamTimeout, MaxConns and MaxRequestBody are as for
+	// SidecarConfig. The edge sets X-Forwarded-For, -Proto and -Host,
+	// keeping those of TrustedProxies.
 	UpstreamTimeout time.Duration
 	MaxConns        int
+	MaxRequestBody  int64
 	// Logger receives failures; nil discards them.
 	Logger *slog.Logger
 	// Registerer, if not nil, gets the edge's metrics (EdgeStats and the
@@ -150,8 +152,8 @@ type Edge struct {
 	now        func() time.Time
 	log        *slog.Logger
 	flights    singleflight.Group
-	upstream   *fasthttp.HostClient
-	server     *fasthttp.Server
+	upstream   *forwarder
+	server     *proxyServer
 	issuerTime prometheus.Histogram // nil without a Registerer
 	stats      edgeCounters
 }
@@ -228,8 +230,11 @@ func NewEdge(cfg EdgeConfig) (*Edge, error) {
 			return nil, err
 		}
 	}
-	e.upstream = newUpstreamClient(addr, false, cmp.Or(cfg.MaxConns, DefaultMaxConns), cmp.Or(cfg.UpstreamTimeout, DefaultUpstreamTimeout))
-	e.server = newServer(e.serve, e.log)
+	conns := newConnTracker()
+	e.upstream = newForwarder(upstreamConfig{addr: addr, maxConns: cmp.Or(cfg.MaxConns, DefaultMaxConns),
+		timeout: cmp.Or(cfg.UpstreamTimeout, DefaultUpstreamTimeout), maxBody: cfg.MaxRequestBody,
+		forwarded: forwarding{mode: forwardXFF, trusted: cfg.TrustedProxies}, conns: conns}, e.log)
+	e.server = newProxyServer(e.serve, nil, conns, e.log)
 	return e, nil
 }
 
@@ -237,15 +242,17 @@ func NewEdge(cfg EdgeConfig) (*Edge, error) {
 // Shutdown.
 func (e *Edge) Serve(ln net.Listener) error { return e.server.Serve(ln) }
 
+// Drain makes every answer the last of its connection while the listener
+// keeps accepting; see Sidecar.Drain.
+func (e *Edge) Drain() { e.server.Drain() }
+
 // Shutdown stops accepting connections and waits until the requests in
-// flight are answered or ctx is done.
+// flight, WebSocket tunnels included, are done or ctx is; then it closes
+// what remains.
 func (e *Edge) Shutdown(ctx context.Context) error {
-	err := e.server.ShutdownWithContext(ctx)
-	e.upstream.CloseIdleConnections()
-	if err != nil {
-		return fmt.Errorf("proxy: edge shutdown: %w", err)
-	}
-	return nil
+	err := e.server.Shutdown(ctx)
+	e.upstream.client.CloseIdleConnections()
+	return err
 }
 
 // Evict drops the cached dereferences that revocation r reaches, at once:
@@ -282,27 +289,13 @@ func (e *Edge) serve(ctx *fasthttp.RequestCtx) {
 	// First, before anything reads them: only the sidecar behind speaks
 	// for the caller's identity.
 	stripIdentity(&req.Header)
-	if req.URI().QueryArgs().Has("access_token") {
-		deny(ctx, answers[codeQueryToken].verdict)
-		return
-	}
-	authz := req.Header.PeekAll(fasthttp.HeaderAuthorization)
-	switch {
-	case len(authz) == 0:
-		deny(ctx, answers[codeNoToken].verdict)
-		return
-	case len(authz) > 1:
-		deny(ctx, answers[codeMultiple].verdict)
-		return
-	}
-	tok, cd := bearerToken(authz[0])
+	tok, cd := bearerCredential(req.URI(), req.Header.PeekAll(fasthttp.HeaderAuthorization))
 	if cd != codeAllowed {
 		deny(ctx, answers[cd].verdict)
 		return
 	}
 	var internal []byte // the JWT that replaces a reference token
-	if bytes.IndexByte(tok, '.') >= 0 {
-		// A JWS has two dots; a reference token none.
+	if !token.IsReference(tok) {
 		e.stats.internalJWT.Add(1)
 		if !e.acceptJWT {
 			deny(ctx, edgeInternalJWT)
@@ -327,25 +320,9 @@ func (e *Edge) serve(ctx *fasthttp.RequestCtx) {
 		internal = value
 	}
 
-	clientClose := req.Header.ConnectionClose()
-	removeHopByHop(&req.Header)
-	if internal != nil {
-		// Set after the hop-by-hop fields go, as the sidecar and the
-		// egress do: a client's "Connection: Authorization" must not strip
-		// the JWT it was given.
-		req.Header.SetBytesV(fasthttp.HeaderAuthorization, internal)
-	}
-	resp := &ctx.Response
-	if err := e.upstream.Do(req, resp); err != nil {
-		resp.Reset()
-		deny(ctx, answers[codeUpstream].verdict)
-		e.log.Warn("proxy: edge: upstream request failed", "err", err)
-	} else {
-		removeHopByHop(&resp.Header)
-	}
-	if clientClose {
-		ctx.SetConnectionClose()
-	}
+	// A client's "Connection: Authorization" must not strip the JWT it
+	// was given: forward sets it after the hop-by-hop fields are gone.
+	e.upstream.forward(ctx, outbound{authorization: internal})
 }
 
 // retryAfter is the Retry-After value (RFC 9110 §10.2.3) of a 503 (the

@@ -23,7 +23,7 @@ func BenchmarkEdgeProxy(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	s.upstream.Dial = dialUp
+	s.upstream.client.Dial = dialUp
 	f := newFakeIssuer()
 	f.add("ref-bench", "alice", "j-bench")
 	cfg := EdgeConfig{Upstream: "http://upstream:80", Audience: testAudience, Dereferencer: f, Verifier: testVerifier(b), CacheBytes: 1 << 20}
@@ -31,19 +31,19 @@ func BenchmarkEdgeProxy(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	e.upstream.Dial = dialUp
+	e.upstream.client.Dial = dialUp
 
 	for _, bc := range []struct {
-		name    string
-		handler fasthttp.RequestHandler
-		auth    []byte
+		name string
+		srv  *fasthttp.Server
+		auth []byte
 	}{
-		{"sidecar", s.serve, []byte("Bearer " + validToken())},
-		{"edge", e.serve, []byte("Bearer ref-bench")},
+		{"sidecar", s.server.fast, []byte("Bearer " + validToken())},
+		{"edge", e.server.fast, []byte("Bearer ref-bench")},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			ln := fasthttputil.NewInmemoryListener()
-			srv := newServer(bc.handler, s.g.log)
+			srv := bc.srv
 			go srv.Serve(ln)
 			defer srv.Shutdown()
 			client := &fasthttp.HostClient{Addr: "proxy:80", Dial: func(string) (net.Conn, error) { return ln.Dial() }}

@@ -1,8 +1,6 @@
 package proxy
 
 import (
-	"bytes"
-	"net"
 	"sync"
 	"time"
 )
@@ -65,36 +63,4 @@ func (l *rateLimiter) shrink(now time.Time) {
 		}
 		delete(l.buckets, k)
 	}
-}
-
-// clientAddr returns the address a request's dereferences are counted
-// against: the peer's, or, when the peer is a trusted proxy, the last
-// address of X-Forwarded-For, the one that proxy appended. Addresses a
-// client put earlier in the field are its own claims and are ignored. A
-// field that does not end in an IP address leaves the peer's.
-func clientAddr(peer net.IP, xff [][]byte, trusted []*net.IPNet) []byte {
-	if len(xff) == 0 || !trustedPeer(peer, trusted) {
-		return peer
-	}
-	last := xff[len(xff)-1]
-	if i := bytes.LastIndexByte(last, ','); i >= 0 {
-		last = last[i+1:]
-	}
-	ip := net.ParseIP(string(trimOWS(last)))
-	if ip == nil {
-		return peer
-	}
-	if v4 := ip.To4(); v4 != nil {
-		return v4
-	}
-	return ip
-}
-
-func trustedPeer(peer net.IP, trusted []*net.IPNet) bool {
-	for _, n := range trusted {
-		if n.Contains(peer) {
-			return true
-		}
-	}
-	return false
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -127,16 +126,16 @@ type Egress struct {
 	none      *egressRoute            // counts the requests that match no route
 	x         Exchanger
 	log       *slog.Logger
-	server    *fasthttp.Server
+	server    *proxyServer
 	evictions prometheus.Counter // nil without metrics
 }
 
 // egressRoute is a destination of the Egress.
 type egressRoute struct {
-	name   string // the audience requested
-	scope  string
-	base   string // scheme://host[:port], before the path of a request
-	client *fasthttp.HostClient
+	name  string // the audience requested
+	scope string
+	base  string // scheme://host[:port], before the path of a request
+	*forwarder
 	counts [numEgressOutcomes]prometheus.Counter // nil without metrics
 }
 
@@ -154,6 +153,7 @@ func NewEgress(cfg EgressConfig) (*Egress, error) {
 	}
 	e.log = ratelog.New(e.log) // what the service's calls cause, bounded
 	timeout := cmp.Or(cfg.UpstreamTimeout, DefaultUpstreamTimeout)
+	conns := newConnTracker()
 	for name, raw := range cfg.Routes {
 		if !routeName(name) {
 			return nil, fmt.Errorf("proxy: egress route name %q: want letters, digits, '-', '.' and '_', starting with a letter or digit", name)
@@ -171,7 +171,8 @@ func NewEgress(cfg EgressConfig) (*Egress, error) {
 			return nil, fmt.Errorf("proxy: egress route %q: scope %q is not space-separated scope tokens (RFC 6749 §3.3)", name, scope)
 		}
 		r := &egressRoute{name: name, scope: scope, base: base}
-		r.client = newUpstreamClient(addr, tls, DefaultMaxConns, timeout)
+		r.forwarder = newForwarder(upstreamConfig{addr: addr, tls: tls, maxConns: DefaultMaxConns, timeout: timeout,
+			forwarded: forwarding{mode: forwardNone}, conns: conns}, e.log.With("route", name))
 		if m := cfg.Metrics; m != nil {
 			for o := range numEgressOutcomes {
 				r.counts[o] = m.requests.WithLabelValues(name, egressOutcomeNames[o])
@@ -190,7 +191,7 @@ func NewEgress(cfg EgressConfig) (*Egress, error) {
 		}
 		e.evictions = m.evictions
 	}
-	e.server = newServer(e.serve, e.log)
+	e.server = newProxyServer(e.serve, nil, conns, e.log)
 	return e, nil
 }
 
@@ -260,15 +261,16 @@ func (e *Egress) Serve(ln net.Listener) error {
 // Shutdown stops accepting connections and waits until the requests in
 // flight are answered or ctx is done. Call it once Serve has started.
 func (e *Egress) Shutdown(ctx context.Context) error {
-	err := e.server.ShutdownWithContext(ctx)
+	err := e.server.Shutdown(ctx)
 	for _, r := range e.routes {
 		r.client.CloseIdleConnections()
 	}
-	if err != nil {
-		return fmt.Errorf("proxy: shutdown: %w", err)
-	}
-	return nil
+	return err
 }
+
+// Drain makes every answer the last of its connection while the listener
+// keeps accepting; see Sidecar.Drain.
+func (e *Egress) Drain() { e.server.Drain() }
 
 // Evict drops the cached tokens that revocation r names, by their own
 // identity or by that of the inbound token they were obtained for, at
@@ -333,14 +335,13 @@ func NewEgressMetrics(reg prometheus.Registerer) (*EgressMetrics, error) {
 
 // The Egress's fixed answers.
 var (
-	egressNoRoute     = egressVerdict(404, "", "unknown_route", "no egress route matches this request")
-	egressConnect     = egressVerdict(405, "", "invalid_request", "CONNECT is not supported: send http://NAME/... through the egress")
-	egressMalformed   = egressVerdict(400, "", "invalid_request", "malformed Authorization header: want Bearer and a token, or none")
-	egressMultiple    = egressVerdict(400, "", "invalid_request", "more than one Authorization header")
-	egressQueryToken  = egressVerdict(400, "", "invalid_request", "access_token in the query is not supported")
-	egressNoIssuer    = egressVerdict(503, "", "temporarily_unavailable", "the authorization server is unavailable; retry later")
-	egressBadIssuer   = egressVerdict(502, "", "bad_gateway", "the authorization server's answer was not understood")
-	egressUnreachable = egressVerdict(502, "", "bad_gateway", "the service could not be reached")
+	egressNoRoute    = egressVerdict(404, "", "unknown_route", "no egress route matches this request")
+	egressConnect    = egressVerdict(405, "", "invalid_request", "CONNECT is not supported: send http://NAME/... through the egress")
+	egressMalformed  = egressVerdict(400, "", "invalid_request", "malformed Authorization header: want Bearer and a token, or none")
+	egressMultiple   = egressVerdict(400, "", "invalid_request", "more than one Authorization header")
+	egressQueryToken = egressVerdict(400, "", "invalid_request", "access_token in the query is not supported")
+	egressNoIssuer   = egressVerdict(503, "", "temporarily_unavailable", "the authorization server is unavailable; retry later")
+	egressBadIssuer  = egressVerdict(502, "", "bad_gateway", "the authorization server's answer was not understood")
 )
 
 // egressAllow lists the methods the Egress forwards, for a 405's Allow
@@ -351,15 +352,8 @@ const egressAllow = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE"
 // (RFC 6750 §3.1).
 const invalidTokenChallenge = `Bearer realm="` + realm + `", error="invalid_token"`
 
-func egressVerdict(status int, challenge, code, desc string) verdict {
-	b, err := json.Marshal(struct {
-		Error       string `json:"error"`
-		Description string `json:"error_description,omitempty"`
-	}{code, desc})
-	if err != nil {
-		panic(err) // two strings always encode
-	}
-	return verdict{status: status, challenge: challenge, body: string(b)}
+func egressVerdict(status int, challenge, errCode, desc string) verdict {
+	return jsonVerdict(codeAllowed, status, challenge, errCode, desc)
 }
 
 func (e *Egress) serve(ctx *fasthttp.RequestCtx) {
@@ -376,30 +370,27 @@ func (e *Egress) serve(ctx *fasthttp.RequestCtx) {
 		e.none.count(egressUnknownRoute)
 		return
 	}
-	if req.URI().QueryArgs().Has("access_token") {
-		// Forwarded, it would be the caller's token reaching the next hop.
-		e.refuse(ctx, r, egressQueryToken, "token_in_query")
-		return
-	}
 
 	// The exchange runs under its own timeout rather than ctx, whose Done
 	// closes at Shutdown: requests in flight are finished, not failed.
 	var tok exchange.Token
 	var err error
 	outcome := egressExchanged
-	switch authz := req.Header.PeekAll(fasthttp.HeaderAuthorization); len(authz) {
-	case 0:
+	switch subject, cd := bearerCredential(req.URI(), req.Header.PeekAll(fasthttp.HeaderAuthorization)); cd {
+	case codeAllowed:
+		tok, err = e.x.Exchange(context.Background(), subject, r.name, r.scope)
+	case codeNoToken:
 		outcome = egressClientCredentials
 		tok, err = e.x.ClientCredentials(context.Background(), r.name, r.scope)
-	case 1:
-		subject, cd := bearerToken(authz[0])
-		if cd != codeAllowed {
-			e.refuse(ctx, r, egressMalformed, "malformed_authorization")
-			return
-		}
-		tok, err = e.x.Exchange(context.Background(), subject, r.name, r.scope)
-	default:
+	case codeQueryToken:
+		// Forwarded, it would be the caller's token reaching the next hop.
+		e.refuse(ctx, r, egressQueryToken, "token_in_query")
+		return
+	case codeMultiple:
 		e.refuse(ctx, r, egressMultiple, "multiple_authorization")
+		return
+	default:
+		e.refuse(ctx, r, egressMalformed, "malformed_authorization")
 		return
 	}
 	if err != nil {
@@ -409,32 +400,19 @@ func (e *Egress) serve(ctx *fasthttp.RequestCtx) {
 
 	// Only the next sidecar speaks for the caller's identity.
 	stripIdentity(&req.Header)
-	// Hop-by-hop fields go before the token is set, so that a Connection
-	// option cannot remove it.
-	clientClose := req.Header.ConnectionClose()
-	removeHopByHop(&req.Header)
-	// Both values are copied by the setters: one buffer serves both.
+	// The value is copied by the setter: one buffer serves it and the
+	// target.
 	var buf [2048]byte
-	req.Header.SetBytesV(fasthttp.HeaderAuthorization, append(append(buf[:0], "Bearer "...), tok.AccessToken...))
-	target := append(buf[:0], r.base...)
+	authz := append(append(buf[:0], "Bearer "...), tok.AccessToken...)
+	target := append(authz[len(authz):len(authz)], r.base...)
 	if len(rest) == 0 || rest[0] != '/' {
 		target = append(target, '/')
 	}
 	// The absolute URI sets the Host field and, for an https route, the
 	// scheme HostClient requires.
 	req.SetRequestURIBytes(append(target, rest...))
-
-	resp := &ctx.Response
-	if err := r.client.Do(req, resp); err != nil {
-		resp.Reset()
-		deny(ctx, egressUnreachable)
-		e.log.Warn("proxy: egress: route request failed", "route", r.name, "err", err)
+	if r.forward(ctx, outbound{authorization: authz}) != codeAllowed {
 		outcome = egressUpstream
-	} else {
-		removeHopByHop(&resp.Header)
-	}
-	if clientClose {
-		ctx.SetConnectionClose()
 	}
 	r.count(outcome)
 }

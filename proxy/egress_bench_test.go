@@ -41,20 +41,20 @@ func BenchmarkEgressWarm(b *testing.B) {
 	auth := []byte("Bearer " + validToken())
 
 	for _, bc := range []struct {
-		name    string
-		handler fasthttp.RequestHandler
+		name string
+		srv  *fasthttp.Server
 	}{
-		{"floor", func(ctx *fasthttp.RequestCtx) {
+		{"floor", newServer(func(ctx *fasthttp.RequestCtx) {
 			ctx.Request.Header.SetBytesV(fasthttp.HeaderAuthorization, exchanged)
 			if err := floor.Do(&ctx.Request, &ctx.Response); err != nil {
 				ctx.Error(err.Error(), fasthttp.StatusBadGateway)
 			}
-		}},
-		{"egress", e.serve},
+		}, e.log)},
+		{"egress", e.server.fast},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			ln := fasthttputil.NewInmemoryListener()
-			srv := newServer(bc.handler, e.log)
+			srv := bc.srv
 			go srv.Serve(ln)
 			defer srv.Shutdown()
 			client := &fasthttp.HostClient{Addr: "egress:80", Dial: func(string) (net.Conn, error) { return ln.Dial() }}

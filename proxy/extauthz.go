@@ -148,16 +148,21 @@ func (g grpcHeaders) field(name string) ([]byte, bool) {
 	return []byte(v), ok
 }
 
-// grpcCode maps the status of a refusal to the gRPC status Envoy reads:
-// anything but OK denies.
+// grpcCode maps the status of a refusal to a gRPC status: the one Envoy
+// reads (anything but OK denies), and the one the Sidecar answers gRPC
+// callers.
 func grpcCode(status int) codes.Code {
 	switch status {
 	case 400:
 		return codes.InvalidArgument
 	case 401:
 		return codes.Unauthenticated
-	case 503:
+	case 413:
+		return codes.ResourceExhausted
+	case 502, 503:
 		return codes.Unavailable
+	case 504:
+		return codes.DeadlineExceeded
 	}
 	return codes.PermissionDenied
 }

@@ -33,11 +33,13 @@ type AuthServer struct {
 // An allowed answer always carries X-Meshauth-Subject, X-Meshauth-Client,
 // X-Meshauth-Scope and X-Meshauth-Issuer, and every claim header of the
 // policy, empty when not set (on public routes, say), for the proxy to copy
-// over the caller's (Traefik authResponseHeadersRegex: ^X-Meshauth- and
-// the claim headers' names, nginx auth_request_set and proxy_set_header,
-// Caddy copy_headers). The proxy must not let the caller's other
-// X-Meshauth-* fields through, nor those spelt with '_' for '-' (nginx
-// drops them by default). It forwards the path as it has it: configure it
+// over the caller's: meshauth only judges, and the caller's own fields
+// reach the service unless the proxy replaces them. The configs of
+// deploy/nginx, deploy/caddy and deploy/traefik do (nginx
+// auth_request_set and proxy_set_header, Caddy copy_headers after removing
+// the caller's X-Meshauth-* and X_Meshauth_*, Traefik
+// authResponseHeadersRegex and authResponseHeaders), and pass meshauth's
+// refusals through as sent. It forwards the path as it has it: configure it
 // to normalize the path as the canonical form does (merge slashes, remove
 // dot segments), or it may serve a path other than the one judged. nginx treats
 // any status from the subrequest other than 2xx, 401 and 403 as an error

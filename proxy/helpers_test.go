@@ -141,7 +141,15 @@ type upstream struct {
 func newUpstream(t *testing.T, h http.HandlerFunc) *upstream {
 	t.Helper()
 	u := &upstream{}
-	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	u.Server = httptest.NewServer(u.record(h))
+	t.Cleanup(u.Close)
+	return u
+}
+
+// record returns a handler that records each request, then runs h or
+// answers "upstream says hi".
+func (u *upstream) record(h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		u.mu.Lock()
 		u.last, u.body = r, body
@@ -153,9 +161,7 @@ func newUpstream(t *testing.T, h http.HandlerFunc) *upstream {
 		}
 		w.Header().Set("Content-Type", "text/plain")
 		io.WriteString(w, "upstream says hi")
-	}))
-	t.Cleanup(u.Close)
-	return u
+	})
 }
 
 func (u *upstream) lastRequest() (*http.Request, []byte) {
@@ -198,6 +204,20 @@ func serve(t *testing.T, s server) string {
 		}
 	})
 	return "http://" + ln.Addr().String()
+}
+
+// runSidecar starts a Sidecar that the test shuts down itself; served
+// gets what Serve returns.
+func runSidecar(t *testing.T, cfg SidecarConfig) (s *Sidecar, base string, served <-chan error) {
+	t.Helper()
+	s, err := NewSidecar(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := listen(t)
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ln) }()
+	return s, "http://" + ln.Addr().String(), done
 }
 
 func startSidecar(t *testing.T, cfg SidecarConfig) string {

@@ -27,12 +27,26 @@ var entryNames = [numEntries]string{"proxy", "forward_auth", "ext_authz_grpc", "
 //     a fixed set (no_token, insufficient_scope, issuer_refused,
 //     condition_false, condition_error, path_* for paths that cannot be
 //     made safe, upstream, ...).
+//
 //   - meshauth_verify_duration_seconds: the time taken by the verifier.
+//
+//   - meshauth_proxy_tunnels: WebSocket connections relayed now, and
+//     meshauth_proxy_tunnels_total: since start.
+//
+//   - meshauth_proxy_streams_broken_total: streamed answers that ended
+//     before their end (an upstream that reset, a caller that left).
+//
+//   - meshauth_http2_errors_total{type}: HTTP/2 protocol errors of
+//     callers (malformed frames and the like), by net/http's type.
 //
 // Every series is created up front, so the hot path only increments.
 type Metrics struct {
-	requests [numEntries][numCodes]prometheus.Counter
-	verify   prometheus.Histogram
+	requests     [numEntries][numCodes]prometheus.Counter
+	verify       prometheus.Histogram
+	tunnels      prometheus.Gauge
+	tunnelsTotal prometheus.Counter
+	broken       prometheus.Counter
+	h2errors     *prometheus.CounterVec
 }
 
 // NewMetrics registers the metrics with reg. Use one Metrics for all the
@@ -48,12 +62,20 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		// From 10µs: a local ES256 check takes some 50µs.
 		Buckets: prometheus.ExponentialBuckets(10e-6, 2.5, 10),
 	})
-	for _, c := range []prometheus.Collector{requests, verify} {
+	m := &Metrics{
+		verify:       verify,
+		tunnels:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "meshauth_proxy_tunnels", Help: "WebSocket connections relayed now."}),
+		tunnelsTotal: prometheus.NewCounter(prometheus.CounterOpts{Name: "meshauth_proxy_tunnels_total", Help: "WebSocket connections relayed since start."}),
+		broken: prometheus.NewCounter(prometheus.CounterOpts{Name: "meshauth_proxy_streams_broken_total",
+			Help: "Streamed answers that ended before their end: an upstream that reset, a caller that left."}),
+		h2errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meshauth_http2_errors_total",
+			Help: "HTTP/2 protocol errors of callers, by type."}, []string{"type"}),
+	}
+	for _, c := range []prometheus.Collector{requests, verify, m.tunnels, m.tunnelsTotal, m.broken, m.h2errors} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("proxy: registering metrics: %w", err)
 		}
 	}
-	m := &Metrics{verify: verify}
 	for e := range numEntries {
 		for c := range numCodes {
 			a := &answers[c]
@@ -61,4 +83,29 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}
 	}
 	return m, nil
+}
+
+func (m *Metrics) tunnelOpened() {
+	if m != nil {
+		m.tunnels.Inc()
+		m.tunnelsTotal.Inc()
+	}
+}
+
+func (m *Metrics) tunnelClosed() {
+	if m != nil {
+		m.tunnels.Dec()
+	}
+}
+
+func (m *Metrics) streamBroken() {
+	if m != nil {
+		m.broken.Inc()
+	}
+}
+
+func (m *Metrics) http2Error(errType string) {
+	if m != nil {
+		m.h2errors.WithLabelValues(errType).Inc()
+	}
 }

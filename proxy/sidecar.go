@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -37,9 +38,26 @@ type SidecarConfig struct {
 	// UpstreamTimeout bounds writing a request to the upstream and reading
 	// its response; 0 means DefaultUpstreamTimeout.
 	UpstreamTimeout time.Duration
-	// MaxConns bounds the connections to the upstream; 0 means
-	// DefaultMaxConns.
+	// MaxConns bounds the connections to the upstream, WebSocket tunnels
+	// included; 0 means DefaultMaxConns.
 	MaxConns int
+	// UpstreamProtocol is what the sidecar speaks to the upstream:
+	// UpstreamAuto (the default: the caller's), UpstreamHTTP1 or
+	// UpstreamH2C.
+	UpstreamProtocol string
+	// UpstreamRetries is how many times more a request is sent when no
+	// connection to the upstream could be made, if its method is
+	// idempotent; 0, the default, sends each request once.
+	UpstreamRetries int
+	// MaxRequestBody bounds a request body, streamed to the upstream: a
+	// larger one is refused with 413. 0 means DefaultMaxRequestBody.
+	MaxRequestBody int64
+	// ForwardedHeaders is ForwardedXFF (the default), ForwardedRFC7239 or
+	// ForwardedNone.
+	ForwardedHeaders string
+	// TrustedProxies are the peers whose forwarded fields are kept and
+	// appended to; anyone else's are replaced.
+	TrustedProxies []*net.IPNet
 }
 
 // Sidecar is a reverse proxy in front of one service: it forwards a request
@@ -47,12 +65,16 @@ type SidecarConfig struct {
 // X-Meshauth-Subject, X-Meshauth-Client, X-Meshauth-Scope and
 // X-Meshauth-Issuer and the route's claim headers, to the canonical path
 // it was judged on (or the original one: Policy.ForwardPath).
+//
+// It serves HTTP/1.1 with fasthttp and h2c (HTTP/2 with prior knowledge,
+// gRPC) with net/http, both judged by the same guard; relays WebSocket
+// upgrades; streams bodies both ways.
 type Sidecar struct {
 	g        *guard
-	upstream *fasthttp.HostClient
+	upstream *forwarder
 	authPath string
 	auth     *authHandler
-	server   *fasthttp.Server
+	server   *proxyServer
 }
 
 // NewSidecar returns a Sidecar; call Serve to start it.
@@ -72,11 +94,28 @@ func NewSidecar(cfg SidecarConfig) (*Sidecar, error) {
 	if err := checkPrefix(s.authPath); err != nil {
 		return nil, fmt.Errorf("proxy: ForwardAuthPath %q: %w", s.authPath, err)
 	}
-	s.upstream = newUpstreamClient(addr, false, cmp.Or(cfg.MaxConns, DefaultMaxConns), cmp.Or(cfg.UpstreamTimeout, DefaultUpstreamTimeout))
-	// The path sent is the one serve puts in the URI, unchanged.
-	s.upstream.DisablePathNormalizing = true
+	if cfg.UpstreamRetries < 0 || cfg.MaxRequestBody < 0 || cfg.MaxConns < 0 || cfg.UpstreamTimeout < 0 {
+		return nil, errors.New("proxy: negative limit")
+	}
+	proto, err := parseUpstreamProtocol(cfg.UpstreamProtocol)
+	if err != nil {
+		return nil, err
+	}
+	mode, err := parseForwardedMode(cfg.ForwardedHeaders)
+	if err != nil {
+		return nil, err
+	}
+	conns := newConnTracker()
+	maxConns := cmp.Or(cfg.MaxConns, DefaultMaxConns)
+	s.upstream = newForwarder(upstreamConfig{
+		addr: addr, maxConns: maxConns, timeout: cmp.Or(cfg.UpstreamTimeout, DefaultUpstreamTimeout),
+		retries: cfg.UpstreamRetries, maxBody: cfg.MaxRequestBody, protocol: proto,
+		forwarded: forwarding{mode: mode, trusted: cfg.TrustedProxies}, conns: conns, metrics: cfg.Metrics,
+	}, g.log)
+	h2 := newH2Handler(s, newUpstreamTransport(addr, proto == protocolHTTP1, maxConns, cmp.Or(cfg.UpstreamTimeout, DefaultUpstreamTimeout)))
 	s.auth = &authHandler{g: g, entry: entryForwardAuth}
-	s.server = newServer(s.serve, g.log)
+	s.server = newProxyServer(s.serve, h2, conns, g.log)
+	s.server.h2.HTTP2.CountError = cfg.Metrics.http2Error
 	return s, nil
 }
 
@@ -91,23 +130,6 @@ func upstreamAddr(raw string) (string, error) {
 		return "", fmt.Errorf("proxy: upstream %q is not of the form http://host:port", raw)
 	}
 	return u.Host, nil
-}
-
-// newUpstreamClient returns the client of one upstream, the same for the
-// Sidecar's service and the Egress's routes.
-func newUpstreamClient(addr string, tls bool, maxConns int, timeout time.Duration) *fasthttp.HostClient {
-	return &fasthttp.HostClient{
-		Addr:                     addr,
-		IsTLS:                    tls,
-		MaxConns:                 maxConns,
-		MaxConnWaitTimeout:       5 * time.Second, // rather than failing at once when all are busy
-		MaxIdleConnDuration:      30 * time.Second,
-		ReadTimeout:              timeout,
-		WriteTimeout:             timeout,
-		ReadBufferSize:           readBufferSize,
-		NoDefaultUserAgentHeader: true,
-		SecureErrorLogMessage:    true, // never log request contents: tokens
-	}
 }
 
 // newServer returns a fasthttp server for h with the limits every
@@ -142,15 +164,19 @@ func (s *Sidecar) Serve(ln net.Listener) error {
 	return s.server.Serve(ln)
 }
 
+// Drain makes every answer the last of its connection (Connection: close;
+// GOAWAY for HTTP/2) while the listener keeps accepting: callers move to
+// other replicas while load balancers notice the sidecar is going. Call
+// Shutdown after.
+func (s *Sidecar) Drain() { s.server.Drain() }
+
 // Shutdown stops accepting connections and waits until the requests in
-// flight are answered or ctx is done. Call it once Serve has started.
+// flight, HTTP/2 streams and WebSocket tunnels included, are done or ctx
+// is; then it closes what remains. Call it once Serve has started.
 func (s *Sidecar) Shutdown(ctx context.Context) error {
-	err := s.server.ShutdownWithContext(ctx)
-	s.upstream.CloseIdleConnections()
-	if err != nil {
-		return fmt.Errorf("proxy: shutdown: %w", err)
-	}
-	return nil
+	err := s.server.Shutdown(ctx)
+	s.upstream.client.CloseIdleConnections()
+	return err
 }
 
 func (s *Sidecar) serve(ctx *fasthttp.RequestCtx) {
@@ -174,39 +200,19 @@ func (s *Sidecar) serve(ctx *fasthttp.RequestCtx) {
 		return
 	}
 
-	// Hop-by-hop fields go before the identity is set, so that a
-	// Connection option cannot remove it.
-	clientClose := req.Header.ConnectionClose()
-	removeHopByHop(&req.Header)
-	if v.code == codeAllowed {
-		for i, name := range identityHeaders {
-			value, _ := r.value(i)
-			req.Header.SetBytesV(name, value)
-		}
-		for i, h := range r.route.claims {
-			if value, set := r.value(numIdentity + i); set {
-				req.Header.SetBytesV(h.name, value)
-			}
-		}
-	}
 	// The upstream client sends the URI's path as it is (its
 	// DisablePathNormalizing): the one judged, unless the policy says
 	// otherwise.
 	if !r.rules.forwardOrig && !bytes.Equal(r.canon, uri.PathOriginal()) {
 		uri.SetPathBytes(r.canon)
 	}
-	resp := &ctx.Response
-	outcome := v.code
-	if err := s.upstream.Do(req, resp); err != nil {
-		resp.Reset()
-		deny(ctx, answers[codeUpstream].verdict)
-		s.g.log.Warn("proxy: upstream request failed", "err", err)
-		outcome = codeUpstream
-	} else {
-		removeHopByHop(&resp.Header)
+	var set outbound
+	if v.code == codeAllowed {
+		set.identity = r
 	}
-	if clientClose {
-		ctx.SetConnectionClose()
+	outcome := v.code
+	if c := s.upstream.forward(ctx, set); c != codeAllowed {
+		outcome = c
 	}
 	s.g.record(entryProxy, outcome, r, method)
 }
@@ -256,48 +262,4 @@ func stripCallerFields(h *fasthttp.RequestHeader, rs *rules) {
 		h.DelBytes(names[:i])
 		names = names[i+1:]
 	}
-}
-
-// hopByHop are the fields that describe one connection only and that a
-// proxy must not forward (RFC 9110 §7.6.1), with the Proxy-* fields meant
-// for this hop (RFC 9110 §11.7) and Expect, which this proxy has already
-// met by reading the whole body (RFC 9110 §10.1.1).
-var hopByHop = []string{
-	fasthttp.HeaderConnection, "Keep-Alive", "Proxy-Connection", fasthttp.HeaderTE,
-	fasthttp.HeaderTrailer, fasthttp.HeaderTransferEncoding, fasthttp.HeaderUpgrade,
-	fasthttp.HeaderProxyAuthorization, fasthttp.HeaderProxyAuthenticate, fasthttp.HeaderExpect,
-}
-
-// fields is what removeHopByHop needs of a request or response header.
-type fields interface {
-	PeekAll(key string) [][]byte
-	DelBytes(key []byte)
-	Del(key string)
-	ResetConnectionClose()
-}
-
-// removeHopByHop removes the connection-specific fields of h, those named
-// by its Connection fields included (RFC 9110 §7.6.1). fasthttp keeps
-// "Connection: close" as a flag, which is reset: each connection's
-// persistence is its own.
-func removeHopByHop(h fields) {
-	for _, v := range h.PeekAll(fasthttp.HeaderConnection) {
-		for len(v) > 0 {
-			var opt []byte
-			if i := bytes.IndexByte(v, ','); i >= 0 {
-				opt, v = v[:i], v[i+1:]
-			} else {
-				opt, v = v, nil
-			}
-			// DelBytes copies the name before deleting and deleting frees
-			// nothing, so v stays valid.
-			if opt = trimOWS(opt); len(opt) > 0 {
-				h.DelBytes(opt)
-			}
-		}
-	}
-	for _, name := range hopByHop {
-		h.Del(name)
-	}
-	h.ResetConnectionClose()
 }

@@ -45,6 +45,8 @@ var ratios = []ratio{
 	{"sidecar requests/s over loopback ÷ bare fasthttp proxy hop requests/s", "bench/BenchmarkProxyHop/sidecar", "bench/BenchmarkProxyHop/floor", false, "≥ 0.7"},
 	{"sidecar requests/s, scopes-only route ÷ bare fasthttp proxy hop requests/s", "bench/BenchmarkPolicyHop/scopes", "bench/BenchmarkPolicyHop/floor", false, "≥ 0.85"},
 	{"sidecar requests/s, route with a CEL condition and two claim headers ÷ scopes-only route", "bench/BenchmarkPolicyHop/cel", "bench/BenchmarkPolicyHop/scopes", false, "≥ 0.95"},
+	{"gRPC unary calls/s through the sidecar (h2c both ways) ÷ bare Go h2c reverse-proxy hop", "bench/BenchmarkGRPCHop/sidecar", "bench/BenchmarkGRPCHop/floor", false, "≥ 0.7"},
+	{"WebSocket messages/s through the sidecar's tunnel ÷ straight to the service", "bench/BenchmarkWebSocketHop/sidecar", "bench/BenchmarkWebSocketHop/floor", false, ""},
 	{"ext_authz gRPC Check/s ÷ always-allow Check/s", "bench/BenchmarkExtAuthzCheck/meshauth", "bench/BenchmarkExtAuthzCheck/floor", false, "≥ 0.8"},
 	{"egress requests/s, warm exchange cache ÷ bare fasthttp proxy hop requests/s", "bench/BenchmarkEgressHop/egress", "bench/BenchmarkEgressHop/floor", false, "≥ 0.7, 0 allocs"},
 	{"exchange client, cache hit ÷ SHA-256 of the subject token + map lookup (cost)", "bench/BenchmarkExchangeCacheHit/client", "bench/BenchmarkExchangeCacheHit/floor", true, "≤ 2, 0 allocs"},
@@ -66,6 +68,7 @@ var ratios = []ratio{
 var latencies = []struct{ what, subject, floor string }{
 	{"sidecar hop vs bare proxy hop", "bench/BenchmarkProxyHop/sidecar", "bench/BenchmarkProxyHop/floor"},
 	{"sidecar hop, CEL route vs scopes-only route", "bench/BenchmarkPolicyHop/cel", "bench/BenchmarkPolicyHop/scopes"},
+	{"gRPC call through the sidecar vs bare h2c hop", "bench/BenchmarkGRPCHop/sidecar", "bench/BenchmarkGRPCHop/floor"},
 	{"ext_authz Check vs always-allow", "bench/BenchmarkExtAuthzCheck/meshauth", "bench/BenchmarkExtAuthzCheck/floor"},
 	{"egress hop (warm cache) vs bare proxy hop", "bench/BenchmarkEgressHop/egress", "bench/BenchmarkEgressHop/floor"},
 	{"edge hop (warm cache) vs sidecar hop", "bench/BenchmarkEdgeHop/edge", "bench/BenchmarkEdgeHop/sidecar"},

@@ -64,6 +64,11 @@ type sidecarFlags struct {
 	forwardAuthPath              string
 	cacheMiB, maxRevocations     int
 	cacheMaxAge, upstreamTimeout time.Duration
+	upstreamProtocol             string
+	upstreamRetries              int
+	maxRequestBody               int64
+	forwardedHeaders             string
+	trustedProxies               flagconf.StringList
 	egress                       string
 	egressRoutes, routeScopes    flagconf.StringList
 	clientID, clientSecretFile   string
@@ -99,7 +104,12 @@ func (f *sidecarFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.cacheMiB, "cache-size-mib", 64, "memory bound of the verified-token cache, in MiB (0 disables the cache)")
 	fs.IntVar(&f.maxRevocations, "max-revocations", token.DefaultMaxRevocations, "revocations held at most (some 300 bytes each); beyond, the oldest are replaced by refusing every token issued before them until they would have expired")
 	fs.DurationVar(&f.cacheMaxAge, "cache-max-age", 10*time.Minute, "longest a verified token is served from the cache (never past its exp)")
-	fs.DurationVar(&f.upstreamTimeout, "upstream-timeout", proxy.DefaultUpstreamTimeout, "bound on writing a request to the upstream and reading its answer")
+	fs.DurationVar(&f.upstreamTimeout, "upstream-timeout", proxy.DefaultUpstreamTimeout, "longest wait on the upstream, for a connection, the start of its answer or the next piece of a stream: then 504")
+	fs.StringVar(&f.upstreamProtocol, "upstream-protocol", proxy.UpstreamAuto, "what the sidecar speaks to the upstream: auto (the caller's: HTTP/1.1, or h2c for HTTP/2 and gRPC callers), http1, or h2c (HTTP/2 with prior knowledge only, for gRPC servers)")
+	fs.IntVar(&f.upstreamRetries, "upstream-retries", 0, "times an idempotent request is sent again when no connection to the upstream could be made (0: every request is sent once)")
+	fs.Int64Var(&f.maxRequestBody, "max-request-body", proxy.DefaultMaxRequestBody, "largest request body, in bytes, streamed to the upstream; a larger one gets 413")
+	fs.StringVar(&f.forwardedHeaders, "forwarded-headers", proxy.ForwardedXFF, "forwarded fields set for the upstream: xff (X-Forwarded-For, -Proto, -Host), rfc7239 (Forwarded) or none (the caller's passed as they came)")
+	fs.Var(&f.trustedProxies, "trusted-proxy", "IP or CIDR of a proxy in front of the sidecar whose forwarded fields are kept and appended to; anyone else's are replaced (repeatable)")
 	fs.StringVar(&f.egress, "egress", "", "serve the egress on this address (loopback only!): the service's outbound calls, whose token is exchanged for the callee's audience (RFC 8693)")
 	fs.Var(&f.egressRoutes, "route", "NAME=URL: a service the egress can call; NAME is its audience (client id), URL its sidecar, http://host:port (repeatable)")
 	fs.Var(&f.routeScopes, "route-scope", `NAME="SCOPES": the scope to request for route NAME (default: what the issuer's policy allows)`)
@@ -248,9 +258,15 @@ func serveSidecar(ctx context.Context, f *sidecarFlags, trusted []trustedIssuer,
 		}
 		defer cfg.Decisions.Close() // after the servers: what they queued is written
 	}
-	sidecar, err := proxy.NewSidecar(proxy.SidecarConfig{Config: cfg, Upstream: f.upstream, ForwardAuthPath: f.forwardAuthPath, UpstreamTimeout: f.upstreamTimeout})
+	trustedProxies, err := parseTrustedProxies(f.trustedProxies)
 	if err != nil {
 		return err
+	}
+	sidecar, err := proxy.NewSidecar(proxy.SidecarConfig{Config: cfg, Upstream: f.upstream, ForwardAuthPath: f.forwardAuthPath,
+		UpstreamTimeout: f.upstreamTimeout, UpstreamProtocol: f.upstreamProtocol, UpstreamRetries: f.upstreamRetries,
+		MaxRequestBody: f.maxRequestBody, ForwardedHeaders: f.forwardedHeaders, TrustedProxies: trustedProxies})
+	if err != nil {
+		return fmt.Errorf("sidecar: %w", err)
 	}
 
 	// Every listener is bound before anything is served, so a taken port
