@@ -73,7 +73,7 @@ func (s *proxyServer) Serve(ln net.Listener) error {
 	if s.h2 != nil {
 		go s.h2.Serve(s.h2conns)
 	}
-	return s.fast.Serve(ln)
+	return s.fast.Serve(lingerListener{ln})
 }
 
 // Drain makes every answer the last of its connection (Connection: close,
@@ -111,6 +111,7 @@ func (s *proxyServer) serve(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	s.handler(ctx)
+	finishBody(ctx)
 	if s.draining.Load() {
 		ctx.SetConnectionClose()
 	}
