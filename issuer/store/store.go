@@ -185,6 +185,10 @@ type Store interface {
 	// identities.go).
 	Sessions
 	Identities
+	// Administration of users and the login backoff's counters
+	// (people.go, loginfailures.go).
+	People
+	LoginFailures
 
 	// Ping reports whether the store is reachable.
 	Ping(ctx context.Context) error
