@@ -130,7 +130,7 @@ type Server struct {
 	formAEAD        cipher.AEAD // seals login and consent form state
 	secureCookies   bool
 	issuerHost      string
-	throttle        *loginThrottle
+	throttle        loginThrottle
 	notifier        RevocationNotifier
 	own             *token.Authenticator      // verifies this issuer's tokens presented back to it
 	foreign         map[string]*foreignIssuer // by id
@@ -171,7 +171,7 @@ func New(cfg Config) (*Server, error) {
 		grantLifetime:   cmp.Or(cfg.RefreshTokenLifetime, 24*time.Hour),
 		secureCookies:   u.Scheme == "https",
 		issuerHost:      u.Host,
-		throttle:        newLoginThrottle(),
+		throttle:        loginThrottle{cfg.Store},
 		notifier:        cfg.Revocations,
 		log:             cfg.Logger,
 		now:             cfg.Now,
