@@ -87,10 +87,19 @@ func (s *Store) GetLoginFailures(ctx context.Context, keys []string, now time.Ti
 	return out, nil
 }
 
+// DeleteLoginFailures looks before it writes: most sign-ins follow no
+// failure, and a read spares them a write transaction and its fsync.
 func (s *Store) DeleteLoginFailures(ctx context.Context, key string) error {
-	err := s.update(ctx, func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketLoginFailures).Delete([]byte(key))
+	var found bool
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		found = tx.Bucket(bucketLoginFailures).Get([]byte(key)) != nil
+		return nil
 	})
+	if err == nil && found {
+		err = s.update(ctx, func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketLoginFailures).Delete([]byte(key))
+		})
+	}
 	if err != nil {
 		return fmt.Errorf("delete login failures of %q: %w", key, err)
 	}
