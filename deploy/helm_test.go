@@ -16,6 +16,7 @@ import (
 	"helm.sh/helm/v4/pkg/engine"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/meshauth/meshauth/xds"
@@ -156,7 +157,10 @@ func TestHelmSidecarSnippet(t *testing.T) {
 	c := &cluster{name: "sidecar snippet", releaseNamespace: "shop", namespaces: map[string]bool{"shop": true},
 		serviceAccounts: map[string]bool{"shop/payments": true}, configMaps: map[string]*corev1.ConfigMap{}, secrets: map[string]*corev1.Secret{},
 		other: map[string][]map[string]any{}}
-	tpl.Labels = map[string]string{"app.kubernetes.io/name": "payments"}
+	if tpl.Labels == nil {
+		tpl.Labels = map[string]string{}
+	}
+	tpl.Labels["app.kubernetes.io/name"] = "payments"
 	tpl.Spec.ServiceAccountName = "payments"
 	noToken := false
 	tpl.Spec.AutomountServiceAccountToken = &noToken
@@ -174,6 +178,27 @@ func TestHelmSidecarSnippet(t *testing.T) {
 		if got, _ := flagValue(args, flag); got != want {
 			t.Errorf("--%s %q, the chart's release has %q", flag, got, want)
 		}
+	}
+	// It authenticates to the release's NATS as a verifier, whose
+	// NetworkPolicy admits it from a namespace labelled as the README says.
+	if clients := c.natsClients(t, prerequisites(t)); len(clients) != 1 || clients[0].role != "verifier" {
+		t.Errorf("the sidecar is not a NATS verifier: %+v", clients)
+	}
+	release := clusterNamed(t, "chart defaults")
+	release.namespaceLabels["shop"] = map[string]string{"meshauth.io/mesh": "enabled"}
+	policy := release.natsPolicy(release.natsServer())
+	if policy == nil {
+		t.Fatal("the release has no NATS NetworkPolicy")
+	}
+	admitted := false
+	for _, rule := range policy.Spec.Ingress {
+		for _, peer := range rule.From {
+			admitted = admitted || slices.ContainsFunc(rule.Ports, func(port networkingv1.NetworkPolicyPort) bool { return port.Port.IntValue() == 4222 }) &&
+				release.admits(t, policy.Namespace, peer, c.workloads()[0])
+		}
+	}
+	if !admitted {
+		t.Error("the release's NATS NetworkPolicy does not admit the sidecar from a namespace labelled meshauth.io/mesh: enabled")
 	}
 }
 

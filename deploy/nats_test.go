@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -87,9 +86,6 @@ func (c *cluster) natsServer() *appsv1.StatefulSet {
 func TestKubernetesNATSPermissions(t *testing.T) {
 	made := prerequisites(t)
 	forEachCluster(t, func(t *testing.T, c *cluster) {
-		if strings.HasPrefix(c.name, "chart") {
-			t.Skip("the chart's NATS has no NKey users yet")
-		}
 		clients := c.natsClients(t, made)
 		for _, w := range c.workloads() {
 			for _, ct := range w.template.Spec.Containers {
@@ -231,19 +227,11 @@ func checkNATSPermissions(t *testing.T, c *cluster, sts *appsv1.StatefulSet, mad
 func TestKubernetesNATSNetworkPolicy(t *testing.T) {
 	made := prerequisites(t)
 	forEachCluster(t, func(t *testing.T, c *cluster) {
-		if strings.HasPrefix(c.name, "chart") {
-			t.Skip("the chart's NATS has no NKey users yet")
-		}
 		sts := c.natsServer()
 		if sts == nil {
 			t.Skip("no NATS in this deployment: nats.url names the operator's")
 		}
-		var policy *networkingv1.NetworkPolicy
-		for _, p := range c.policies {
-			if p.Namespace == sts.Namespace && selects(p.Spec.PodSelector.MatchLabels, sts.Spec.Template.Labels) {
-				policy = p
-			}
-		}
+		policy := c.natsPolicy(sts)
 		if policy == nil {
 			if len(c.policies) == 0 {
 				t.Skip("no NetworkPolicy in this deployment (networkPolicy.enabled false)")
@@ -285,6 +273,17 @@ func TestKubernetesNATSNetworkPolicy(t *testing.T) {
 			}
 		}
 	})
+}
+
+// natsPolicy returns the NetworkPolicy that selects the pods of sts, the
+// NATS StatefulSet; nil if none does.
+func (c *cluster) natsPolicy(sts *appsv1.StatefulSet) *networkingv1.NetworkPolicy {
+	for _, p := range c.policies {
+		if p.Namespace == sts.Namespace && selects(p.Spec.PodSelector.MatchLabels, sts.Spec.Template.Labels) {
+			return p
+		}
+	}
+	return nil
 }
 
 // admits reports whether peer, in a policy of namespace, admits the pods
