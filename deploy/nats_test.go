@@ -5,88 +5,122 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
+	appsv1 "k8s.io/api/apps/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 )
 
-// natsWorkloads returns the workloads that run meshauth with --nats, by
-// name, and the secret that holds the NKey seed each gives --nats-nkey.
-func (c *cluster) natsWorkloads(t *testing.T) map[string]string {
+// natsClient is a workload that runs meshauth with --nats, and the NKey
+// seed it gives --nats-nkey.
+type natsClient struct {
+	workload workload
+	role     string // "issuer" or "verifier"
+	seed     string // the value prerequisites.sh put in the Secret it mounts
+}
+
+// natsClients returns the workloads of c that run meshauth with --nats.
+// Each must give --nats-nkey a key of a Secret it mounts, the seed of its
+// role (nats-issuer-seed for issuers, nats-verifier-seed for the others)
+// that prerequisites.sh makes in its namespace.
+func (c *cluster) natsClients(t *testing.T, made created) []natsClient {
 	t.Helper()
-	out := map[string]string{}
+	var out []natsClient
 	for _, w := range c.workloads() {
 		for _, ct := range w.template.Spec.Containers {
-			if !strings.HasPrefix(ct.Image, "meshauth:") || !slices.ContainsFunc(ct.Args, func(a string) bool { return strings.HasPrefix(a, "--nats=") }) {
+			if _, ok := flagValue(ct.Args, "nats"); !isMeshauth(ct) || !ok {
 				continue
 			}
 			where := w.namespace + "/" + w.name
-			i := slices.IndexFunc(ct.Args, func(a string) bool { return strings.HasPrefix(a, "--nats-nkey=") })
-			if i < 0 {
+			file, ok := flagValue(ct.Args, "nats-nkey")
+			if !ok {
 				t.Errorf("%s: --nats without --nats-nkey: NATS would let it do anything", where)
 				continue
 			}
-			seed := strings.TrimPrefix(ct.Args[i], "--nats-nkey=")
-			for _, m := range ct.VolumeMounts {
-				if filepath.Dir(seed) != m.MountPath {
-					continue
-				}
-				for _, v := range w.template.Spec.Volumes {
-					if v.Name == m.Name && v.Secret != nil {
-						if s := c.secrets[w.namespace+"/"+v.Secret.SecretName]; s != nil && s.StringData[filepath.Base(seed)] != "" {
-							out[w.name] = v.Secret.SecretName
-						}
-					}
-				}
+			role := "verifier"
+			if ct.Args[0] == "issuer" {
+				role = "issuer"
 			}
-			if out[w.name] == "" {
-				t.Errorf("%s: --nats-nkey %s is not a key of a mounted secret", where, seed)
+			v := mountOf(w, ct, file)
+			if v == nil || v.Secret == nil {
+				t.Errorf("%s: --nats-nkey %s is not in a mounted Secret", where, file)
+				continue
 			}
+			if want := "nats-" + role + "-seed"; v.Secret.SecretName != want {
+				t.Errorf("%s authenticates to NATS with %s, want %s", where, v.Secret.SecretName, want)
+			}
+			seed := made["secret"][w.namespace+"/"+v.Secret.SecretName][filepath.Base(file)]
+			if seed == "" {
+				t.Errorf("%s: --nats-nkey %s: prerequisites.sh makes no Secret %s/%s with key %s", where, file, w.namespace, v.Secret.SecretName, filepath.Base(file))
+				continue
+			}
+			out = append(out, natsClient{w, role, seed})
 		}
 	}
 	return out
 }
 
-// TestKubernetesNATSPermissions runs a NATS server with the nats.conf of
-// the manifests, the users' public NKeys set to fresh ones: the issuers'
-// user may publish on meshauth's subjects and subscribe to nothing, the
-// verifiers' user may subscribe and publish nothing; each workload with
-// --nats uses the seed of its role.
-func TestKubernetesNATSPermissions(t *testing.T) {
-	c := loadCluster(t)
-	seeds := c.natsWorkloads(t)
-	for name, secret := range seeds {
-		want := "nats-verifier-seed"
-		if name == "issuer" {
-			want = "nats-issuer-seed"
-		}
-		if secret != want {
-			t.Errorf("%s authenticates to NATS with %s, want %s", name, secret, want)
+// natsServer returns the NATS StatefulSet of c, nil if c runs none (its
+// meshauth uses a NATS of the operator's).
+func (c *cluster) natsServer() *appsv1.StatefulSet {
+	for _, s := range c.statefulSets {
+		for _, ct := range s.Spec.Template.Spec.Containers {
+			if ct.Name == "nats" {
+				return s
+			}
 		}
 	}
-	for _, name := range []string{"issuer", "meshauth-xds", "payments", "orders"} {
-		if seeds[name] == "" {
-			t.Errorf("%s does not follow NATS with an NKey", name)
-		}
-	}
+	return nil
+}
 
-	conf := c.configMaps["meshauth/nats-config"].Data["nats.conf"]
-	users := map[string]nkeys.KeyPair{}
-	for _, role := range []string{"ISSUER", "VERIFIER"} {
-		kp, err := nkeys.CreateUser()
-		if err != nil {
-			t.Fatal(err)
+// TestKubernetesNATSPermissions runs a NATS server with the nats.conf of
+// each deployment that runs NATS, its users' public NKeys and the
+// workloads' seeds those prerequisites.sh made: the issuers' user may
+// publish on meshauth's subjects and subscribe to nothing, the verifiers'
+// user may subscribe and publish nothing; every meshauth workload uses
+// NATS with the seed of its role.
+func TestKubernetesNATSPermissions(t *testing.T) {
+	made := prerequisites(t)
+	forEachCluster(t, func(t *testing.T, c *cluster) {
+		clients := c.natsClients(t, made)
+		for _, w := range c.workloads() {
+			for _, ct := range w.template.Spec.Containers {
+				if isMeshauth(ct) && !slices.ContainsFunc(clients, func(n natsClient) bool { return n.workload.name == w.name }) {
+					t.Errorf("%s does not follow NATS with an NKey", w.name)
+				}
+			}
 		}
-		pub, _ := kp.PublicKey()
-		t.Setenv("NATS_"+role+"_NKEY", pub)
-		users[role] = kp
+		sts := c.natsServer()
+		if sts == nil {
+			t.Skip("no NATS in this deployment: nats.url names the operator's, whose users are theirs to set")
+		}
+		checkNATSPermissions(t, c, sts, made, clients)
+	})
+}
+
+func checkNATSPermissions(t *testing.T, c *cluster, sts *appsv1.StatefulSet, made created, clients []natsClient) {
+	nc, _ := container(workload{template: &sts.Spec.Template}, "nats")
+	var conf string
+	for _, v := range sts.Spec.Template.Spec.Volumes {
+		if v.ConfigMap != nil {
+			conf = c.configMaps[sts.Namespace+"/"+v.ConfigMap.Name].Data["nats.conf"]
+		}
 	}
-	t.Setenv("POD_NAME", "nats-0")
+	// The environment nats.conf reads: the public keys from the Secrets
+	// prerequisites.sh made.
+	for _, e := range nc.Env {
+		switch {
+		case e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil:
+			ref := e.ValueFrom.SecretKeyRef
+			t.Setenv(e.Name, made["secret"][sts.Namespace+"/"+ref.Name][ref.Key])
+		case e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.name":
+			t.Setenv(e.Name, sts.Name+"-0")
+		}
+	}
 	file := filepath.Join(t.TempDir(), "nats.conf")
 	if err := os.WriteFile(file, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
@@ -107,56 +141,81 @@ func TestKubernetesNATSPermissions(t *testing.T) {
 		t.Fatal("NATS did not start")
 	}
 	t.Cleanup(s.Shutdown)
-	connect := func(role string) *nats.Conn {
-		kp := users[role]
+	connect := func(n natsClient) *nats.Conn {
+		kp, err := nkeys.FromSeed([]byte(n.seed))
+		if err != nil {
+			t.Fatalf("%s: %v", n.workload.name, err)
+		}
 		pub, _ := kp.PublicKey()
 		nc, err := nats.Connect(s.ClientURL(), nats.Nkey(pub, kp.Sign), nats.PermissionErrOnSubscribe(true),
 			nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
 		if err != nil {
-			t.Fatalf("%s: %v", role, err)
+			t.Fatalf("%s (%s) cannot connect: %v", n.workload.name, n.role, err)
 		}
 		t.Cleanup(nc.Close)
 		return nc
 	}
+	byRole := map[string][]natsClient{}
+	for _, n := range clients {
+		byRole[n.role] = append(byRole[n.role], n)
+	}
+	if len(byRole["issuer"]) == 0 {
+		t.Fatal("no issuer publishes on NATS")
+	}
 	const subject = "meshauth.0123456789abcdef0123456789abcdef.revocation"
-	verifier, issuer := connect("VERIFIER"), connect("ISSUER")
-	sub, err := verifier.SubscribeSync("meshauth.>")
-	if err != nil {
-		t.Fatal(err)
+	issuer := connect(byRole["issuer"][0])
+	var subs []*nats.Subscription
+	for _, v := range byRole["verifier"] {
+		nc := connect(v)
+		sub, err := nc.SubscribeSync("meshauth.>")
+		if err != nil {
+			t.Fatalf("%s: %v", v.workload.name, err)
+		}
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		subs = append(subs, sub)
 	}
-	if err := verifier.Flush(); err != nil {
-		t.Fatal(err)
+	// everyReceives publishes data as the issuer, and checks that it is
+	// the next message of every verifier.
+	everyReceives := func(data string) {
+		t.Helper()
+		if err := issuer.Publish(subject, []byte(data)); err != nil {
+			t.Fatal(err)
+		}
+		for i, sub := range subs {
+			if m, err := sub.NextMsg(5 * time.Second); err != nil || string(m.Data) != data {
+				t.Errorf("%s: %v, want %q published by the issuer", byRole["verifier"][i].workload.name, err, data)
+			}
+		}
 	}
-	if err := issuer.Publish(subject, []byte("signed")); err != nil {
-		t.Fatal(err)
-	}
-	if m, err := sub.NextMsg(5 * time.Second); err != nil || string(m.Data) != "signed" {
-		t.Fatalf("the verifier did not receive what the issuer published: %v", err)
-	}
+	everyReceives("signed")
 	for _, tc := range []struct {
 		name, role string
 		op         func(*nats.Conn) error
 	}{
-		{"a verifier publishing on meshauth's subjects", "VERIFIER", func(nc *nats.Conn) error { return nc.Publish(subject, []byte("forged")) }},
-		{"a verifier publishing elsewhere", "VERIFIER", func(nc *nats.Conn) error { return nc.Publish("other", []byte("x")) }},
-		{"an issuer subscribing", "ISSUER", func(nc *nats.Conn) error { _, err := nc.SubscribeSync("meshauth.>"); return err }},
-		{"a verifier subscribing elsewhere", "VERIFIER", func(nc *nats.Conn) error { _, err := nc.SubscribeSync("other"); return err }},
+		{"publishing on meshauth's subjects", "verifier", func(nc *nats.Conn) error { return nc.Publish(subject, []byte("forged")) }},
+		{"publishing elsewhere", "verifier", func(nc *nats.Conn) error { return nc.Publish("other", []byte("x")) }},
+		{"subscribing", "issuer", func(nc *nats.Conn) error { _, err := nc.SubscribeSync("meshauth.>"); return err }},
+		{"subscribing elsewhere", "verifier", func(nc *nats.Conn) error { _, err := nc.SubscribeSync("other"); return err }},
 	} {
-		nc := connect(tc.role) // a connection of its own: LastError is its refusal
-		err := tc.op(nc)
-		if err == nil {
-			err = nc.Flush()
-		}
-		if err == nil {
-			err = nc.LastError()
-		}
-		if !errors.Is(err, nats.ErrPermissionViolation) {
-			t.Errorf("%s: %v, want a permissions violation", tc.name, err)
+		for _, n := range byRole[tc.role] {
+			nc := connect(n) // a connection of its own: LastError is its refusal
+			err := tc.op(nc)
+			if err == nil {
+				err = nc.Flush()
+			}
+			if err == nil {
+				err = nc.LastError()
+			}
+			if !errors.Is(err, nats.ErrPermissionViolation) {
+				t.Errorf("%s (%s) %s: %v, want a permissions violation", n.workload.name, n.role, tc.name, err)
+			}
 		}
 	}
-	if m, err := sub.NextMsg(200 * time.Millisecond); err == nil {
-		t.Errorf("the verifier received %q, published without permission", m.Data)
-	}
+	// Nothing of what was refused arrived: the next message is the
+	// issuer's.
+	everyReceives("after the refusals")
 	if _, err := nats.Connect(s.ClientURL()); err == nil {
 		t.Error("a client without an NKey was let in")
 	}
@@ -166,50 +225,65 @@ func TestKubernetesNATSPermissions(t *testing.T) {
 // workloads that run meshauth with --nats, its cluster port the NATS peers
 // alone, and no other port is open.
 func TestKubernetesNATSNetworkPolicy(t *testing.T) {
-	c := loadCluster(t)
-	var policy *networkingv1.NetworkPolicy
-	for _, p := range c.policies {
-		if sel := c.selected(p.Namespace, p.Spec.PodSelector.MatchLabels); len(sel) == 1 && sel[0].name == "nats" {
-			policy = p
+	made := prerequisites(t)
+	forEachCluster(t, func(t *testing.T, c *cluster) {
+		sts := c.natsServer()
+		if sts == nil {
+			t.Skip("no NATS in this deployment: nats.url names the operator's")
 		}
-	}
-	if policy == nil {
-		t.Fatal("no NetworkPolicy selects the NATS pods")
-	}
-	if !slices.Contains(policy.Spec.PolicyTypes, networkingv1.PolicyTypeIngress) {
-		t.Fatal("the NATS NetworkPolicy does not restrict ingress")
-	}
-	admitted := map[int][]string{} // port → workloads
-	for _, rule := range policy.Spec.Ingress {
-		if len(rule.Ports) == 0 || len(rule.From) == 0 {
-			t.Errorf("a rule without ports or sources opens NATS to everything: %+v", rule)
-			continue
+		policy := c.natsPolicy(sts)
+		if policy == nil {
+			if len(c.policies) == 0 {
+				t.Skip("no NetworkPolicy in this deployment (networkPolicy.enabled false)")
+			}
+			t.Fatal("no NetworkPolicy selects the NATS pods")
 		}
-		for _, port := range rule.Ports {
-			for _, w := range c.workloads() {
-				if slices.ContainsFunc(rule.From, func(peer networkingv1.NetworkPolicyPeer) bool { return c.admits(t, policy.Namespace, peer, w) }) {
-					admitted[port.Port.IntValue()] = append(admitted[port.Port.IntValue()], w.name)
+		if !slices.Contains(policy.Spec.PolicyTypes, networkingv1.PolicyTypeIngress) {
+			t.Fatal("the NATS NetworkPolicy does not restrict ingress")
+		}
+		admitted := map[int][]string{} // port → workloads
+		for _, rule := range policy.Spec.Ingress {
+			if len(rule.Ports) == 0 || len(rule.From) == 0 {
+				t.Errorf("a rule without ports or sources opens NATS to everything: %+v", rule)
+				continue
+			}
+			for _, port := range rule.Ports {
+				for _, w := range c.workloads() {
+					if slices.ContainsFunc(rule.From, func(peer networkingv1.NetworkPolicyPeer) bool { return c.admits(t, policy.Namespace, peer, w) }) {
+						admitted[port.Port.IntValue()] = append(admitted[port.Port.IntValue()], w.name)
+					}
 				}
 			}
 		}
-	}
-	var clients []string
-	for name := range c.natsWorkloads(t) {
-		clients = append(clients, name)
-	}
-	slices.Sort(clients)
-	slices.Sort(admitted[4222])
-	if !slices.Equal(admitted[4222], clients) {
-		t.Errorf("NATS's client port admits %v, want the workloads with --nats %v", admitted[4222], clients)
-	}
-	if !slices.Equal(admitted[6222], []string{"nats"}) {
-		t.Errorf("NATS's cluster port admits %v, want the NATS peers alone", admitted[6222])
-	}
-	for port := range admitted {
-		if port != 4222 && port != 6222 && port != 8222 {
-			t.Errorf("the NATS NetworkPolicy opens port %d", port)
+		var clients []string
+		for _, n := range c.natsClients(t, made) {
+			clients = append(clients, n.workload.name)
+		}
+		slices.Sort(clients)
+		slices.Sort(admitted[4222])
+		if !slices.Equal(admitted[4222], clients) {
+			t.Errorf("NATS's client port admits %v, want the workloads with --nats %v", admitted[4222], clients)
+		}
+		if !slices.Equal(admitted[6222], []string{sts.Name}) {
+			t.Errorf("NATS's cluster port admits %v, want the NATS peers alone", admitted[6222])
+		}
+		for port := range admitted {
+			if port != 4222 && port != 6222 && port != 8222 {
+				t.Errorf("the NATS NetworkPolicy opens port %d", port)
+			}
+		}
+	})
+}
+
+// natsPolicy returns the NetworkPolicy that selects the pods of sts, the
+// NATS StatefulSet; nil if none does.
+func (c *cluster) natsPolicy(sts *appsv1.StatefulSet) *networkingv1.NetworkPolicy {
+	for _, p := range c.policies {
+		if p.Namespace == sts.Namespace && selects(p.Spec.PodSelector.MatchLabels, sts.Spec.Template.Labels) {
+			return p
 		}
 	}
+	return nil
 }
 
 // admits reports whether peer, in a policy of namespace, admits the pods

@@ -192,7 +192,7 @@ func container(w workload, name string) (corev1.Container, bool) {
 // cluster, running as that service account, reads its client
 // certificate.
 func TestKubernetesXDSMutualTLS(t *testing.T) {
-	c := loadCluster(t)
+	c := clusterNamed(t, "kustomize examples")
 	flags, cfg := xdsConfigFile(t)
 	tls := bootstrapXDSTLS(t)
 	for _, f := range []string{"tls-cert-file", "tls-key-file", "tls-client-ca-file"} {
@@ -222,8 +222,9 @@ func TestKubernetesXDSMutualTLS(t *testing.T) {
 	if names, _ := spec["dnsNames"].([]any); !slices.Contains(names, any(tls.sni)) {
 		t.Errorf("the xds server's Certificate names %v, not %s, which Envoy checks", names, tls.sni)
 	}
-	if v := mountOf(server, ct, flags["tls-client-ca-file"]); v == nil || v.ConfigMap == nil || c.configMaps[server.namespace+"/"+v.ConfigMap.Name] == nil {
-		t.Error("--tls-client-ca-file is not in a mounted ConfigMap of the manifests")
+	if v := mountOf(server, ct, flags["tls-client-ca-file"]); v == nil || v.ConfigMap == nil ||
+		c.configMaps[server.namespace+"/"+v.ConfigMap.Name] == nil && !prerequisites(t).has("configmap", server.namespace, v.ConfigMap.Name, path.Base(flags["tls-client-ca-file"])) {
+		t.Error("--tls-client-ca-file is not in a mounted ConfigMap of the manifests or of prerequisites.sh")
 	}
 
 	for i, n := range cfg.Nodes {

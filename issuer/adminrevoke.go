@@ -1,6 +1,7 @@
 package issuer
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,7 +21,9 @@ const pathAdminRevoke = "/admin/revoke"
 // tokens of Kind whose claim equals Value, issued until now.
 type RevokeRequest struct {
 	// Kind is "token" (Value is a jti), "client" (a client_id), "subject"
-	// (a sub) or "grant" (a user authorization, the sid of its tokens).
+	// (a sub), "user" (a user's name, which the issuer resolves to the sub
+	// of their tokens) or "grant" (a user authorization, the sid of its
+	// tokens).
 	Kind  string `json:"kind"`
 	Value string `json:"value,omitempty"`
 	// Token, for kind "token" instead of Value, is the access token itself,
@@ -37,6 +40,12 @@ type RevokeResponse struct {
 	Value     string    `json:"value"`
 	RevokedAt time.Time `json:"revoked_at"`
 	ExpiresAt time.Time `json:"expires_at"`
+	// Subject, for kind "user", is the user's id: the sub of the tokens
+	// refused.
+	Subject string `json:"subject,omitempty"`
+	// Warning says when the revocation may not be what was meant: a
+	// subject that is a user's name rather than their id.
+	Warning string `json:"warning,omitempty"`
 }
 
 // revokeKinds maps the kinds of RevokeRequest to the store's (the claims
@@ -45,6 +54,7 @@ var revokeKinds = map[string]string{
 	"token":   store.RevokeToken,
 	"client":  store.RevokeClient,
 	"subject": store.RevokeSubject,
+	"user":    store.RevokeSubject,
 	"grant":   store.RevokeGrant,
 }
 
@@ -55,9 +65,10 @@ const (
 	maxRevokeValueBytes = 1024
 )
 
-// handleAdminRevoke revokes tokens by id, client, subject or grant. Revoking
-// a client does not disable it: the tokens it holds are refused, not the
-// ones it gets next.
+// handleAdminRevoke revokes tokens by id, client, subject, user or grant.
+// Revoking a client does not disable it: the tokens it holds are refused,
+// not the ones it gets next. Revoking a subject (or a user) also ends the
+// grants and sessions that would issue new tokens of it.
 func (s *Server) handleAdminRevoke(w http.ResponseWriter, r *http.Request) {
 	if !s.checkAdmin(w, r) {
 		return
@@ -71,13 +82,13 @@ func (s *Server) handleAdminRevoke(w http.ResponseWriter, r *http.Request) {
 			s.writeError(w, r, &oauthError{Status: http.StatusRequestEntityTooLarge, Code: "invalid_request", Description: fmt.Sprintf("request body larger than %d bytes", maxRevokeBytes)})
 			return
 		}
-		s.writeError(w, r, errInvalidRequest(`the request body must be a JSON object {"kind": "token"|"client"|"subject"|"grant", "value": "..."}`))
+		s.writeError(w, r, errInvalidRequest(`the request body must be a JSON object {"kind": "token"|"client"|"subject"|"user"|"grant", "value": "..."}`))
 		return
 	}
 	kind, ok := revokeKinds[req.Kind]
 	switch {
 	case !ok:
-		s.writeError(w, r, errInvalidRequest(fmt.Sprintf("kind %q is not token, client, subject or grant", truncate(req.Kind, 32))))
+		s.writeError(w, r, errInvalidRequest(fmt.Sprintf("kind %q is not token, client, subject, user or grant", truncate(req.Kind, 32))))
 		return
 	case req.Token != "" && (req.Kind != "token" || req.Value != ""):
 		s.writeError(w, r, errInvalidRequest(`"token" goes with kind "token" and without "value"`))
@@ -91,7 +102,16 @@ func (s *Server) handleAdminRevoke(w http.ResponseWriter, r *http.Request) {
 	}
 
 	ctx := r.Context()
-	value := req.Value
+	value, subject := req.Value, ""
+	if req.Kind == "user" {
+		u, err := s.adminUser(ctx, req.Value)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		value, subject = u.ID, u.ID
+		req.Value = u.Name
+	}
 	if req.Token != "" {
 		c, err := s.ownToken(ctx, req.Token, false)
 		if err != nil {
@@ -106,22 +126,17 @@ func (s *Server) handleAdminRevoke(w http.ResponseWriter, r *http.Request) {
 	}
 	var rev *store.Revocation
 	var err error
-	if kind == store.RevokeGrant {
+	switch kind {
+	case store.RevokeGrant:
 		rev, err = s.revokeGrant(ctx, value) // the grant's refresh and reference tokens go too
-	} else {
+	case store.RevokeSubject:
+		rev, err = s.revokeSubject(ctx, value)
+	default:
 		rev, err = s.recordRevocation(ctx, kind, value)
 	}
 	if err != nil {
 		s.writeError(w, r, err)
 		return
-	}
-	if kind == store.RevokeSubject {
-		// The user's sign-in sessions end too: otherwise their next
-		// authorization would get new tokens without a password.
-		if err := s.store.DeleteUserSessions(ctx, value); err != nil {
-			s.writeError(w, r, fmt.Errorf("end the user's sessions: %w", err))
-			return
-		}
 	}
 	if req.Token != "" && !strings.Contains(req.Token, ".") {
 		// A reference token is refused at once by being gone.
@@ -130,6 +145,24 @@ func (s *Server) handleAdminRevoke(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	resp := RevokeResponse{ID: rev.ID, Kind: req.Kind, Value: rev.Value, RevokedAt: rev.RevokedAt, ExpiresAt: rev.ExpiresAt, Subject: subject}
+	if subject != "" {
+		resp.Value = req.Value
+	}
+	if req.Kind == "subject" {
+		resp.Warning = s.subjectNamesUser(ctx, value)
+	}
 	s.log.Info("tokens revoked", "kind", req.Kind, "value", value, "revocation", rev.ID)
-	writeJSON(w, http.StatusOK, RevokeResponse{ID: rev.ID, Kind: req.Kind, Value: rev.Value, RevokedAt: rev.RevokedAt, ExpiresAt: rev.ExpiresAt})
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// subjectNamesUser warns when subject is the name of a user whose tokens
+// carry another sub: a person's sub is an opaque id, so revoking their
+// name as a subject revokes nothing of theirs.
+func (s *Server) subjectNamesUser(ctx context.Context, subject string) string {
+	u, err := userNamed(ctx, s.store, subject)
+	if err != nil || u.ID == subject {
+		return ""
+	}
+	return fmt.Sprintf("%q is the name of a user whose tokens carry sub %q: this revoked the subject %q, which none of theirs has; to revoke the user's tokens, revoke user %s", u.Name, u.ID, subject, u.Name)
 }

@@ -15,7 +15,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/meshauth/meshauth/issuer/store"
-	"github.com/meshauth/meshauth/issuer/store/pgstore"
 	"github.com/meshauth/meshauth/token"
 )
 
@@ -521,17 +520,9 @@ func TestRevocationAcrossReplicas(t *testing.T) {
 	})
 	t.Run("store=postgres", func(t *testing.T) {
 		pgURL := pgSchema(t)
-		open := func() store.Store {
-			st, err := pgstore.Open(context.Background(), pgURL)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { st.Close() })
-			return st
-		}
-		stA := open()
+		stA := openPG(t, pgURL)
 		a := serveEnv(t, stA, stA, "")
-		stB := open()
+		stB := openPG(t, pgURL)
 		replicas(t, a, serveEnv(t, stB, stB, a.url))
 	})
 }

@@ -393,17 +393,22 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	folded := truncate(strings.ToLower(strings.TrimSpace(name)), 128)
 	account, address := accountKey(folded), addressKey(r)
-	now := s.now()
-	if wait := s.throttle.wait(now, account, address); wait > 0 {
+	// A store that fails changes nothing: the person may try again. The
+	// backoff cannot be read or counted then, so no password is checked.
+	unavailable := func(err error) {
+		s.remote.ErrorContext(r.Context(), "login failed", "error", err)
+		s.showLogin(w, r, c, req, http.StatusServiceUnavailable, name, "Signing in is temporarily unavailable. Please try again in a moment.")
+	}
+	wait, err := s.throttle.wait(r.Context(), s.now(), account, address)
+	if err != nil {
+		unavailable(err)
+		return
+	}
+	if wait > 0 {
 		secs := int((wait + time.Second - 1) / time.Second)
 		w.Header().Set("Retry-After", strconv.Itoa(secs))
 		s.showLogin(w, r, c, req, http.StatusTooManyRequests, name, fmt.Sprintf("Too many failed sign-in attempts. Wait %d seconds, then try again.", secs))
 		return
-	}
-	// A store that fails changes nothing: the person may try again.
-	unavailable := func(err error) {
-		s.remote.ErrorContext(r.Context(), "login failed", "error", err)
-		s.showLogin(w, r, c, req, http.StatusServiceUnavailable, name, "Signing in is temporarily unavailable. Please try again in a moment.")
 	}
 	user, err := s.checkLogin(r.Context(), name, password)
 	if err != nil {
@@ -412,15 +417,21 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	if user == nil {
 		// The backoff counts from the refusal, not from the request: the
-		// hash may take a while on a loaded machine.
-		failed := s.now()
-		s.throttle.fail(failed, account, accountFreeFailures)
-		s.throttle.fail(failed, address, addressFreeFailures)
+		// hash may take a while on a loaded machine. A failure that
+		// cannot be counted is not answered as one.
+		if err := s.throttle.fail(r.Context(), s.now(), account, address); err != nil {
+			unavailable(err)
+			return
+		}
 		s.remote.InfoContext(r.Context(), "login failed: wrong user name or password", "client_id", c.ID, "address", address)
 		s.showLogin(w, r, c, req, http.StatusUnauthorized, name, "The user name or password is incorrect.")
 		return
 	}
-	s.throttle.succeed(account)
+	if err := s.throttle.succeed(r.Context(), account); err != nil {
+		// The person proved the password; stale failures only slow their
+		// next mistake.
+		s.remote.WarnContext(r.Context(), "login succeeded, but its earlier failures are still counted", "error", err)
+	}
 	if user.Disabled {
 		// Said only to someone who knows the password.
 		s.remote.InfoContext(r.Context(), "login refused: the user is disabled", "client_id", c.ID, "sub", user.ID)

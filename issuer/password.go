@@ -148,10 +148,19 @@ var userNamePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._@+-]{0,127}$`)
 func NormalizeUserName(name string) (string, error) {
 	n := strings.ToLower(strings.TrimSpace(name))
 	if !userNamePattern.MatchString(n) {
-		return "", errors.New("user name must be 1-128 characters of letters, digits, '.', '_', '@', '+' or '-', starting with a letter or digit")
+		return "", errInvalidUserName
 	}
 	return n, nil
 }
+
+// errInvalidUserName is a name no user can have.
+var errInvalidUserName = errors.New("user name must be 1-128 characters of letters, digits, '.', '_', '@', '+' or '-', starting with a letter or digit")
+
+// noUserError says that no user has a name; it wraps store.ErrNotFound.
+type noUserError struct{ name string }
+
+func (e *noUserError) Error() string { return fmt.Sprintf("no user named %q", e.name) }
+func (e *noUserError) Unwrap() error { return store.ErrNotFound }
 
 // CreateUser stores a new user with an argon2id hash of password and
 // returns it. Errors say what was wrong with the name or password; a taken
@@ -225,7 +234,7 @@ func userNamed(ctx context.Context, st store.Store, name string) (*store.User, e
 	}
 	u, err := st.GetUserByName(ctx, n)
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, fmt.Errorf("no user named %q", n)
+		return nil, &noUserError{n}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("look up user: %w", err)

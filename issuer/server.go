@@ -139,7 +139,7 @@ type Server struct {
 	formAEAD        cipher.AEAD // seals login and consent form state
 	secureCookies   bool
 	issuerHost      string
-	throttle        *loginThrottle
+	throttle        loginThrottle
 	notifier        RevocationNotifier
 	snapshot        http.Handler
 	status          func() []string
@@ -182,7 +182,7 @@ func New(cfg Config) (*Server, error) {
 		grantLifetime:   cmp.Or(cfg.RefreshTokenLifetime, 24*time.Hour),
 		secureCookies:   u.Scheme == "https",
 		issuerHost:      u.Host,
-		throttle:        newLoginThrottle(),
+		throttle:        loginThrottle{cfg.Store},
 		notifier:        cfg.Revocations,
 		snapshot:        cfg.Snapshot,
 		status:          cfg.Status,
@@ -284,6 +284,9 @@ func (s *Server) routes() {
 	m.HandleFunc("GET "+p+pathAdminClients, s.handleListClients)
 	m.HandleFunc("GET "+p+pathAdminClients+"/{id}", s.handleGetClient)
 	m.HandleFunc("DELETE "+p+pathAdminClients+"/{id}", s.handleDeleteClient)
+	m.HandleFunc("GET "+p+pathAdminUsers, s.handleListUsers)
+	m.HandleFunc("GET "+p+pathAdminUsers+"/{name}", s.handleGetUser)
+	m.HandleFunc("DELETE "+p+pathAdminUsers+"/{name}", s.handleDeleteUser)
 	m.HandleFunc("GET "+p+pathUserinfo, s.handleUserinfo)
 	m.HandleFunc("POST "+p+pathUserinfo, s.handleUserinfo)
 	m.HandleFunc("GET "+p+pathLogout, s.handleLogout)

@@ -1,11 +1,15 @@
 package issuer
 
 import (
+	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
-	"sync"
+	"strings"
 	"time"
+
+	"github.com/meshauth/meshauth/issuer/store"
 )
 
 // Login backoff. After a few free failures, each further failed login for
@@ -14,103 +18,85 @@ import (
 // free failures than accounts because many people can share one (NAT).
 // Failures are forgotten loginFailureMemory after the last one.
 //
-// The counters live in this process: each issuer replica slows guessing on
-// its own, so N replicas behind a load balancer allow up to N times the
-// attempts. That keeps a login from writing to the store, at the cost of a
-// bound that scales with the replica count.
+// The counters live in the store (store.LoginFailures), so that every
+// replica counts the failures made at the others: N replicas allow no
+// more attempts than one. The store bounds how many it keeps
+// (store.MaxLoginFailures).
 const (
 	accountFreeFailures = 5
 	addressFreeFailures = 20
 	firstLoginBackoff   = time.Second
 	maxLoginBackoff     = 15 * time.Minute
 	loginFailureMemory  = time.Hour
-	// maxThrottleEntries bounds the memory an attacker cycling through
-	// names or addresses can make the throttle use.
-	maxThrottleEntries = 100_000
 )
 
 // loginThrottle counts failed logins per account name and per client
 // address.
 type loginThrottle struct {
-	mu      sync.Mutex
-	entries map[string]*loginFailures
-}
-
-type loginFailures struct {
-	count        int
-	last         time.Time
-	blockedUntil time.Time
-}
-
-func newLoginThrottle() *loginThrottle {
-	return &loginThrottle{entries: make(map[string]*loginFailures)}
+	st store.LoginFailures
 }
 
 // wait returns how long a login for keys must wait; zero means it may go
 // ahead.
-func (t *loginThrottle) wait(now time.Time, keys ...string) time.Duration {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	var d time.Duration
-	for _, k := range keys {
-		if e := t.entries[k]; e != nil && e.blockedUntil.After(now) {
-			d = max(d, e.blockedUntil.Sub(now))
-		}
+func (t loginThrottle) wait(ctx context.Context, now time.Time, keys ...string) (time.Duration, error) {
+	failures, err := t.st.GetLoginFailures(ctx, keys, now)
+	if err != nil {
+		return 0, fmt.Errorf("read failed logins: %w", err)
 	}
-	return d
+	var d time.Duration
+	for _, f := range failures {
+		d = max(d, blockedUntil(f).Sub(now))
+	}
+	return d, nil
 }
 
-// fail records a failed login for key, which is blocked once it has used
-// its free failures.
-func (t *loginThrottle) fail(now time.Time, key string, free int) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	e := t.entries[key]
-	if e == nil || now.Sub(e.last) > loginFailureMemory {
-		if len(t.entries) >= maxThrottleEntries {
-			t.evict(now)
-		}
-		e = &loginFailures{}
-		t.entries[key] = e
+// blockedUntil is when the next login for f's key may go ahead: once the
+// key has used its free failures, the backoff doubles with each further
+// one, from the last.
+func blockedUntil(f *store.LoginFailure) time.Time {
+	free := accountFreeFailures
+	if strings.HasPrefix(f.Key, addressKeyPrefix) {
+		free = addressFreeFailures
 	}
-	e.count++
-	e.last = now
-	if over := e.count - free; over > 0 {
-		d := maxLoginBackoff
-		if over <= 20 {
-			d = min(maxLoginBackoff, firstLoginBackoff<<(over-1))
-		}
-		e.blockedUntil = now.Add(d)
+	over := f.Count - free
+	if over <= 0 {
+		return time.Time{}
 	}
+	d := maxLoginBackoff
+	if over <= 20 {
+		d = min(maxLoginBackoff, firstLoginBackoff<<(over-1))
+	}
+	return f.Last.Add(d)
+}
+
+// fail records a failed login for each of keys.
+func (t loginThrottle) fail(ctx context.Context, at time.Time, keys ...string) error {
+	for _, k := range keys {
+		if _, err := t.st.AddLoginFailure(ctx, k, at, at.Add(loginFailureMemory)); err != nil {
+			return fmt.Errorf("count failed login: %w", err)
+		}
+	}
+	return nil
 }
 
 // succeed forgets the failures of key.
-func (t *loginThrottle) succeed(key string) {
-	t.mu.Lock()
-	delete(t.entries, key)
-	t.mu.Unlock()
+func (t loginThrottle) succeed(ctx context.Context, key string) error {
+	if err := t.st.DeleteLoginFailures(ctx, key); err != nil {
+		return fmt.Errorf("forget failed logins: %w", err)
+	}
+	return nil
 }
 
-// evict drops forgotten entries, and if none are, an arbitrary one: the
-// map stays bounded even under a flood of fresh keys.
-func (t *loginThrottle) evict(now time.Time) {
-	for k, e := range t.entries {
-		if now.Sub(e.last) > loginFailureMemory && !e.blockedUntil.After(now) {
-			delete(t.entries, k)
-		}
-	}
-	for k := range t.entries {
-		if len(t.entries) < maxThrottleEntries {
-			break
-		}
-		delete(t.entries, k)
-	}
-}
+// The throttle's keys name what they count, an account or an address.
+const (
+	accountKeyPrefix = "account:"
+	addressKeyPrefix = "address:"
+)
 
-// accountKey and addressKey name the throttle's counters. The account key
-// is the name as typed, folded like stored names, so that guessing does not
-// get fresh counters from spelling variants; it need not name a user.
-func accountKey(normalizedName string) string { return "account:" + normalizedName }
+// accountKey is the name as typed, folded like stored names, so that
+// guessing does not get fresh counters from spelling variants; it need not
+// name a user.
+func accountKey(normalizedName string) string { return accountKeyPrefix + normalizedName }
 
 // addressKey is the client's address as the issuer sees it: an IPv6 client
 // is counted by its /64, which one subscriber usually holds whole. Behind
@@ -122,12 +108,12 @@ func addressKey(r *http.Request) string {
 	}
 	addr, err := netip.ParseAddr(host)
 	if err != nil {
-		return "address:" + host
+		return addressKeyPrefix + host
 	}
 	addr = addr.Unmap()
 	if addr.Is6() {
 		p, _ := addr.Prefix(64)
-		return "address:" + p.String()
+		return addressKeyPrefix + p.String()
 	}
-	return "address:" + addr.String()
+	return addressKeyPrefix + addr.String()
 }

@@ -18,7 +18,8 @@ import (
 
 func TestHelpDocumentsEveryFlag(t *testing.T) {
 	for _, cmd := range [][]string{{"issuer"}, {"dev"}, {"sidecar"}, {"edge"}, {"xds"}, {"clients", "create"}, {"clients", "list"}, {"clients", "show"}, {"clients", "delete"},
-		{"keys", "rotate"}, {"revoke"}, {"users", "add"}, {"users", "passwd"}, {"users", "disable"}, {"users", "enable"}, {"users", "link"}} {
+		{"keys", "rotate"}, {"revoke"}, {"users", "add"}, {"users", "passwd"}, {"users", "disable"}, {"users", "enable"}, {"users", "link"},
+		{"users", "list"}, {"users", "show"}, {"users", "delete"}} {
 		t.Run(strings.Join(cmd, " "), func(t *testing.T) {
 			out := captureStderr(t, func() {
 				if err := run(context.Background(), append(cmd, "--help"), io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "help") {

@@ -15,11 +15,11 @@ import (
 	"github.com/meshauth/meshauth/issuer"
 )
 
-const revokeUsage = "usage: meshauth revoke token JTI | token --token-file FILE | client ID | subject SUB | grant ID --issuer URL (see meshauth revoke --help)"
+const revokeUsage = "usage: meshauth revoke token JTI | token --token-file FILE | client ID | user NAME | subject SUB | grant ID --issuer URL (see meshauth revoke --help)"
 
 // runRevoke revokes tokens through the issuer's admin API.
 func runRevoke(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("revoke token|client|subject|grant VALUE", flag.ContinueOnError)
+	fs := flag.NewFlagSet("revoke token|client|user|subject|grant VALUE", flag.ContinueOnError)
 	issuerURL := fs.String("issuer", "", "the running issuer that revokes (needs "+envAdminToken+")")
 	tokenFile := fs.String("token-file", "", "with kind token: revoke the access token (JWT or reference) in this file instead of giving its jti")
 	var req issuer.RevokeRequest
@@ -59,7 +59,14 @@ func runRevoke(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := c.do(ctx, http.MethodPost, "/admin/revoke", req, &out); err != nil {
 		return fmt.Errorf("revoke: %w", err)
 	}
-	fmt.Fprintf(stdout, "revoked %s %s (revocation %s): tokens issued until %s are refused until %s\n",
-		out.Kind, out.Value, out.ID, out.RevokedAt.Format(time.RFC3339), out.ExpiresAt.Format(time.RFC3339))
+	what := out.Kind + " " + out.Value
+	if out.Subject != "" {
+		what += " (sub " + out.Subject + ")"
+	}
+	fmt.Fprintf(stdout, "revoked %s (revocation %s): tokens issued until %s are refused until %s\n",
+		what, out.ID, out.RevokedAt.Format(time.RFC3339), out.ExpiresAt.Format(time.RFC3339))
+	if out.Warning != "" {
+		fmt.Fprintln(os.Stderr, "meshauth: warning:", out.Warning)
+	}
 	return nil
 }

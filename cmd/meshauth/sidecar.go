@@ -96,7 +96,7 @@ func (f *sidecarFlags) register(fs *flag.FlagSet) {
 	fs.Var(&f.trust, "trust", "issuer URL whose tokens are accepted; keys come from its metadata's jwks_uri (repeatable; per-issuer settings in the config file's issuers section)")
 	fs.StringVar(&f.jwksURL, "jwks-url", "", "take the keys of the single --trust issuer from this JWKS URL instead of its metadata")
 	fs.StringVar(&f.jwksFile, "jwks-file", "", "take the keys of the single --trust issuer from this JWK Set file instead of its metadata")
-	fs.StringVar(&f.adminListen, "admin-listen", "127.0.0.1:9901", "address of the admin listener: /metrics, /healthz, /readyz (empty disables)")
+	fs.StringVar(&f.adminListen, "admin-listen", "127.0.0.1:9904", "address of the admin listener: /metrics, /healthz, /readyz (empty disables)")
 	fs.StringVar(&f.extAuthzGRPC, "ext-authz-grpc", "", "also serve Envoy's ext_authz gRPC Check service on this address")
 	fs.StringVar(&f.extAuthzHTTP, "ext-authz-http", "", "also serve Envoy's ext_authz HTTP mode on this address")
 	fs.StringVar(&f.extAuthzHTTPPrefix, "ext-authz-http-prefix", "", "path_prefix configured in Envoy's ext_authz http_service, removed before route matching")

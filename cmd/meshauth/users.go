@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"slices"
 	"strings"
 	"time"
 
@@ -22,11 +21,24 @@ import (
 // never a flag value.
 const envUserPassword = "MESHAUTH_USER_PASSWORD"
 
+const usersUsage = "usage: meshauth users add|passwd|disable|enable|link --store URL --name NAME | list --issuer URL|--store URL | show --name NAME --issuer URL|--store URL | delete --name NAME --issuer URL (see meshauth users <command> --help)"
+
 func runUsers(ctx context.Context, args []string, stdout io.Writer) error {
-	if len(args) == 0 || !slices.Contains([]string{"add", "passwd", "disable", "enable", "link"}, args[0]) {
-		return errors.New("usage: meshauth users add|passwd|disable|enable|link --store URL --name NAME (see meshauth users add --help)")
+	if len(args) == 0 {
+		return errors.New(usersUsage)
 	}
-	sub := args[0]
+	switch args[0] {
+	case "add", "passwd", "disable", "enable", "link":
+		return editUser(ctx, args[0], args[1:], stdout)
+	case "list", "show", "delete":
+		return manageUsers(ctx, args[0], args[1:], stdout)
+	}
+	return fmt.Errorf("unknown users command %q: %s", args[0], usersUsage)
+}
+
+// editUser writes a user into the store directly, as an issuer that does
+// not hold the store finds at its next read.
+func editUser(ctx context.Context, sub string, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("users "+sub, flag.ContinueOnError)
 	storeURL := fs.String("store", "", "the store the issuer uses: file:DIR (while no issuer holds it) or postgres://...")
 	name := fs.String("name", "", "login name: letters, digits, '.', '_', '@', '+', '-'; case-insensitive")
@@ -45,7 +57,7 @@ func runUsers(ctx context.Context, args []string, stdout io.Writer) error {
 		fs.StringVar(&upstreamIssuer, "issuer", "", "the upstream provider's issuer URL (the iss of its ID Tokens)")
 		fs.StringVar(&upstreamSubject, "subject", "", "the person's identity there (the sub of its ID Tokens)")
 	}
-	if err := flagconf.Parse(fs, args[1:], nil); err != nil {
+	if err := flagconf.Parse(fs, args, nil); err != nil {
 		return err
 	}
 	if *storeURL == "" || *name == "" {

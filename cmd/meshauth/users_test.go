@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/meshauth/meshauth/issuer"
 	"github.com/meshauth/meshauth/issuer/store"
 	"github.com/meshauth/meshauth/issuer/store/filestore"
 )
@@ -204,5 +206,101 @@ func TestUsersProfileAndDisable(t *testing.T) {
 	defer st.Close()
 	if link, err := st.GetIdentity(ctx, "https://sso.example", "s-1"); err != nil || link.UserID != u.ID {
 		t.Errorf("link %+v %v", link, err)
+	}
+}
+
+// TestUsersManage lists and shows users from the store and through the
+// issuer, revokes one by name and deletes them.
+func TestUsersManage(t *testing.T) {
+	storeURL := "file:" + filepath.Join(t.TempDir(), "store")
+	t.Setenv(envUserPassword, "a passphrase long enough")
+	aliceID, err := users("add", "--store", storeURL, "--name", "alice", "--display-name", "Alice Liddell", "--email", "Alice@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	aliceID = strings.TrimSpace(aliceID)
+	if _, err := users("add", "--store", storeURL, "--name", "bob"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := users("link", "--store", storeURL, "--name", "alice", "--issuer", "https://idp.example", "--subject", "a-1"); err != nil {
+		t.Fatal(err)
+	}
+	checkList := func(where, out string) {
+		t.Helper()
+		var list []issuer.UserInfo
+		if err := json.Unmarshal([]byte(out), &list); err != nil || len(list) != 2 {
+			t.Fatalf("%s: list %v: %s", where, err, out)
+		}
+		a := list[0]
+		if a.Name != "alice" || a.ID != aliceID || a.DisplayName != "Alice Liddell" || a.Email != "alice@example.com" || !a.Password ||
+			len(a.Identities) != 1 || a.Identities[0].Subject != "a-1" || list[1].Name != "bob" {
+			t.Errorf("%s: list %+v", where, list)
+		}
+		if strings.Contains(out, "argon2") || strings.Contains(out, "passphrase") {
+			t.Errorf("%s: the list shows a password: %s", where, out)
+		}
+	}
+	out, err := users("list", "--store", storeURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkList("--store", out)
+	if out, err := users("show", "--store", storeURL, "--name", "ALICE"); err != nil || !strings.Contains(out, aliceID) {
+		t.Errorf("show --store: %v %s", err, out)
+	}
+
+	issuerURL := startIssuerWith(t, func(f *issuerFlags) { f.storeURL = storeURL })
+	t.Setenv(envAdminToken, "admin-test-token")
+	if out, err = users("list", "--issuer", issuerURL); err != nil {
+		t.Fatal(err)
+	}
+	checkList("--issuer", out)
+	var alice issuer.UserInfo
+	if out, err := users("show", "--issuer", issuerURL, "--name", "alice"); err != nil || json.Unmarshal([]byte(out), &alice) != nil || alice.ID != aliceID {
+		t.Errorf("show --issuer: %v %s", err, out)
+	}
+
+	revoke := func(args ...string) (string, string, error) {
+		var out strings.Builder
+		var err error
+		stderr := captureStderr(t, func() {
+			err = run(context.Background(), append([]string{"revoke"}, append(args, "--issuer", issuerURL)...), &out, io.Discard)
+		})
+		return out.String(), stderr, err
+	}
+	if out, stderr, err := revoke("subject", "alice"); err != nil || !strings.Contains(stderr, "warning:") || !strings.Contains(stderr, "revoke user alice") {
+		t.Errorf("revoke subject alice: %v %q, stderr %q: want a warning naming revoke user alice", err, out, stderr)
+	}
+	if out, stderr, err := revoke("user", "Alice"); err != nil || !strings.HasPrefix(out, "revoked user alice (sub "+aliceID+") ") || stderr != "" {
+		t.Errorf("revoke user Alice: %v %q %q", err, out, stderr)
+	}
+	if _, _, err := revoke("user", "carol"); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Errorf("revoke user carol: %v, want 404", err)
+	}
+
+	if out, err := users("delete", "--issuer", issuerURL, "--name", "alice"); err != nil || !strings.HasPrefix(out, "deleted user alice ("+aliceID+"); their tokens are refused until ") {
+		t.Fatalf("delete: %v %q", err, out)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"show a deleted user", []string{"show", "--name", "alice", "--issuer", issuerURL}, "404"},
+		{"delete twice", []string{"delete", "--name", "alice", "--issuer", issuerURL}, "404"},
+		{"show without a name", []string{"show", "--issuer", issuerURL}, "needs --name"},
+		{"list without issuer or store", []string{"list"}, "exactly one of --issuer"},
+		{"list with both", []string{"list", "--issuer", issuerURL, "--store", storeURL}, "exactly one of --issuer"},
+		{"delete from a store", []string{"delete", "--name", "bob", "--store", storeURL}, "-store"},
+		{"delete without an issuer", []string{"delete", "--name", "bob"}, "--issuer is required"},
+		{"unknown command", []string{"rename"}, `unknown users command "rename"`},
+		{"no command", nil, "usage"},
+	} {
+		if _, err := users(tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want one containing %q", tc.name, err, tc.want)
+		}
+	}
+	if out, err := users("list", "--issuer", issuerURL); err != nil || strings.Contains(out, "alice") || !strings.Contains(out, "bob") {
+		t.Errorf("list after the deletion: %v %s", err, out)
 	}
 }

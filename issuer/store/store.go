@@ -187,6 +187,10 @@ type Store interface {
 	// AddSigningKey, DeleteSigningKey of an existing key and
 	// AddRevocation is one.
 	Changes
+	// Administration of users and the login backoff's counters
+	// (people.go, loginfailures.go).
+	People
+	LoginFailures
 
 	// Ping reports whether the store is reachable.
 	Ping(ctx context.Context) error

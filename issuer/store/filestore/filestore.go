@@ -541,5 +541,5 @@ func (s *Store) sweep(now time.Time) error {
 			}
 		}
 	}
-	return nil
+	return s.trimLoginFailures(store.MaxLoginFailures)
 }

@@ -99,37 +99,54 @@ func (s *Store) GetGrant(ctx context.Context, id string) (*store.Grant, error) {
 // tokens are deleted even if the grant itself is gone.
 func (s *Store) RevokeGrant(ctx context.Context, id string, at time.Time) error {
 	err := s.update(ctx, func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketGrants)
 		var r grantRecord
-		switch err := get(b, id, &r); {
-		case err == nil && r.RevokedAt.IsZero():
-			r.RevokedAt = at.UTC()
-			if err := put(b, id, r); err != nil {
-				return err
-			}
-		case err != nil && !errors.Is(err, store.ErrNotFound):
+		switch err := get(tx.Bucket(bucketGrants), id, &r); {
+		case err == nil:
+			_, err := revokeGrant(tx, &r, at)
+			return err
+		case errors.Is(err, store.ErrNotFound):
+			return deleteGrantTokens(tx, id)
+		default:
 			return err
 		}
-		prefix := grantIndexPrefix(id)
-		var entries [][]byte
-		c := tx.Bucket(bucketGrantTokens).Cursor()
-		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-			entries = append(entries, bytes.Clone(k))
-		}
-		for _, k := range entries {
-			kind, hash := k[len(prefix)], k[len(prefix)+1:]
-			remove := deleteAccessToken
-			if kind == kindRefresh {
-				remove = deleteRefreshToken
-			}
-			if err := remove(tx, hash); err != nil {
-				return err
-			}
-		}
-		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("revoke grant %q: %w", id, err)
+	}
+	return nil
+}
+
+// revokeGrant sets r's RevokedAt unless it is set, and deletes the grant's
+// tokens; it reports whether r was newly revoked.
+func revokeGrant(tx *bolt.Tx, r *grantRecord, at time.Time) (bool, error) {
+	revoked := r.RevokedAt.IsZero()
+	if revoked {
+		r.RevokedAt = at.UTC()
+		if err := put(tx.Bucket(bucketGrants), r.ID, r); err != nil {
+			return false, err
+		}
+	}
+	return revoked, deleteGrantTokens(tx, r.ID)
+}
+
+// deleteGrantTokens deletes the tokens of grant id that the grant_tokens
+// index lists.
+func deleteGrantTokens(tx *bolt.Tx, id string) error {
+	prefix := grantIndexPrefix(id)
+	var entries [][]byte
+	c := tx.Bucket(bucketGrantTokens).Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		entries = append(entries, bytes.Clone(k))
+	}
+	for _, k := range entries {
+		kind, hash := k[len(prefix)], k[len(prefix)+1:]
+		remove := deleteAccessToken
+		if kind == kindRefresh {
+			remove = deleteRefreshToken
+		}
+		if err := remove(tx, hash); err != nil {
+			return err
+		}
 	}
 	return nil
 }

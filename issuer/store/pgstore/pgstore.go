@@ -428,5 +428,5 @@ func (s *Store) sweep(ctx context.Context) error {
 			return fmt.Errorf("sweep %s: %w", table, err)
 		}
 	}
-	return nil
+	return s.trimLoginFailures(ctx, store.MaxLoginFailures)
 }

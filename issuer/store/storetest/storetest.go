@@ -99,6 +99,8 @@ func Run(t *testing.T, h Harness) {
 	}
 	tests = append(tests, sessionTests...)
 	tests = append(tests, identityTests...)
+	tests = append(tests, peopleTests...)
+	tests = append(tests, loginFailureTests...)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
