@@ -23,8 +23,6 @@ import (
 
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jws"
-
-	"github.com/meshauth/meshauth/issuer/store"
 )
 
 var t0 = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -55,7 +53,7 @@ const (
 	testMaxLife  = time.Hour
 )
 
-func testConfig(st store.Store, clk *clock, s *Sealer) KeyringConfig {
+func testConfig(st KeyStore, clk *clock, s *Sealer) KeyringConfig {
 	return KeyringConfig{
 		RotationInterval: testRotation,
 		PrePublish:       testPre,
