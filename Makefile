@@ -50,7 +50,7 @@ FUZZ_TARGETS = \
 	./jwks/:FuzzDecodeUpdate \
 	./exchange/:FuzzDecide \
 	./exchange/:FuzzParseTokenResponse \
-	./exchange/:FuzzParseMetadata \
+	./internal/discovery/:FuzzParseMetadata \
 	./xds/:FuzzParseConfig \
 	./rp/:FuzzIDTokenClaims \
 	./audit/:FuzzParseRecord \

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 
+	"github.com/meshauth/meshauth/internal/discovery"
 	"github.com/meshauth/meshauth/jwks"
 )
 
@@ -74,7 +75,7 @@ func (s *Server) buildMetadata() ([]byte, error) {
 	if s.snapshot != nil {
 		// meshauth's own member (RFC 8414 §2 allows extensions): where
 		// verifiers get the keys and revocations they follow.
-		md[jwks.SnapshotMember] = s.endpoint(pathSnapshot)
+		md[discovery.MemberSnapshotURI] = s.endpoint(pathSnapshot)
 	}
 	b, err := json.MarshalIndent(md, "", "  ")
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/meshauth/meshauth/internal/discovery"
 	"github.com/meshauth/meshauth/internal/natstest"
 	"github.com/meshauth/meshauth/issuer/store"
 	"github.com/meshauth/meshauth/issuer/store/filestore"
@@ -69,7 +70,7 @@ func newDistIssuer(t testing.TB) *distIssuer {
 	mustLoad(t, iss.keyring)
 	mux := http.NewServeMux()
 	mux.HandleFunc("/.well-known/oauth-authorization-server", func(w http.ResponseWriter, r *http.Request) {
-		json.NewEncoder(w).Encode(map[string]string{"issuer": iss.url, "jwks_uri": iss.url + "/jwks.json", SnapshotMember: iss.url + "/snapshot"})
+		json.NewEncoder(w).Encode(map[string]string{"issuer": iss.url, "jwks_uri": iss.url + "/jwks.json", discovery.MemberSnapshotURI: iss.url + "/snapshot"})
 	})
 	mux.HandleFunc("/jwks.json", func(w http.ResponseWriter, r *http.Request) {
 		iss.jwksFetches.Add(1)

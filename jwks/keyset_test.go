@@ -354,6 +354,39 @@ func TestKeySetDiscovery(t *testing.T) {
 	}
 }
 
+// TestKeySetDiscoveryMemberNames: the metadata's members are read by
+// their exact names, as every other reader of an issuer's metadata in
+// meshauth reads them, and a member given twice is refused. (The key-set
+// cache read them with encoding/json, which matches names regardless of
+// case and takes the last of several: a "JWKS_URI" after "jwks_uri"
+// chose the keys.)
+func TestKeySetDiscoveryMemberNames(t *testing.T) {
+	k1, j1 := ksJWK(t, "k1")
+	_, j2 := ksJWK(t, "k2")
+	other := newKSServer(t)
+	other.setJWKS(ksDoc(t, j2), 0, "")
+	s := newKSServer(t)
+	s.setJWKS(ksDoc(t, j1), 0, "")
+	const path = "/.well-known/oauth-authorization-server"
+	s.metadata[path] = []byte(`{"issuer":"` + s.URL + `","jwks_uri":"` + s.URL + `/jwks.json","JWKS_URI":"` + other.URL + `/jwks.json"}`)
+	c := newTestKeySetCache(t, KeySetConfig{Issuer: s.URL})
+	if err := ksRefresh(c); err != nil {
+		t.Fatal(err)
+	}
+	if !ksHas(c, k1) || other.jwksHits.Load() != 0 {
+		t.Fatalf("keys from the member named otherwise: k1 %v, %d fetches elsewhere", ksHas(c, k1), other.jwksHits.Load())
+	}
+
+	s.metadata[path] = []byte(`{"issuer":"` + s.URL + `","jwks_uri":"` + s.URL + `/jwks.json","jwks_uri":"` + other.URL + `/jwks.json"}`)
+	c = newTestKeySetCache(t, KeySetConfig{Issuer: s.URL})
+	if err := ksRefresh(c); err == nil || !strings.Contains(err.Error(), "repeated") {
+		t.Fatalf("metadata with jwks_uri twice: %v", err)
+	}
+	if c.Ready() || other.jwksHits.Load() != 0 {
+		t.Fatal("keys loaded from metadata with jwks_uri twice")
+	}
+}
+
 // TestKeySetRediscovery checks that the metadata is read again once the
 // JWKS moved, and after MaxRefresh.
 func TestKeySetRediscovery(t *testing.T) {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/meshauth/meshauth/internal/discovery"
 	"github.com/meshauth/meshauth/token"
 )
 
@@ -94,7 +95,7 @@ type SubscriberConfig struct {
 type Subscriber struct {
 	cfg     SubscriberConfig
 	issuer  *url.URL
-	fetcher httpFetcher
+	fetcher *discovery.Fetcher
 
 	// in carries deltas from NATS's callbacks to Run's goroutine, which
 	// alone owns the fields below it.
@@ -157,13 +158,13 @@ func NewSubscriber(cfg SubscriberConfig) (*Subscriber, error) {
 	case cfg.PollInterval < 0:
 		return nil, fmt.Errorf("subscriber: PollInterval must not be negative (got %v)", cfg.PollInterval)
 	}
-	iss, err := parseKeySetURL("Issuer", cfg.Issuer)
+	iss, err := discovery.ParseIssuer("Issuer", cfg.Issuer)
 	if err != nil {
 		return nil, fmt.Errorf("subscriber: %w", err)
 	}
 	s := &Subscriber{cfg: cfg, issuer: iss, in: make(chan received, 1024), kick: make(chan struct{}, 1), pending: map[int64]bool{}, providerVer: map[string]int64{}}
 	if cfg.SnapshotURL != "" {
-		if s.snapshotURL, err = issuerDocumentURL(iss, "snapshot URL", cfg.SnapshotURL); err != nil {
+		if s.snapshotURL, err = discovery.DocumentURL(iss, "snapshot URL", cfg.SnapshotURL); err != nil {
 			return nil, fmt.Errorf("subscriber: %w", err)
 		}
 	}
@@ -176,7 +177,7 @@ func NewSubscriber(cfg SubscriberConfig) (*Subscriber, error) {
 	if s.cfg.Now == nil {
 		s.cfg.Now = time.Now
 	}
-	s.fetcher = newHTTPFetcher(cfg.HTTPClient, maxSnapshotBytes)
+	s.fetcher = discovery.NewFetcher(cfg.HTTPClient, maxSnapshotBytes)
 	return s, nil
 }
 
@@ -336,25 +337,27 @@ func (s *Subscriber) fetch(ctx context.Context, u *url.URL, since int64, etag st
 	ctx, cancel := context.WithTimeout(ctx, fetchTimeout)
 	defer cancel()
 	if u == nil {
-		md, err := s.fetcher.discover(ctx, s.issuer, s.cfg.Issuer)
+		md, err := s.fetcher.Metadata(ctx, s.cfg.Issuer)
 		switch {
 		case err != nil:
 			return fetchResult{err: err}
-		case md.snapshotErr != nil:
-			return fetchResult{err: md.snapshotErr}
-		case md.snapshotURI == nil:
-			return fetchResult{none: true, err: fmt.Errorf("the metadata of %s names no %s: the issuer distributes no snapshot; its keys come from jwks_uri, and none of its revocations", s.cfg.Issuer, SnapshotMember)}
+		case md.Unusable[discovery.MemberSnapshotURI] != nil:
+			return fetchResult{err: fmt.Errorf("metadata of %s: %w", s.cfg.Issuer, md.Unusable[discovery.MemberSnapshotURI])}
+		case md.SnapshotURI == "":
+			return fetchResult{none: true, err: fmt.Errorf("the metadata of %s names no %s: the issuer distributes no snapshot; its keys come from jwks_uri, and none of its revocations", s.cfg.Issuer, discovery.MemberSnapshotURI)}
 		}
-		u = md.snapshotURI
+		if u, err = url.Parse(md.SnapshotURI); err != nil {
+			return fetchResult{err: err} // checked by Metadata
+		}
 	}
 	q := *u
 	values := q.Query()
 	values.Set("since", strconv.FormatInt(since, 10))
 	q.RawQuery = values.Encode()
-	body, h, err := s.fetcher.get(ctx, "snapshot", &q, SnapshotMediaType, etag)
+	body, h, err := s.fetcher.Get(ctx, "snapshot", &q, SnapshotMediaType, etag)
 	r := fetchResult{url: u, body: body}
 	switch {
-	case errors.Is(err, errNotModified):
+	case errors.Is(err, discovery.ErrNotModified):
 		r.notModified = true
 	case err != nil:
 		r.err = err
