@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/meshauth/meshauth/internal/discovery"
+	"github.com/meshauth/meshauth/issuer/keys"
 	"github.com/meshauth/meshauth/jwks"
 )
 
@@ -24,7 +25,7 @@ func TestSnapshotServed(t *testing.T) {
 		t.Errorf("metadata names a snapshot without a distributor: %s", body)
 	}
 
-	dist, err := jwks.NewDistributor(jwks.DistributorConfig{Issuer: e.url, Keyring: e.keys, Store: e.store})
+	dist, err := keys.NewDistributor(keys.DistributorConfig{Issuer: e.url, Keyring: e.keys, Store: e.store})
 	if err != nil {
 		t.Fatal(err)
 	}

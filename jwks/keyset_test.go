@@ -21,11 +21,19 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/meshauth/meshauth/internal/inprocess"
 	"github.com/meshauth/meshauth/token"
 )
 
 // ksJWK returns a new P-256 verification key with ID kid and its JWK.
 func ksJWK(t testing.TB, kid string) (token.Key, map[string]any) {
+	t.Helper()
+	_, k, jwk := ksSigningKey(t, kid)
+	return k, jwk
+}
+
+// ksSigningKey is ksJWK with the private key.
+func ksSigningKey(t testing.TB, kid string) (*ecdsa.PrivateKey, token.Key, map[string]any) {
 	t.Helper()
 	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -40,7 +48,7 @@ func ksJWK(t testing.TB, kid string) (token.Key, map[string]any) {
 		"kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": kid,
 		"x": enc(point[1:33]), "y": enc(point[33:]),
 	}
-	return token.Key{ID: kid, Algorithm: "ES256", Public: &priv.PublicKey}, jwk
+	return priv, token.Key{ID: kid, Algorithm: "ES256", Public: &priv.PublicKey}, jwk
 }
 
 // ksDoc returns a JWK Set of jwks.
@@ -1036,7 +1044,7 @@ func TestKeySetMaxStale(t *testing.T) {
 					t.Fatal(err)
 				}
 				d := &keyDoc{issuer: issuerURL, jwks: string(doc)}
-				c := newTestKeySetCache(t, KeySetConfig{Issuer: issuerURL, HTTPClient: inProcess(d), MinRefresh: time.Minute, MaxRefresh: 10 * time.Minute, MaxStale: time.Hour, Logger: slog.New(slog.DiscardHandler)})
+				c := newTestKeySetCache(t, KeySetConfig{Issuer: issuerURL, HTTPClient: inprocess.Client(d), MinRefresh: time.Minute, MaxRefresh: 10 * time.Minute, MaxStale: time.Hour, Logger: slog.New(slog.DiscardHandler)})
 				ctx, cancel := context.WithCancel(t.Context())
 				defer cancel()
 				c.Start(ctx)

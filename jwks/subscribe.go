@@ -383,7 +383,7 @@ func (s *Subscriber) applyFetched(r fetchResult) (more bool) {
 		s.confirm(now, "")
 		return false
 	default:
-		var snap *snapshot
+		var snap *Snapshot
 		var keys []token.Key
 		// The issuer's keys over HTTPS decide, refreshed once
 		// (rate-limited) for a kid they lack.
@@ -423,7 +423,7 @@ func (s *Subscriber) confirm(now time.Time, lastErr string) {
 }
 
 // applySnapshot applies a verified snapshot.
-func (s *Subscriber) applySnapshot(snap *snapshot, keys []token.Key) error {
+func (s *Subscriber) applySnapshot(snap *Snapshot, keys []token.Key) error {
 	switch {
 	case snap.Since > s.seq:
 		return fmt.Errorf("it starts after change %d, and this verifier has changes up to %d only", snap.Since, s.seq)
@@ -451,7 +451,7 @@ func (s *Subscriber) applySnapshot(snap *snapshot, keys []token.Key) error {
 		// A provider the issuer no longer relays is no longer vouched for.
 		for provider, ver := range s.providerVer {
 			if !relayed[provider] && ver > 0 {
-				s.applyProvider(&providerKeys{Provider: provider, Version: ver + 1}, nil, SourceSnapshot)
+				s.applyProvider(&ProviderKeys{Provider: provider, Version: ver + 1}, nil, SourceSnapshot)
 			}
 		}
 	}
@@ -490,18 +490,18 @@ func (s *Subscriber) apply(m received) (fetch bool) {
 		n   int64 // the change the delta stands for
 	)
 	switch m.kind {
-	case kindRevocation:
-		var u *revocationUpdate
+	case KindRevocation:
+		var u *RevocationUpdate
 		if u, err = decodeRevocationUpdate(m.data, keys, s.cfg.Issuer); err == nil {
 			n = u.Seq
 			if n <= s.seq && s.synced || !s.cfg.Now().Before(u.ExpiresAt) {
 				s.stale.Add(1)
 				return false
 			}
-			s.revoke(&u.revocationEntry)
+			s.revoke(&u.RevocationEntry)
 		}
-	case kindKeys:
-		var u *keySetUpdate
+	case KindKeys:
+		var u *KeySetUpdate
 		var parsed []token.Key
 		if u, parsed, err = decodeKeySetUpdate(m.data, keys, s.cfg.Issuer); err == nil {
 			if !s.synced {
@@ -516,15 +516,15 @@ func (s *Subscriber) apply(m received) (fetch bool) {
 			s.keysSeq, n = u.Seq, u.Seq
 			s.cfg.Logger.Info("key set updated over NATS", "issuer", s.cfg.Issuer, "keys", len(parsed), "seq", u.Seq)
 		}
-	case kindRelay:
-		var u *relayUpdate
+	case KindRelay:
+		var u *RelayUpdate
 		var parsed []token.Key
 		if u, parsed, err = decodeRelayUpdate(m.data, keys, s.cfg.Issuer); err == nil {
 			if !s.synced {
 				s.hold(m)
 				return false
 			}
-			if !s.applyProvider(&u.providerKeys, parsed, SourceNATS) {
+			if !s.applyProvider(&u.ProviderKeys, parsed, SourceNATS) {
 				return false
 			}
 		}
@@ -575,7 +575,7 @@ func (s *Subscriber) advance() {
 }
 
 // revoke passes r on.
-func (s *Subscriber) revoke(r *revocationEntry) {
+func (s *Subscriber) revoke(r *RevocationEntry) {
 	if s.cfg.Revoked != nil {
 		s.cfg.Revoked(r.revocation(s.cfg.Issuer))
 	}
@@ -583,7 +583,7 @@ func (s *Subscriber) revoke(r *revocationEntry) {
 
 // applyProvider installs a relayed provider's keys (none: drops them) if
 // they are newer than what it holds, and reports whether they were.
-func (s *Subscriber) applyProvider(p *providerKeys, keys []token.Key, source string) bool {
+func (s *Subscriber) applyProvider(p *ProviderKeys, keys []token.Key, source string) bool {
 	if p.Version <= s.providerVer[p.Provider] {
 		if source == SourceNATS {
 			s.stale.Add(1)

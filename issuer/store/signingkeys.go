@@ -22,7 +22,7 @@ type SigningKeys interface {
 }
 
 // SigningKey is one of the issuer's signing keys. The private key is stored
-// only encrypted (see package jwks).
+// only encrypted (see package issuer/keys).
 type SigningKey struct {
 	ID        string // the JWK kid
 	Algorithm string // ES256, EdDSA or RS256

@@ -1,4 +1,4 @@
-package jwks
+package keys
 
 import (
 	"context"
@@ -19,6 +19,7 @@ import (
 	"github.com/meshauth/meshauth/internal/natstest"
 	"github.com/meshauth/meshauth/issuer/store"
 	"github.com/meshauth/meshauth/issuer/store/filestore"
+	"github.com/meshauth/meshauth/jwks"
 	"github.com/meshauth/meshauth/token"
 )
 
@@ -93,7 +94,7 @@ func newDistIssuer(t testing.TB) *distIssuer {
 	return iss
 }
 
-func (iss *distIssuer) newDistributor(t testing.TB, nc *nats.Conn, providers map[string]*KeySetCache) *Distributor {
+func (iss *distIssuer) newDistributor(t testing.TB, nc *nats.Conn, providers map[string]*jwks.KeySetCache) *Distributor {
 	t.Helper()
 	d, err := NewDistributor(DistributorConfig{Issuer: iss.url, Keyring: iss.keyring, Store: iss.store, Providers: providers, Conn: nc, Logger: ksLogger(t), Now: iss.clock.Now})
 	if err != nil {
@@ -104,7 +105,7 @@ func (iss *distIssuer) newDistributor(t testing.TB, nc *nats.Conn, providers map
 
 // publish makes the issuer publish its deltas on NATS at urls until the
 // test ends.
-func (iss *distIssuer) publish(t testing.TB, urls string, providers map[string]*KeySetCache) {
+func (iss *distIssuer) publish(t testing.TB, urls string, providers map[string]*jwks.KeySetCache) {
 	t.Helper()
 	iss.dist = iss.newDistributor(t, natstest.Connect(t, urls), providers)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -148,12 +149,12 @@ func (iss *distIssuer) rotate(t testing.TB, immediate bool) string {
 // sidecar is what a sidecar holds of one issuer: its key-set cache, a
 // Subscriber, and the revocations received.
 type sidecar struct {
-	keys *KeySetCache
-	sub  *Subscriber
+	keys *jwks.KeySetCache
+	sub  *jwks.Subscriber
 
 	mu        sync.Mutex
 	revoked   []token.Revocation
-	providers map[string]*KeySetCache
+	providers map[string]*jwks.KeySetCache
 }
 
 type sidecarOptions struct {
@@ -168,10 +169,10 @@ type sidecarOptions struct {
 func newSidecar(t testing.TB, iss *distIssuer, o sidecarOptions) *sidecar {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	sc := &sidecar{providers: map[string]*KeySetCache{}}
-	sc.keys = newTestKeySetCache(t, KeySetConfig{Issuer: iss.url, MinRefresh: time.Hour, MaxRefresh: time.Hour, Logger: slog.New(slog.DiscardHandler)})
+	sc := &sidecar{providers: map[string]*jwks.KeySetCache{}}
+	sc.keys = newTestKeySetCache(t, jwks.KeySetConfig{Issuer: iss.url, MinRefresh: time.Hour, MaxRefresh: time.Hour, Logger: slog.New(slog.DiscardHandler)})
 	sc.keys.Start(ctx)
-	cfg := SubscriberConfig{
+	cfg := jwks.SubscriberConfig{
 		Issuer: iss.url, Keys: sc.keys, Logger: ksLogger(t), PollInterval: o.poll,
 		Revoked: func(r token.Revocation) {
 			sc.mu.Lock()
@@ -186,18 +187,18 @@ func newSidecar(t testing.TB, iss *distIssuer, o sidecarOptions) *sidecar {
 		cfg.Conn = natstest.Connect(t, o.natsURLs)
 	}
 	if o.federation {
-		cfg.Provider = func(owner string) *KeySetCache {
+		cfg.Provider = func(owner string) *jwks.KeySetCache {
 			sc.mu.Lock()
 			defer sc.mu.Unlock()
 			c := sc.providers[owner]
 			if c == nil {
-				c = newTestKeySetCache(t, KeySetConfig{Issuer: owner, Logger: slog.New(slog.DiscardHandler)})
+				c = newTestKeySetCache(t, jwks.KeySetConfig{Issuer: owner, Logger: slog.New(slog.DiscardHandler)})
 				sc.providers[owner] = c
 			}
 			return c
 		}
 	}
-	sub, err := NewSubscriber(cfg)
+	sub, err := jwks.NewSubscriber(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,7 +212,7 @@ func newSidecar(t testing.TB, iss *distIssuer, o sidecarOptions) *sidecar {
 
 func (sc *sidecar) has(kid string) bool { return cacheHas(sc.keys, kid) }
 
-func cacheHas(c *KeySetCache, kid string) bool {
+func cacheHas(c *jwks.KeySetCache, kid string) bool {
 	if c == nil {
 		return false
 	}
@@ -223,7 +224,7 @@ func cacheHas(c *KeySetCache, kid string) bool {
 	return ok
 }
 
-func (sc *sidecar) provider(owner string) *KeySetCache {
+func (sc *sidecar) provider(owner string) *jwks.KeySetCache {
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
 	return sc.providers[owner]
@@ -248,4 +249,20 @@ func (sc *sidecar) revokedValues() []string {
 	}
 	slices.Sort(v)
 	return v
+}
+
+func newTestKeySetCache(t testing.TB, cfg jwks.KeySetConfig) *jwks.KeySetCache {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = ksLogger(t)
+	}
+	c, err := jwks.NewKeySetCache(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func ksLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), nil))
 }
