@@ -48,7 +48,7 @@ FUZZ_TARGETS = \
 	./proxy/:FuzzClientAddr \
 	./proxy/:FuzzCanonicalPath \
 	./jwks/:FuzzDecodeUpdate \
-	./exchange/:FuzzDecide \
+	./issuer/exchangepolicy/:FuzzDecide \
 	./exchange/:FuzzParseTokenResponse \
 	./internal/discovery/:FuzzParseMetadata \
 	./xds/:FuzzParseConfig \

@@ -23,6 +23,8 @@ import (
 )
 
 const (
+	// testIssuer is the issuer of testSubject.
+	testIssuer   = "https://auth.example.com"
 	testClientID = "orders"
 	// testSecret needs form-encoding before Basic (RFC 6749 §2.3.1).
 	testSecret  = "s3cr:et+/ü"
