@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"strings"
 
 	"github.com/meshauth/meshauth/issuer/store"
 	"github.com/meshauth/meshauth/token"
@@ -39,7 +38,7 @@ func (s *Server) revoke(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	if err != nil {
 		return err
 	}
-	if strings.Contains(value, ".") {
+	if !token.IsReference(value) {
 		// Only JWTs have dots; reference and refresh tokens are base64url.
 		return s.revokeJWT(ctx, client, value)
 	}

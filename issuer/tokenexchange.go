@@ -151,7 +151,7 @@ func policyClient(c *store.Client) *exchangepolicy.Client {
 // tokens are for the Internet side only, so an edge never exchanges one
 // for itself; its JWT subject tokens, if any, follow Decide's rules.
 func dereference(subjectToken string, jwtOnly bool, c *store.Client) bool {
-	return !jwtOnly && !strings.Contains(subjectToken, ".") && slices.Contains(c.Scope, exchangepolicy.DereferenceScope)
+	return !jwtOnly && token.IsReference(subjectToken) && slices.Contains(c.Scope, exchangepolicy.DereferenceScope)
 }
 
 // foreignToken returns the claims of value, a token of the foreign issuer
@@ -234,7 +234,7 @@ func decisionError(err error) error {
 // present the token is the caller's rule (for a subject token,
 // exchangepolicy.Decide's: the client is in "aud" or named by "may_act").
 func (s *Server) ownToken(ctx context.Context, value string, jwtOnly bool) (*token.Claims, error) {
-	if !jwtOnly && !strings.Contains(value, ".") {
+	if !jwtOnly && token.IsReference(value) {
 		return s.referenceClaims(ctx, value)
 	}
 	var c token.Claims
