@@ -17,6 +17,7 @@ import (
 
 	"github.com/meshauth/meshauth/internal/discovery"
 	"github.com/meshauth/meshauth/internal/natstest"
+	"github.com/meshauth/meshauth/internal/testwait"
 	"github.com/meshauth/meshauth/issuer/store"
 	"github.com/meshauth/meshauth/issuer/store/filestore"
 	"github.com/meshauth/meshauth/jwks"
@@ -28,13 +29,7 @@ const distTimeout = 30 * time.Second
 
 func distWait(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(distTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testwait.For(t, distTimeout, testwait.Holds(what, cond))
 }
 
 // distIssuer is an issuer as verifiers see it: a keyring and revocations
