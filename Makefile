@@ -49,9 +49,9 @@ FUZZ_TARGETS = \
 	./proxy/:FuzzCanonicalPath \
 	./proxy/:FuzzForwardedFields \
 	./jwks/:FuzzDecodeUpdate \
-	./exchange/:FuzzDecide \
+	./issuer/exchangepolicy/:FuzzDecide \
 	./exchange/:FuzzParseTokenResponse \
-	./exchange/:FuzzParseMetadata \
+	./internal/discovery/:FuzzParseMetadata \
 	./xds/:FuzzParseConfig \
 	./rp/:FuzzIDTokenClaims \
 	./audit/:FuzzParseRecord \

@@ -16,6 +16,7 @@ import (
 
 	"github.com/meshauth/meshauth/exchange"
 	"github.com/meshauth/meshauth/issuer"
+	"github.com/meshauth/meshauth/issuer/exchangepolicy"
 	"github.com/meshauth/meshauth/issuer/store"
 	"github.com/meshauth/meshauth/issuer/store/filestore"
 	"github.com/meshauth/meshauth/proxy"
@@ -85,7 +86,7 @@ func BenchmarkEdgeColdDereference(b *testing.B) {
 	}
 	b.Cleanup(func() { fst.Close() })
 	issuerURL := startBenchIssuer(b, fst)
-	edgeSecret := registerBench(b, fst, issuer.ClientMetadata{ClientID: "edge", Scope: exchange.DereferenceScope,
+	edgeSecret := registerBench(b, fst, issuer.ClientMetadata{ClientID: "edge", Scope: exchangepolicy.DereferenceScope,
 		GrantTypes: []string{issuer.GrantTypeTokenExchange}, AllowedAudiences: []string{benchAudience}})
 	client, err := exchange.NewClient(exchange.ClientConfig{TokenURL: issuerURL + "/token", ClientID: "edge", ClientSecret: edgeSecret})
 	if err != nil {

@@ -20,10 +20,10 @@ import (
 	"time"
 
 	"github.com/meshauth/meshauth/issuer"
+	"github.com/meshauth/meshauth/issuer/keys"
 	"github.com/meshauth/meshauth/issuer/store"
 	"github.com/meshauth/meshauth/issuer/store/filestore"
 	"github.com/meshauth/meshauth/issuer/store/pgstore"
-	"github.com/meshauth/meshauth/jwks"
 )
 
 // BenchmarkES256SignFloor is the floor for the token endpoint: one bare
@@ -134,21 +134,21 @@ func benchClientCredentials(b *testing.B, st store.Store) {
 // ends.
 func startBenchIssuer(b *testing.B, st store.Store) string {
 	ctx := context.Background()
-	sealer, err := jwks.NewSealer(make([]byte, 32))
+	sealer, err := keys.NewSealer(make([]byte, 32))
 	if err != nil {
 		b.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	keys, err := jwks.NewKeyring(jwks.KeyringConfig{Store: st, Sealer: sealer, Logger: log, MaxTokenLifetime: 5 * time.Minute})
+	keyring, err := keys.NewKeyring(keys.KeyringConfig{Store: st, Sealer: sealer, Logger: log, MaxTokenLifetime: 5 * time.Minute})
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := keys.Load(ctx); err != nil {
+	if err := keyring.Load(ctx); err != nil {
 		b.Fatal(err)
 	}
 	hs := httptest.NewUnstartedServer(nil)
 	issuerURL := "http://" + hs.Listener.Addr().String()
-	srv, err := issuer.New(issuer.Config{IssuerURL: issuerURL, Store: st, Keys: keys, Logger: log})
+	srv, err := issuer.New(issuer.Config{IssuerURL: issuerURL, Store: st, Keys: keyring, Logger: log})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/meshauth/meshauth/internal/natstest"
 	"github.com/meshauth/meshauth/issuer"
+	"github.com/meshauth/meshauth/issuer/keys"
 	"github.com/meshauth/meshauth/issuer/store"
 	"github.com/meshauth/meshauth/issuer/store/storeurl"
 	"github.com/meshauth/meshauth/jwks"
@@ -42,7 +43,7 @@ type propagationEnv struct {
 	natsURL   string
 	issuerURL string
 	store     store.Store
-	keyring   *jwks.Keyring
+	keyring   *keys.Keyring
 	authz     string // the client's Basic credentials
 	caches    []*jwks.KeySetCache
 	auths     []*token.Authenticator
@@ -88,14 +89,14 @@ func newPropagationEnv(b *testing.B, n int, withNATS bool) (e *propagationEnv, s
 		stops = append(stops, nc.Close)
 		return nc
 	}
-	kek := make([]byte, jwks.KEKSize)
+	kek := make([]byte, keys.KEKSize)
 	rand.Read(kek)
-	sealer, err := jwks.NewSealer(kek)
+	sealer, err := keys.NewSealer(kek)
 	if err != nil {
 		b.Fatal(err)
 	}
 	quiet := slog.New(slog.DiscardHandler)
-	k, err := jwks.NewKeyring(jwks.KeyringConfig{MaxTokenLifetime: 5 * time.Minute, Sealer: sealer, Store: st, Logger: quiet})
+	k, err := keys.NewKeyring(keys.KeyringConfig{MaxTokenLifetime: 5 * time.Minute, Sealer: sealer, Store: st, Logger: quiet})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -105,14 +106,14 @@ func newPropagationEnv(b *testing.B, n int, withNATS bool) (e *propagationEnv, s
 	e = &propagationEnv{store: st, keyring: k}
 	hs := httptest.NewUnstartedServer(nil)
 	e.issuerURL = "http://" + hs.Listener.Addr().String()
-	dcfg := jwks.DistributorConfig{Issuer: e.issuerURL, Keyring: k, Store: st, Logger: quiet}
+	dcfg := keys.DistributorConfig{Issuer: e.issuerURL, Keyring: k, Store: st, Logger: quiet}
 	if withNATS {
 		ns := natstest.Start(b, b.TempDir(), -1)
 		stops = append(stops, ns.Shutdown)
 		e.natsURL = ns.ClientURL()
 		dcfg.Conn = connect(e.natsURL)
 	}
-	dist, err := jwks.NewDistributor(dcfg)
+	dist, err := keys.NewDistributor(dcfg)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -225,11 +226,11 @@ func (e *propagationEnv) rotateEvent(b *testing.B) time.Duration {
 	took := time.Since(start)
 
 	b.StopTimer()
-	keys, err := e.store.ListSigningKeys(ctx)
+	stored, err := e.store.ListSigningKeys(ctx)
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, old := range keys {
+	for _, old := range stored {
 		if old.ID != sk.ID {
 			if err := e.store.DeleteSigningKey(ctx, old.ID); err != nil {
 				b.Fatal(err)

@@ -21,7 +21,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/meshauth/meshauth/internal/digestcache"
-	"github.com/meshauth/meshauth/internal/loopback"
+	"github.com/meshauth/meshauth/internal/discovery"
 	"github.com/meshauth/meshauth/internal/strictjson"
 	"github.com/meshauth/meshauth/token"
 )
@@ -196,8 +196,9 @@ type Client struct {
 
 // NewClient returns a Client with an empty cache.
 func NewClient(cfg ClientConfig) (*Client, error) {
-	if err := checkTokenURL(cfg.TokenURL); err != nil {
-		return nil, err
+	// The secret goes with every request (RFC 6749 §3.2).
+	if _, err := discovery.ParseURL("TokenURL", cfg.TokenURL); err != nil {
+		return nil, fmt.Errorf("exchange: %w", err)
 	}
 	if cfg.ClientID == "" || cfg.ClientSecret == "" {
 		return nil, errors.New("exchange: client id and client secret are required")
@@ -251,20 +252,6 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	own.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	c.http = &own
 	return c, nil
-}
-
-// checkTokenURL accepts an absolute https URL, or http on a loopback host,
-// without user information or fragment (RFC 6749 §3.2).
-func checkTokenURL(raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return fmt.Errorf("exchange: TokenURL: %w", err)
-	}
-	if u.Host == "" || u.User != nil || u.Fragment != "" || u.Opaque != "" ||
-		(u.Scheme != "https" && (u.Scheme != "http" || !loopback.Host(u.Hostname()))) {
-		return fmt.Errorf("exchange: TokenURL %q must be an https URL (http only on a loopback host) without user or fragment", raw)
-	}
-	return nil
 }
 
 // Kinds of cached tokens, the first byte of what their key digests.

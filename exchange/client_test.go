@@ -17,12 +17,16 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
+	"github.com/meshauth/meshauth/internal/inprocess"
 	"github.com/meshauth/meshauth/token"
 )
 
 const (
+	// testIssuer is the issuer of testSubject.
+	testIssuer   = "https://auth.example.com"
 	testClientID = "orders"
 	// testSecret needs form-encoding before Basic (RFC 6749 §2.3.1).
 	testSecret  = "s3cr:et+/ü"
@@ -32,12 +36,16 @@ const (
 // fakeIssuer is a token endpoint that records the requests it gets and
 // answers with answer, by default a fresh token valid for 300 s.
 type fakeIssuer struct {
-	*httptest.Server
-	t     testing.TB
-	calls atomic.Int64
-	mu    sync.Mutex
-	forms []url.Values
-	heads []http.Header
+	URL string
+	// srv serves on loopback; client answers in process instead, for tests
+	// in a synctest bubble (newBubbleIssuer).
+	srv    *httptest.Server
+	client *http.Client
+	t      testing.TB
+	calls  atomic.Int64
+	mu     sync.Mutex
+	forms  []url.Values
+	heads  []http.Header
 	// answer writes the response to the n-th request (from 1); nil means
 	// ok(300).
 	answer func(w http.ResponseWriter, form url.Values, n int64)
@@ -45,23 +53,45 @@ type fakeIssuer struct {
 
 func newFakeIssuer(t testing.TB) *fakeIssuer {
 	f := &fakeIssuer{t: t}
-	f.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		n := f.calls.Add(1)
-		if err := r.ParseForm(); err != nil {
-			t.Errorf("fake issuer: %v", err)
-		}
-		f.mu.Lock()
-		f.forms = append(f.forms, r.PostForm)
-		f.heads = append(f.heads, r.Header.Clone())
-		answer := f.answer
-		f.mu.Unlock()
-		if answer == nil {
-			answer = ok(300)
-		}
-		answer(w, r.PostForm, n)
-	}))
-	t.Cleanup(f.Close)
+	f.srv = httptest.NewServer(f)
+	f.URL = f.srv.URL
+	t.Cleanup(f.srv.Close)
 	return f
+}
+
+// newBubbleIssuer is a fakeIssuer that answers its client in process, for
+// tests whose timers run on a synctest bubble's clock.
+func newBubbleIssuer(t testing.TB) *fakeIssuer {
+	f := &fakeIssuer{t: t, URL: "https://issuer.example"}
+	f.client = inprocess.Client(f)
+	return f
+}
+
+// newGatedIssuer is a bubble issuer whose answers wait until release is
+// closed.
+func newGatedIssuer(t testing.TB) (f *fakeIssuer, release chan struct{}) {
+	f, release = newBubbleIssuer(t), make(chan struct{})
+	f.setAnswer(func(w http.ResponseWriter, form url.Values, n int64) {
+		<-release
+		ok(300)(w, form, n)
+	})
+	return f, release
+}
+
+func (f *fakeIssuer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	n := f.calls.Add(1)
+	if err := r.ParseForm(); err != nil {
+		f.t.Errorf("fake issuer: %v", err)
+	}
+	f.mu.Lock()
+	f.forms = append(f.forms, r.PostForm)
+	f.heads = append(f.heads, r.Header.Clone())
+	answer := f.answer
+	f.mu.Unlock()
+	if answer == nil {
+		answer = ok(300)
+	}
+	answer(w, r.PostForm, n)
 }
 
 func (f *fakeIssuer) setAnswer(a func(w http.ResponseWriter, form url.Values, n int64)) {
@@ -143,7 +173,7 @@ func (c *clock) advance(d time.Duration) {
 
 func newTestClient(t testing.TB, f *fakeIssuer, edit func(*ClientConfig)) *Client {
 	t.Helper()
-	cfg := ClientConfig{TokenURL: f.URL + "/token", ClientID: testClientID, ClientSecret: testSecret}
+	cfg := ClientConfig{TokenURL: f.URL + "/token", ClientID: testClientID, ClientSecret: testSecret, HTTPClient: f.client}
 	if edit != nil {
 		edit(&cfg)
 	}
@@ -442,38 +472,32 @@ func TestClientShortLivedNotCached(t *testing.T) {
 }
 
 func TestClientBurstCostsOneRequest(t *testing.T) {
-	f := newFakeIssuer(t)
-	release := make(chan struct{})
-	f.setAnswer(func(w http.ResponseWriter, form url.Values, n int64) {
-		<-release
-		ok(300)(w, form, n)
-	})
-	c := newTestClient(t, f, nil)
-	const callers = 50
-	var wg sync.WaitGroup
-	tokens := make([]string, callers)
-	errs := make([]error, callers)
-	for i := range callers {
-		wg.Go(func() {
-			tok, err := c.Exchange(context.Background(), []byte(testSubject), "payments", "payments.charge")
-			tokens[i], errs[i] = tok.AccessToken, err
-		})
-	}
-	// Let the callers pile up on the one request, then answer it.
-	for f.calls.Load() == 0 {
-		time.Sleep(time.Millisecond)
-	}
-	time.Sleep(20 * time.Millisecond)
-	close(release)
-	wg.Wait()
-	for i := range callers {
-		if errs[i] != nil || tokens[i] != tokens[0] {
-			t.Fatalf("caller %d: %q, %v; caller 0: %q", i, tokens[i], errs[i], tokens[0])
+	synctest.Test(t, func(t *testing.T) {
+		f, release := newGatedIssuer(t)
+		c := newTestClient(t, f, nil)
+		const callers = 50
+		var wg sync.WaitGroup
+		tokens := make([]string, callers)
+		errs := make([]error, callers)
+		for i := range callers {
+			wg.Go(func() {
+				tok, err := c.Exchange(context.Background(), []byte(testSubject), "payments", "payments.charge")
+				tokens[i], errs[i] = tok.AccessToken, err
+			})
 		}
-	}
-	if n := f.calls.Load(); n != 1 {
-		t.Errorf("%d requests for a burst of %d identical calls, want 1", n, callers)
-	}
+		// Every caller waits on the one request; then it is answered.
+		synctest.Wait()
+		close(release)
+		wg.Wait()
+		for i := range callers {
+			if errs[i] != nil || tokens[i] != tokens[0] {
+				t.Fatalf("caller %d: %q, %v; caller 0: %q", i, tokens[i], errs[i], tokens[0])
+			}
+		}
+		if n := f.calls.Load(); n != 1 {
+			t.Errorf("%d requests for a burst of %d identical calls, want 1", n, callers)
+		}
+	})
 }
 
 func TestClientRefused(t *testing.T) {
@@ -533,20 +557,24 @@ func TestClientUnavailable(t *testing.T) {
 		{"connection refused", nil, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newFakeIssuer(t)
-			f.setAnswer(tc.answer)
-			c := newTestClient(t, f, func(cfg *ClientConfig) { cfg.Timeout = 100 * time.Millisecond })
-			if tc.down {
-				f.Close()
-			}
-			_, err := c.Exchange(context.Background(), []byte(testSubject), "payments", "")
-			if !errors.Is(err, ErrUnavailable) {
-				t.Fatalf("got %v, want ErrUnavailable", err)
-			}
-			var re *RefusedError
-			if errors.As(err, &re) {
-				t.Errorf("unavailable is not a refusal: %v", err)
-			}
+			synctest.Test(t, func(t *testing.T) {
+				f := newBubbleIssuer(t)
+				if tc.down {
+					f = newFakeIssuer(t)
+					f.srv.Close()
+				}
+				f.setAnswer(tc.answer)
+				c := newTestClient(t, f, func(cfg *ClientConfig) { cfg.Timeout = 100 * time.Millisecond })
+				_, err := c.Exchange(context.Background(), []byte(testSubject), "payments", "")
+				if !errors.Is(err, ErrUnavailable) {
+					t.Fatalf("got %v, want ErrUnavailable", err)
+				}
+				var re *RefusedError
+				if errors.As(err, &re) {
+					t.Errorf("unavailable is not a refusal: %v", err)
+				}
+				time.Sleep(time.Second) // the answer that came too late ends
+			})
 		})
 	}
 }
@@ -647,41 +675,37 @@ func TestClientKeepsSecrets(t *testing.T) {
 }
 
 func TestClientCallerGivesUp(t *testing.T) {
-	f := newFakeIssuer(t)
-	release := make(chan struct{})
-	f.setAnswer(func(w http.ResponseWriter, form url.Values, n int64) {
-		<-release
-		ok(300)(w, form, n)
-	})
-	c := newTestClient(t, f, nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	first := make(chan error, 1)
-	go func() {
-		_, err := c.Exchange(ctx, []byte(testSubject), "payments", "")
-		first <- err
-	}()
-	second := make(chan Token, 1)
-	for f.calls.Load() == 0 {
-		time.Sleep(time.Millisecond)
-	}
-	go func() {
-		tok, err := c.Exchange(context.Background(), []byte(testSubject), "payments", "")
-		if err != nil {
-			t.Error(err)
+	synctest.Test(t, func(t *testing.T) {
+		f, release := newGatedIssuer(t)
+		c := newTestClient(t, f, nil)
+		ctx, cancel := context.WithCancel(context.Background())
+		first := make(chan error, 1)
+		go func() {
+			_, err := c.Exchange(ctx, []byte(testSubject), "payments", "")
+			first <- err
+		}()
+		synctest.Wait() // the request is at the issuer
+		second := make(chan Token, 1)
+		go func() {
+			tok, err := c.Exchange(context.Background(), []byte(testSubject), "payments", "")
+			if err != nil {
+				t.Error(err)
+			}
+			second <- tok
+		}()
+		synctest.Wait() // the second caller waits on the same request
+		cancel()
+		if err := <-first; !errors.Is(err, context.Canceled) {
+			t.Fatalf("the caller that gave up got %v", err)
 		}
-		second <- tok
-	}()
-	cancel()
-	if err := <-first; !errors.Is(err, context.Canceled) {
-		t.Fatalf("the caller that gave up got %v", err)
-	}
-	close(release)
-	if tok := <-second; tok.AccessToken != issuedToken(1, url.Values{"audience": {"payments"}}) {
-		t.Errorf("the other caller got %q: the shared request must outlive the first caller", tok.AccessToken)
-	}
-	if n := f.calls.Load(); n != 1 {
-		t.Errorf("%d requests, want 1", n)
-	}
+		close(release)
+		if tok := <-second; tok.AccessToken != issuedToken(1, url.Values{"audience": {"payments"}}) {
+			t.Errorf("the other caller got %q: the shared request must outlive the first caller", tok.AccessToken)
+		}
+		if n := f.calls.Load(); n != 1 {
+			t.Errorf("%d requests, want 1", n)
+		}
+	})
 }
 
 func TestNewClientRefusesBadConfig(t *testing.T) {

@@ -138,7 +138,7 @@ func (s *Server) handleAdminRevoke(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	if req.Token != "" && !strings.Contains(req.Token, ".") {
+	if req.Token != "" && token.IsReference(req.Token) {
 		// A reference token is refused at once by being gone.
 		if err := s.store.DeleteAccessToken(ctx, ReferenceTokenHash(req.Token)); err != nil {
 			s.writeError(w, r, fmt.Errorf("delete revoked reference token: %w", err))

@@ -7,16 +7,16 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/meshauth/meshauth/exchange"
+	"github.com/meshauth/meshauth/issuer/exchangepolicy"
 )
 
 // TestDereference covers the edge's token exchange: a reference token of
 // an Internet client becomes a JWT of the same authorization for the
-// service behind the edge (exchange.Dereference).
+// service behind the edge (exchangepolicy.Dereference).
 func TestDereference(t *testing.T) {
 	e := newEnv(t)
 	mobile := e.register(ClientMetadata{ClientID: "mobile", AccessTokenFormat: "reference", Scope: "orders.read profile", AllowedAudiences: []string{"orders", "ledger"}})
-	edge := e.register(ClientMetadata{ClientID: "edge", GrantTypes: []string{GrantTypeTokenExchange}, Scope: exchange.DereferenceScope,
+	edge := e.register(ClientMetadata{ClientID: "edge", GrantTypes: []string{GrantTypeTokenExchange}, Scope: exchangepolicy.DereferenceScope,
 		AllowedAudiences: []string{"orders", "ledger"}, ExchangeScopes: map[string]string{"ledger": "ledger.read"}})
 	// An introspecting client may read any token but not mint from one.
 	auditor := e.register(ClientMetadata{ClientID: "auditor", GrantTypes: []string{GrantTypeTokenExchange}, Scope: introspectScope, AllowedAudiences: []string{"orders"}})

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/meshauth/meshauth/internal/discovery"
+	"github.com/meshauth/meshauth/issuer/keys"
 	"github.com/meshauth/meshauth/jwks"
 )
 
@@ -19,11 +21,11 @@ func TestSnapshotServed(t *testing.T) {
 	if status, _ := e.do(http.MethodGet, "/meshauth/snapshot", "", nil, ""); status != http.StatusNotFound {
 		t.Errorf("snapshot without a distributor: %d, want 404", status)
 	}
-	if _, body := e.do(http.MethodGet, "/.well-known/oauth-authorization-server", "", nil, ""); strings.Contains(string(body), jwks.SnapshotMember) {
+	if _, body := e.do(http.MethodGet, "/.well-known/oauth-authorization-server", "", nil, ""); strings.Contains(string(body), discovery.MemberSnapshotURI) {
 		t.Errorf("metadata names a snapshot without a distributor: %s", body)
 	}
 
-	dist, err := jwks.NewDistributor(jwks.DistributorConfig{Issuer: e.url, Keyring: e.keys, Store: e.store})
+	dist, err := keys.NewDistributor(keys.DistributorConfig{Issuer: e.url, Keyring: e.keys, Store: e.store})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,8 +42,8 @@ func TestSnapshotServed(t *testing.T) {
 		json.Unmarshal(w.Body.Bytes(), &md)
 		return w, md
 	}
-	if _, md := get("/.well-known/oauth-authorization-server"); md[jwks.SnapshotMember] != e.url+"/meshauth/snapshot" {
-		t.Errorf("metadata %s = %v", jwks.SnapshotMember, md[jwks.SnapshotMember])
+	if _, md := get("/.well-known/oauth-authorization-server"); md[discovery.MemberSnapshotURI] != e.url+"/meshauth/snapshot" {
+		t.Errorf("metadata %s = %v", discovery.MemberSnapshotURI, md[discovery.MemberSnapshotURI])
 	}
 	w, _ := get("/meshauth/snapshot")
 	if w.Code != http.StatusOK || w.Header().Get("Content-Type") != jwks.SnapshotMediaType || w.Header().Get("ETag") == "" {

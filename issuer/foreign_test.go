@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/meshauth/meshauth/exchange"
+	"github.com/meshauth/meshauth/issuer/exchangepolicy"
 )
 
 // fakeForeignAS is another vendor's authorization server: an RFC 7662
@@ -61,7 +62,7 @@ func TestDereferenceForeign(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	edge := e.register(ClientMetadata{ClientID: "edge", GrantTypes: []string{GrantTypeTokenExchange}, Scope: exchange.DereferenceScope, AllowedAudiences: []string{"orders", "ledger"}})
+	edge := e.register(ClientMetadata{ClientID: "edge", GrantTypes: []string{GrantTypeTokenExchange}, Scope: exchangepolicy.DereferenceScope, AllowedAudiences: []string{"orders", "ledger"}})
 	plain := e.register(ClientMetadata{ClientID: "orders", GrantTypes: []string{GrantTypeTokenExchange}, Scope: "orders.read", AllowedAudiences: []string{"orders"}})
 	edgeAuth := basic("edge", edge.ClientSecret)
 	params := []string{"audience", "orders", exchange.SubjectIssuerParam, "https://as.example"}

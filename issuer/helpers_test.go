@@ -21,9 +21,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshauth/meshauth/issuer/keys"
 	"github.com/meshauth/meshauth/issuer/store"
 	"github.com/meshauth/meshauth/issuer/store/filestore"
-	"github.com/meshauth/meshauth/jwks"
 )
 
 const testAdminToken = "test-admin-token-0123456789abcdef"
@@ -33,11 +33,11 @@ type env struct {
 	t      *testing.T
 	url    string
 	store  store.Store
-	keys   *jwks.Keyring
+	keys   *keys.Keyring
 	srv    *Server
 	logs   *syncBuffer
 	dir    string
-	sealer *jwks.Sealer
+	sealer *keys.Sealer
 	// skew moves the issuer's clock (nanoseconds ahead of the real one).
 	skew atomic.Int64
 }
@@ -104,23 +104,23 @@ func serveEnv(t *testing.T, keyStore, st store.Store, issuerURL string) *env {
 // issuer's Config once the env's url is known.
 func serveEnvWith(t *testing.T, keyStore, st store.Store, issuerURL string, configure func(*env, *Config)) *env {
 	t.Helper()
-	sealer, err := jwks.NewSealer(testKEK)
+	sealer, err := keys.NewSealer(testKEK)
 	if err != nil {
 		t.Fatal(err)
 	}
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	keys, err := jwks.NewKeyring(jwks.KeyringConfig{Store: keyStore, Sealer: sealer, Logger: log, MaxTokenLifetime: 5 * time.Minute})
+	keyring, err := keys.NewKeyring(keys.KeyringConfig{Store: keyStore, Sealer: sealer, Logger: log, MaxTokenLifetime: 5 * time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := keys.Load(context.Background()); err != nil {
+	if err := keyring.Load(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, store: st, keys: keys, logs: logs, sealer: sealer}
+	e := &env{t: t, store: st, keys: keyring, logs: logs, sealer: sealer}
 	hs := httptest.NewUnstartedServer(nil)
 	e.url = "http://" + hs.Listener.Addr().String()
-	cfg := Config{IssuerURL: cmp.Or(issuerURL, e.url), Store: st, Keys: keys, AdminToken: testAdminToken, Logger: log,
+	cfg := Config{IssuerURL: cmp.Or(issuerURL, e.url), Store: st, Keys: keyring, AdminToken: testAdminToken, Logger: log,
 		Now: func() time.Time { return time.Now().Add(time.Duration(e.skew.Load())) }}
 	if configure != nil {
 		configure(e, &cfg)

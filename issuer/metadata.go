@@ -7,7 +7,8 @@ import (
 	"net/http"
 	"slices"
 
-	"github.com/meshauth/meshauth/jwks"
+	"github.com/meshauth/meshauth/internal/discovery"
+	"github.com/meshauth/meshauth/issuer/keys"
 )
 
 // signingAlgorithms are the client assertion algorithms package token
@@ -15,8 +16,8 @@ import (
 var signingAlgorithms = []string{"ES256", "ES384", "ES512", "EdDSA", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
 
 // responseSigningAlgorithms are the algorithms the issuer's own keys sign
-// with (package jwks), for RFC 9701 introspection responses as for tokens.
-var responseSigningAlgorithms = []string{jwks.ES256, jwks.EdDSA, jwks.RS256}
+// with (package issuer/keys), for RFC 9701 introspection responses as for tokens.
+var responseSigningAlgorithms = []string{keys.ES256, keys.EdDSA, keys.RS256}
 
 // introspectionAuthMethods are the client authentication methods of the
 // token endpoint that prove a client's identity: all but none.
@@ -74,7 +75,7 @@ func (s *Server) buildMetadata() ([]byte, error) {
 	if s.snapshot != nil {
 		// meshauth's own member (RFC 8414 §2 allows extensions): where
 		// verifiers get the keys and revocations they follow.
-		md[jwks.SnapshotMember] = s.endpoint(pathSnapshot)
+		md[discovery.MemberSnapshotURI] = s.endpoint(pathSnapshot)
 	}
 	b, err := json.MarshalIndent(md, "", "  ")
 	if err != nil {

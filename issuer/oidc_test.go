@@ -23,9 +23,9 @@ import (
 
 const testLogoutRedirect = "http://127.0.0.1:9876/signed-out"
 
-// discovery is what a strict relying party reads of the OpenID Connect
+// oidcDiscovery is what a strict relying party reads of the OpenID Connect
 // Discovery document.
-type discovery struct {
+type oidcDiscovery struct {
 	Issuer                string   `json:"issuer"`
 	AuthorizationEndpoint string   `json:"authorization_endpoint"`
 	TokenEndpoint         string   `json:"token_endpoint"`
@@ -43,10 +43,10 @@ type discovery struct {
 
 // discover reads the discovery document and checks what OpenID Connect
 // Discovery 1.0 §3 requires of it.
-func (e *env) discover() *discovery {
+func (e *env) discover() *oidcDiscovery {
 	e.t.Helper()
 	status, body := e.do(http.MethodGet, "/.well-known/openid-configuration", "", nil, "")
-	var md discovery
+	var md oidcDiscovery
 	if status != http.StatusOK || json.Unmarshal(body, &md) != nil {
 		e.t.Fatalf("discovery: %d %s", status, body)
 	}
@@ -75,7 +75,7 @@ func (e *env) oidcUser() string {
 
 // relyingParty registers a confidential OpenID Connect client and returns
 // its golang.org/x/oauth2 configuration, from discovery.
-func (e *env) relyingParty(id string, md *discovery) *oauth2.Config {
+func (e *env) relyingParty(id string, md *oidcDiscovery) *oauth2.Config {
 	e.t.Helper()
 	reg := e.register(ClientMetadata{ClientID: id, ClientName: "Web App", GrantTypes: []string{GrantTypeAuthorizationCode, GrantTypeRefreshToken},
 		RedirectURIs: []string{testRedirect}, PostLogoutRedirectURIs: []string{testLogoutRedirect}, Scope: "openid profile email"})
@@ -98,7 +98,7 @@ func (b *browser) getURL(raw string) *page {
 // idTokenOracle verifies an ID Token with the independent JOSE library
 // jwx against the published keys, as any relying party would (OpenID
 // Connect Core §3.1.3.7), and checks at_hash by its own computation.
-func idTokenOracle(t *testing.T, md *discovery, raw, clientID, nonce, accessToken string) jwt.Token {
+func idTokenOracle(t *testing.T, md *oidcDiscovery, raw, clientID, nonce, accessToken string) jwt.Token {
 	t.Helper()
 	set, err := jwk.Fetch(context.Background(), md.JWKSURI)
 	if err != nil {

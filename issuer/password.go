@@ -165,7 +165,7 @@ func (e *noUserError) Unwrap() error { return store.ErrNotFound }
 // CreateUser stores a new user with an argon2id hash of password and
 // returns it. Errors say what was wrong with the name or password; a taken
 // name wraps store.ErrExists.
-func CreateUser(ctx context.Context, st store.Store, name, password string, now time.Time) (*store.User, error) {
+func CreateUser(ctx context.Context, st store.Users, name, password string, now time.Time) (*store.User, error) {
 	return CreateUserWithProfile(ctx, st, name, password, Profile{}, now)
 }
 
@@ -182,7 +182,7 @@ const maxDisplayName = 200
 
 // CreateUserWithProfile is CreateUser with the person's profile. The email
 // is stored lower-cased.
-func CreateUserWithProfile(ctx context.Context, st store.Store, name, password string, p Profile, now time.Time) (*store.User, error) {
+func CreateUserWithProfile(ctx context.Context, st store.Users, name, password string, p Profile, now time.Time) (*store.User, error) {
 	n, err := NormalizeUserName(name)
 	if err != nil {
 		return nil, err
@@ -211,7 +211,7 @@ func CreateUserWithProfile(ctx context.Context, st store.Store, name, password s
 }
 
 // SetUserPassword replaces the password of the user named name.
-func SetUserPassword(ctx context.Context, st store.Store, name, password string) (*store.User, error) {
+func SetUserPassword(ctx context.Context, st store.Users, name, password string) (*store.User, error) {
 	if err := CheckPassword(password); err != nil {
 		return nil, err
 	}
@@ -227,7 +227,7 @@ func SetUserPassword(ctx context.Context, st store.Store, name, password string)
 
 // userNamed returns the user named name, which it normalises; an unknown
 // name is an error that says so.
-func userNamed(ctx context.Context, st store.Store, name string) (*store.User, error) {
+func userNamed(ctx context.Context, st store.Users, name string) (*store.User, error) {
 	n, err := NormalizeUserName(name)
 	if err != nil {
 		return nil, err

@@ -65,7 +65,7 @@ var clientIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
 // RegisterClient validates md, fills in defaults, and stores a new client.
 // The returned registration holds the only copy of the client secret; the
 // store keeps its hash.
-func RegisterClient(ctx context.Context, st store.Store, md ClientMetadata, now time.Time) (*Registration, error) {
+func RegisterClient(ctx context.Context, st store.Clients, md ClientMetadata, now time.Time) (*Registration, error) {
 	c, err := clientFromMetadata(&md)
 	if err != nil {
 		return nil, err

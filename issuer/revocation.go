@@ -11,7 +11,7 @@ import (
 
 // RevocationNotifier learns of each revocation once it is stored, so that
 // verifiers elsewhere (sidecars, edges) refuse matching tokens before they
-// expire. Package jwks's distributor implements it over NATS. Notify must not
+// expire. Package issuer/keys's Distributor implements it over NATS. Notify must not
 // block for long; the stored revocation is the source of truth and a
 // notifier that fails must resend it later from the store.
 type RevocationNotifier interface {

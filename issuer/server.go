@@ -50,7 +50,7 @@ const (
 	pathRevoke     = "/revoke"
 )
 
-// Keys is what the issuer needs of its signing keys (package jwks's Keyring).
+// Keys is what the issuer needs of its signing keys (package issuer/keys's Keyring).
 type Keys interface {
 	// Sign returns a compact JWS of payload, signed with the active key, with
 	// the given typ header.
@@ -99,7 +99,7 @@ type Config struct {
 	// Revocations, if set, is told of every stored revocation.
 	Revocations RevocationNotifier
 	// Snapshot, if set, serves the signed snapshot of the keys and
-	// revocations that verifiers follow (package jwks's Distributor), at
+	// revocations that verifiers follow (package issuer/keys's Distributor), at
 	// /meshauth/snapshot, named by the metadata's meshauth_snapshot_uri.
 	Snapshot http.Handler
 	// Status, if set, adds lines to the /readyz answer: what readiness

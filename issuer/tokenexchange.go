@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/meshauth/meshauth/exchange"
+	"github.com/meshauth/meshauth/issuer/exchangepolicy"
 	"github.com/meshauth/meshauth/issuer/store"
 	"github.com/meshauth/meshauth/token"
 )
@@ -28,15 +29,16 @@ const (
 
 // tokenExchange serves RFC 8693: client c, serving a request made with the
 // subject token, gets a token for the next hop. The policy (who may
-// exchange what, for which audience and scope) is package exchange's; here
-// the request is read, the tokens verified and the result minted.
+// exchange what, for which audience and scope) is package
+// exchangepolicy's; here the request is read, the tokens verified and the
+// result minted.
 //
 // The new token is always a JWT, whatever c's access_token_format: it
 // travels inside the mesh, where sidecars verify it locally, and it carries
 // an act claim that a reference record cannot hold. Its sub is the subject
 // token's, its client_id c's id — except for a dereference by an edge
-// (exchange.Dereference), whose JWT keeps the reference token's client_id
-// and jti. With the extension parameter subject_issuer naming a configured
+// (exchangepolicy.Dereference), whose JWT keeps the reference token's
+// client_id and jti. With the extension parameter subject_issuer naming a configured
 // ForeignIssuer, the subject token is that server's, introspected there.
 func (s *Server) tokenExchange(ctx context.Context, c *store.Client, form url.Values) (*tokenResponse, error) {
 	subjectToken := form.Get("subject_token")
@@ -73,20 +75,20 @@ func (s *Server) tokenExchange(ctx context.Context, c *store.Client, form url.Va
 	}
 
 	now := s.now().UTC()
-	decide := exchange.Decide
+	decide := exchangepolicy.Decide
 	var subject *token.Claims
 	if iss := form.Get(exchange.SubjectIssuerParam); iss != "" && iss != s.issuerURL {
 		// Another authorization server's token, for an edge only.
 		if subject, err = s.foreignToken(ctx, c, iss, subjectToken, now); err != nil {
 			return nil, err
 		}
-		decide = exchange.Dereference
+		decide = exchangepolicy.Dereference
 	} else {
 		if subject, err = s.ownToken(ctx, subjectToken, subjectJWTOnly); err != nil {
 			return nil, tokenError(err, "subject_token", errInvalidGrant)
 		}
 		if dereference(subjectToken, subjectJWTOnly, c) {
-			decide = exchange.Dereference
+			decide = exchangepolicy.Dereference
 		}
 	}
 	// The store is the source of truth for revocations: a token revoked a
@@ -120,7 +122,7 @@ func (s *Server) tokenExchange(ctx context.Context, c *store.Client, form url.Va
 		}
 	}
 
-	req := exchange.Request{Subject: subject, Client: c, Audiences: aud, Scope: scope}
+	req := exchangepolicy.Request{Subject: subject, Client: policyClient(c), Audiences: aud, Scope: scope}
 	d, err := decide(req, now, s.tokenLifetime)
 	if err != nil {
 		return nil, decisionError(err)
@@ -137,20 +139,26 @@ func (s *Server) tokenExchange(ctx context.Context, c *store.Client, form url.Va
 	return resp, nil
 }
 
+// policyClient is what the exchange policy reads of c.
+func policyClient(c *store.Client) *exchangepolicy.Client {
+	return &exchangepolicy.Client{ID: c.ID, Scope: c.Scope, AllowedAudiences: c.AllowedAudiences,
+		ExchangeScopes: c.ExchangeScopes, MaxDelegationDepth: c.MaxDelegationDepth}
+}
+
 // dereference reports whether an exchange is a dereference (see
-// exchange.Dereference): an edge gateway, a client registered with
-// exchange.DereferenceScope, presenting a reference token. Reference
+// exchangepolicy.Dereference): an edge gateway, a client registered with
+// exchangepolicy.DereferenceScope, presenting a reference token. Reference
 // tokens are for the Internet side only, so an edge never exchanges one
 // for itself; its JWT subject tokens, if any, follow Decide's rules.
 func dereference(subjectToken string, jwtOnly bool, c *store.Client) bool {
-	return !jwtOnly && token.IsReference(subjectToken) && slices.Contains(c.Scope, exchange.DereferenceScope)
+	return !jwtOnly && token.IsReference(subjectToken) && slices.Contains(c.Scope, exchangepolicy.DereferenceScope)
 }
 
 // foreignToken returns the claims of value, a token of the foreign issuer
-// iss, for client c, which must be an edge (exchange.DereferenceScope).
+// iss, for client c, which must be an edge (exchangepolicy.DereferenceScope).
 func (s *Server) foreignToken(ctx context.Context, c *store.Client, iss, value string, now time.Time) (*token.Claims, error) {
-	if !slices.Contains(c.Scope, exchange.DereferenceScope) {
-		return nil, errUnauthorizedClient("only a client registered with scope " + exchange.DereferenceScope + " may present another issuer's token")
+	if !slices.Contains(c.Scope, exchangepolicy.DereferenceScope) {
+		return nil, errUnauthorizedClient("only a client registered with scope " + exchangepolicy.DereferenceScope + " may present another issuer's token")
 	}
 	f := s.foreign[iss]
 	if f == nil {
@@ -201,16 +209,16 @@ func tokenError(err error, param string, code func(string) *oauthError) error {
 // decisionError maps a refusal of the exchange policy to its OAuth error.
 func decisionError(err error) error {
 	switch {
-	case errors.Is(err, exchange.ErrNoAudience):
+	case errors.Is(err, exchangepolicy.ErrNoAudience):
 		return errInvalidRequest(err.Error())
-	case errors.Is(err, exchange.ErrTarget):
+	case errors.Is(err, exchangepolicy.ErrTarget):
 		return errInvalidTarget(err.Error()) // RFC 8693 §2.2.2
-	case errors.Is(err, exchange.ErrScope):
+	case errors.Is(err, exchangepolicy.ErrScope):
 		return errInvalidScope(err.Error())
-	case errors.Is(err, exchange.ErrNoDereference):
+	case errors.Is(err, exchangepolicy.ErrNoDereference):
 		return errUnauthorizedClient(err.Error())
-	case errors.Is(err, exchange.ErrNotAudience), errors.Is(err, exchange.ErrDepth),
-		errors.Is(err, exchange.ErrExpired), errors.Is(err, exchange.ErrClaim):
+	case errors.Is(err, exchangepolicy.ErrNotAudience), errors.Is(err, exchangepolicy.ErrDepth),
+		errors.Is(err, exchangepolicy.ErrExpired), errors.Is(err, exchangepolicy.ErrClaim):
 		// The subject token is unacceptable for this exchange.
 		return errInvalidGrant(err.Error())
 	}
@@ -224,7 +232,7 @@ func decisionError(err error) error {
 //
 // The audience is not checked here (token.Policy.AnyAudience): who may
 // present the token is the caller's rule (for a subject token,
-// exchange.Decide's: the client is in "aud" or named by "may_act").
+// exchangepolicy.Decide's: the client is in "aud" or named by "may_act").
 func (s *Server) ownToken(ctx context.Context, value string, jwtOnly bool) (*token.Claims, error) {
 	if !jwtOnly && token.IsReference(value) {
 		return s.referenceClaims(ctx, value)

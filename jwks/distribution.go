@@ -8,41 +8,42 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/meshauth/meshauth/issuer/store"
 	"github.com/meshauth/meshauth/token"
 )
 
 // What the issuer distributes, and how (see the package documentation):
 // the snapshot served over HTTPS, and the deltas published on NATS. Both
-// are compact JWS signed by the issuer's keyring (Keyring.SignUpdate), each
-// kind with its own typ (RFC 8725 §3.11: explicit typing, so that none can
-// pass for another or for an access token).
+// are compact JWS signed by the issuer's keyring (package issuer/keys,
+// Keyring.SignUpdate), each kind with its own typ (RFC 8725 §3.11:
+// explicit typing, so that none can pass for another or for an access
+// token). The issuer's distributor encodes them with the types below; a
+// Subscriber decodes and checks them.
 const (
-	typSnapshot   = "meshauth-snapshot+jwt"
-	typKeySet     = "jwks-update+jwt"
-	typRevocation = "revocation+jwt"
-	typRelay      = "jwks-relay+jwt"
+	TypSnapshot   = "meshauth-snapshot+jwt"
+	TypKeySet     = "jwks-update+jwt"
+	TypRevocation = "revocation+jwt"
+	TypRelay      = "jwks-relay+jwt"
 
 	// SnapshotMediaType is the Content-Type of the snapshot: a JWS in
 	// compact serialization (RFC 7515 §9.2.1).
 	SnapshotMediaType = "application/jose"
 
-	// snapshotPage bounds the revocations of one snapshot response, so
+	// SnapshotPage bounds the revocations of one snapshot response, so
 	// that a response stays well under token.MaxJWSSize: a verifier that
 	// starts with many revocations to learn asks for the next page.
-	snapshotPage = 1000
-	// maxRelayedJWKS bounds the key set of a federated provider that an
+	SnapshotPage = 1000
+	// MaxRelayedJWKS bounds the key set of a federated provider that an
 	// issuer relays, for the same reason.
-	maxRelayedJWKS = 64 << 10
+	MaxRelayedJWKS = 64 << 10
 )
 
 // The subjects of the deltas on NATS: "meshauth.<h(issuer)>.<kind>", where
 // h is a hash of the issuer URL (subjects allow few characters).
 const (
 	subjectRoot    = "meshauth"
-	kindKeys       = "keys"
-	kindRevocation = "revocation"
-	kindRelay      = "provider"
+	KindKeys       = "keys"
+	KindRevocation = "revocation"
+	KindRelay      = "provider"
 )
 
 // nameToken returns the NATS name token for an issuer URL: the hex of 128
@@ -52,8 +53,8 @@ func nameToken(s string) string {
 	return hex.EncodeToString(sum[:16])
 }
 
-// updateSubject is the subject of the deltas of kind of issuer.
-func updateSubject(issuer, kind string) string {
+// UpdateSubject is the subject of the deltas of kind of issuer.
+func UpdateSubject(issuer, kind string) string {
 	return subjectRoot + "." + nameToken(issuer) + "." + kind
 }
 
@@ -61,28 +62,24 @@ func updateSubject(issuer, kind string) string {
 // NATS permissions: the issuer publishes on it, verifiers subscribe.
 func UpdateSubjects(issuer string) string { return subjectRoot + "." + nameToken(issuer) + ".>" }
 
-// revocationEntry is one revocation of the issuer.
-type revocationEntry struct {
+// RevocationEntry is one revocation of the issuer.
+type RevocationEntry struct {
 	ID  string `json:"jti"`
 	Seq int64  `json:"seq"`
-	// Kind is the claim Value matches (store.RevokeToken, ...).
+	// Kind is the claim Value matches (token.RevokeTokenID, ...).
 	Kind      string    `json:"kind"`
 	Value     string    `json:"value"`
 	RevokedAt time.Time `json:"revoked_at"`
 	ExpiresAt time.Time `json:"expires_at"`
 }
 
-func newRevocationEntry(r *store.Revocation) revocationEntry {
-	return revocationEntry{ID: r.ID, Seq: r.Seq, Kind: r.Kind, Value: r.Value, RevokedAt: r.RevokedAt, ExpiresAt: r.ExpiresAt}
-}
-
-func (r *revocationEntry) check() error {
+func (r *RevocationEntry) check() error {
 	switch {
 	case r.ID == "" || r.Value == "":
 		return errors.New("revocation without id or value")
 	case r.Seq <= 0:
 		return fmt.Errorf("revocation %s without sequence number", r.ID)
-	case r.Kind != store.RevokeToken && r.Kind != store.RevokeClient && r.Kind != store.RevokeSubject && r.Kind != store.RevokeGrant:
+	case r.Kind != token.RevokeTokenID && r.Kind != token.RevokeClientID && r.Kind != token.RevokeSubject && r.Kind != token.RevokeSession:
 		return fmt.Errorf("revocation %s of unknown kind %q", r.ID, r.Kind)
 	case r.ExpiresAt.IsZero():
 		return fmt.Errorf("revocation %s without expiry", r.ID)
@@ -91,14 +88,14 @@ func (r *revocationEntry) check() error {
 }
 
 // revocation returns r as issuer's, for a verifier.
-func (r *revocationEntry) revocation(issuer string) token.Revocation {
+func (r *RevocationEntry) revocation(issuer string) token.Revocation {
 	return token.Revocation{Issuer: issuer, Kind: r.Kind, Value: r.Value, RevokedAt: r.RevokedAt, ExpiresAt: r.ExpiresAt}
 }
 
-// providerKeys is the key set of a federated provider as the issuer that
+// ProviderKeys is the key set of a federated provider as the issuer that
 // relays it holds it: vouched for until ExpiresAt (zero: no bound), or
 // dropped if JWKS is absent.
-type providerKeys struct {
+type ProviderKeys struct {
 	Provider string `json:"sub"`
 	// Version orders the key sets of one provider: microseconds since the
 	// Unix epoch when the relaying issuer loaded them, or dropped them.
@@ -108,7 +105,7 @@ type providerKeys struct {
 }
 
 // check parses and checks p, returning its keys (none if dropped).
-func (p *providerKeys) check(issuer string) ([]token.Key, error) {
+func (p *ProviderKeys) check(issuer string) ([]token.Key, error) {
 	switch {
 	case p.Provider == "":
 		return nil, errors.New("relayed key set names no provider")
@@ -126,11 +123,11 @@ func (p *providerKeys) check(issuer string) ([]token.Key, error) {
 	return keys, nil
 }
 
-// snapshot is the issuer's state as of change Seq (store.ChangeSeq):
+// Snapshot is the issuer's state as of change Seq (store.ChangeSeq):
 // its key set and the revocations numbered after Since, and the key sets
 // of the providers it relays. A verifier that has every change up to Since
 // has every change up to Seq once it applied it.
-type snapshot struct {
+type Snapshot struct {
 	Issuer string `json:"iss"`
 	Seq    int64  `json:"seq"`
 	Since  int64  `json:"since"`
@@ -139,28 +136,28 @@ type snapshot struct {
 	More        bool              `json:"more,omitempty"`
 	KeysSeq     int64             `json:"keys_seq"`
 	JWKS        json.RawMessage   `json:"jwks"`
-	Revocations []revocationEntry `json:"revocations"`
-	Providers   []providerKeys    `json:"providers"`
+	Revocations []RevocationEntry `json:"revocations"`
+	Providers   []ProviderKeys    `json:"providers"`
 }
 
-// keySetUpdate is the delta of a change of the issuer's keys: its key set
+// KeySetUpdate is the delta of a change of the issuer's keys: its key set
 // as of change Seq (store.ChangeSeq.KeysSeq).
-type keySetUpdate struct {
+type KeySetUpdate struct {
 	Issuer string          `json:"iss"`
 	Seq    int64           `json:"seq"`
 	JWKS   json.RawMessage `json:"jwks"`
 }
 
-// revocationUpdate is the delta of one revocation, numbered by its Seq.
-type revocationUpdate struct {
+// RevocationUpdate is the delta of one revocation, numbered by its Seq.
+type RevocationUpdate struct {
 	Issuer string `json:"iss"`
-	revocationEntry
+	RevocationEntry
 }
 
-// relayUpdate is the delta of a change of a relayed provider's keys.
-type relayUpdate struct {
+// RelayUpdate is the delta of a change of a relayed provider's keys.
+type RelayUpdate struct {
 	Issuer string `json:"iss"`
-	providerKeys
+	ProviderKeys
 }
 
 // decodeSigned verifies msg, signed by issuer with keys under typ, and
@@ -181,9 +178,9 @@ func decodeSigned(msg []byte, keys token.Keys, typ, issuer string, v any, iss fu
 
 // decodeSnapshot verifies and checks a snapshot of issuer, and returns it
 // with its keys.
-func decodeSnapshot(msg []byte, keys token.Keys, issuer string) (*snapshot, []token.Key, error) {
-	var s snapshot
-	if err := decodeSigned(msg, keys, typSnapshot, issuer, &s, func() string { return s.Issuer }); err != nil {
+func decodeSnapshot(msg []byte, keys token.Keys, issuer string) (*Snapshot, []token.Key, error) {
+	var s Snapshot
+	if err := decodeSigned(msg, keys, TypSnapshot, issuer, &s, func() string { return s.Issuer }); err != nil {
 		return nil, nil, err
 	}
 	switch {
@@ -213,9 +210,9 @@ func decodeSnapshot(msg []byte, keys token.Keys, issuer string) (*snapshot, []to
 	return &s, parsed, nil
 }
 
-func decodeKeySetUpdate(msg []byte, keys token.Keys, issuer string) (*keySetUpdate, []token.Key, error) {
-	var u keySetUpdate
-	if err := decodeSigned(msg, keys, typKeySet, issuer, &u, func() string { return u.Issuer }); err != nil {
+func decodeKeySetUpdate(msg []byte, keys token.Keys, issuer string) (*KeySetUpdate, []token.Key, error) {
+	var u KeySetUpdate
+	if err := decodeSigned(msg, keys, TypKeySet, issuer, &u, func() string { return u.Issuer }); err != nil {
 		return nil, nil, err
 	}
 	if u.Seq <= 0 {
@@ -228,9 +225,9 @@ func decodeKeySetUpdate(msg []byte, keys token.Keys, issuer string) (*keySetUpda
 	return &u, parsed, nil
 }
 
-func decodeRevocationUpdate(msg []byte, keys token.Keys, issuer string) (*revocationUpdate, error) {
-	var u revocationUpdate
-	if err := decodeSigned(msg, keys, typRevocation, issuer, &u, func() string { return u.Issuer }); err != nil {
+func decodeRevocationUpdate(msg []byte, keys token.Keys, issuer string) (*RevocationUpdate, error) {
+	var u RevocationUpdate
+	if err := decodeSigned(msg, keys, TypRevocation, issuer, &u, func() string { return u.Issuer }); err != nil {
 		return nil, err
 	}
 	if err := u.check(); err != nil {
@@ -239,9 +236,9 @@ func decodeRevocationUpdate(msg []byte, keys token.Keys, issuer string) (*revoca
 	return &u, nil
 }
 
-func decodeRelayUpdate(msg []byte, keys token.Keys, issuer string) (*relayUpdate, []token.Key, error) {
-	var u relayUpdate
-	if err := decodeSigned(msg, keys, typRelay, issuer, &u, func() string { return u.Issuer }); err != nil {
+func decodeRelayUpdate(msg []byte, keys token.Keys, issuer string) (*RelayUpdate, []token.Key, error) {
+	var u RelayUpdate
+	if err := decodeSigned(msg, keys, TypRelay, issuer, &u, func() string { return u.Issuer }); err != nil {
 		return nil, nil, err
 	}
 	parsed, err := u.check(issuer)

@@ -1,8 +1,6 @@
 package jwks
 
 import (
-	"encoding/json"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -15,34 +13,21 @@ import (
 // of the snapshot and of each delta: they must refuse everything the
 // issuer did not sign, without panicking.
 func FuzzDecodeUpdate(f *testing.F) {
-	k := newTestKeyring(f, testConfig(newFakeStore(), newClock(), newTestSealer(f)))
-	k.cfg.Logger = slog.New(slog.DiscardHandler)
-	mustLoad(f, k)
-	doc, _ := k.Published()
-	parsed, err := token.ParseJWKS(doc)
-	if err != nil {
-		f.Fatal(err)
-	}
-	keys := token.NewKeySet(parsed)
-	const iss = "https://issuer.example"
+	const iss = issuerURL
+	k := newTestIssuer(f, iss, "k1")
+	doc := k.doc
+	keys := token.NewKeySet([]token.Key{k.key})
 	signed := map[string]bool{}
 	add := func(typ string, payload any) {
-		b, err := json.Marshal(payload)
-		if err != nil {
-			f.Fatal(err)
-		}
-		msg, err := k.SignUpdate(typ, b)
-		if err != nil {
-			f.Fatal(err)
-		}
-		signed[signingInput(msg)] = true
-		f.Add([]byte(msg))
+		msg := k.sign(f, typ, payload)
+		signed[signingInput(string(msg))] = true
+		f.Add(msg)
 	}
-	rev := revocationEntry{ID: "r", Seq: 3, Kind: token.RevokeSubject, Value: "alice", ExpiresAt: t0.Add(time.Hour)}
-	add(typKeySet, keySetUpdate{Issuer: iss, Seq: 1, JWKS: doc})
-	add(typRevocation, revocationUpdate{Issuer: iss, revocationEntry: rev})
-	add(typRelay, relayUpdate{Issuer: iss, providerKeys: providerKeys{Provider: "https://p.example", Version: 1, JWKS: doc}})
-	add(typSnapshot, snapshot{Issuer: iss, Seq: 3, KeysSeq: 1, JWKS: doc, Revocations: []revocationEntry{rev}})
+	rev := RevocationEntry{ID: "r", Seq: 3, Kind: token.RevokeSubject, Value: "alice", ExpiresAt: ksT0.Add(time.Hour)}
+	add(TypKeySet, KeySetUpdate{Issuer: iss, Seq: 1, JWKS: doc})
+	add(TypRevocation, RevocationUpdate{Issuer: iss, RevocationEntry: rev})
+	add(TypRelay, RelayUpdate{Issuer: iss, ProviderKeys: ProviderKeys{Provider: "https://p.example", Version: 1, JWKS: doc}})
+	add(TypSnapshot, Snapshot{Issuer: iss, Seq: 3, KeysSeq: 1, JWKS: doc, Revocations: []RevocationEntry{rev}})
 	f.Add([]byte("a.b.c"))
 	f.Fuzz(func(t *testing.T, msg []byte) {
 		accepted := func(err error) {

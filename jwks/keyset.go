@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/meshauth/meshauth/internal/broadcast"
+	"github.com/meshauth/meshauth/internal/discovery"
 	"github.com/meshauth/meshauth/token"
 )
 
@@ -123,8 +124,8 @@ type KeySetStatus struct {
 type KeySetCache struct {
 	cfg     KeySetConfig
 	source  string   // sourceMetadata, sourceJWKSURL or sourceFile
-	target  *url.URL // the issuer or the JWKS URL; nil for a file
-	fetcher httpFetcher
+	jwksURL *url.URL // the configured JWKSURL
+	fetcher *discovery.Fetcher
 
 	keys atomic.Pointer[token.KeySet]
 	// changed tells when new keys are installed; see Changed.
@@ -175,22 +176,18 @@ func NewKeySetCache(cfg KeySetConfig) (*KeySetCache, error) {
 	var n int
 	if cfg.Issuer != "" {
 		n++
-		u, err := parseKeySetURL("Issuer", cfg.Issuer)
-		if err != nil {
-			return nil, err
+		if _, err := discovery.ParseIssuer("Issuer", cfg.Issuer); err != nil {
+			return nil, fmt.Errorf("key set: %w", err)
 		}
-		if u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
-			return nil, fmt.Errorf("key set: Issuer %q must not have a query or fragment (RFC 8414 §2)", cfg.Issuer)
-		}
-		c.source, c.target = sourceMetadata, u
+		c.source = sourceMetadata
 	}
 	if cfg.JWKSURL != "" {
 		n++
-		u, err := parseKeySetURL("JWKSURL", cfg.JWKSURL)
+		u, err := discovery.ParseURL("JWKSURL", cfg.JWKSURL)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("key set: %w", err)
 		}
-		c.source, c.target = sourceJWKSURL, u
+		c.source, c.jwksURL = sourceJWKSURL, u
 	}
 	if cfg.JWKSFile != "" {
 		n++
@@ -228,7 +225,7 @@ func NewKeySetCache(cfg KeySetConfig) (*KeySetCache, error) {
 	if cfg.MaxBytes == 0 {
 		cfg.MaxBytes = 1 << 20
 	}
-	c.fetcher = newHTTPFetcher(cfg.HTTPClient, cfg.MaxBytes)
+	c.fetcher = discovery.NewFetcher(cfg.HTTPClient, cfg.MaxBytes)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}

@@ -21,11 +21,20 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/meshauth/meshauth/internal/inprocess"
+	"github.com/meshauth/meshauth/internal/testwait"
 	"github.com/meshauth/meshauth/token"
 )
 
 // ksJWK returns a new P-256 verification key with ID kid and its JWK.
 func ksJWK(t testing.TB, kid string) (token.Key, map[string]any) {
+	t.Helper()
+	_, k, jwk := ksSigningKey(t, kid)
+	return k, jwk
+}
+
+// ksSigningKey is ksJWK with the private key.
+func ksSigningKey(t testing.TB, kid string) (*ecdsa.PrivateKey, token.Key, map[string]any) {
 	t.Helper()
 	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -40,7 +49,7 @@ func ksJWK(t testing.TB, kid string) (token.Key, map[string]any) {
 		"kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": kid,
 		"x": enc(point[1:33]), "y": enc(point[33:]),
 	}
-	return token.Key{ID: kid, Algorithm: "ES256", Public: &priv.PublicKey}, jwk
+	return priv, token.Key{ID: kid, Algorithm: "ES256", Public: &priv.PublicKey}, jwk
 }
 
 // ksDoc returns a JWK Set of jwks.
@@ -74,15 +83,11 @@ func ksRefresh(c *KeySetCache) error {
 	return f.err
 }
 
-// ksWait polls cond until it holds or a few seconds have passed.
+// ksWait waits a few seconds at most for cond, for the tests that fetch
+// from a real server on loopback.
 func ksWait(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); !cond(); {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testwait.For(t, 5*time.Second, testwait.Holds(what, cond))
 }
 
 var ksT0 = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -108,7 +113,11 @@ func (c *ksClock) Advance(d time.Duration) {
 // ksServer is an issuer for the key set cache to fetch from: a JWK Set at
 // /jwks.json, metadata documents and redirects at chosen paths.
 type ksServer struct {
-	*httptest.Server
+	URL string
+	// srv serves on loopback; client answers in process instead, for tests
+	// in a synctest bubble (newBubbleKSServer).
+	srv          *httptest.Server
+	client       *http.Client
 	jwksHits     atomic.Int64
 	metadataHits atomic.Int64
 
@@ -124,8 +133,17 @@ type ksServer struct {
 
 func newKSServer(t testing.TB) *ksServer {
 	s := &ksServer{metadata: map[string][]byte{}, redirects: map[string]string{}}
-	s.Server = httptest.NewServer(http.HandlerFunc(s.serve))
-	t.Cleanup(s.Close)
+	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
+	s.URL = s.srv.URL
+	t.Cleanup(s.srv.Close)
+	return s
+}
+
+// newBubbleKSServer is a ksServer that answers its client in process, for
+// tests whose timers run on a synctest bubble's clock.
+func newBubbleKSServer() *ksServer {
+	s := &ksServer{URL: "https://keys.example", metadata: map[string][]byte{}, redirects: map[string]string{}}
+	s.client = inprocess.Client(http.HandlerFunc(s.serve))
 	return s
 }
 
@@ -351,6 +369,39 @@ func TestKeySetDiscovery(t *testing.T) {
 				t.Errorf("metadata read again on refresh (%d, then %d requests)", md, got)
 			}
 		})
+	}
+}
+
+// TestKeySetDiscoveryMemberNames: the metadata's members are read by
+// their exact names, as every other reader of an issuer's metadata in
+// meshauth reads them, and a member given twice is refused. (The key-set
+// cache read them with encoding/json, which matches names regardless of
+// case and takes the last of several: a "JWKS_URI" after "jwks_uri"
+// chose the keys.)
+func TestKeySetDiscoveryMemberNames(t *testing.T) {
+	k1, j1 := ksJWK(t, "k1")
+	_, j2 := ksJWK(t, "k2")
+	other := newKSServer(t)
+	other.setJWKS(ksDoc(t, j2), 0, "")
+	s := newKSServer(t)
+	s.setJWKS(ksDoc(t, j1), 0, "")
+	const path = "/.well-known/oauth-authorization-server"
+	s.metadata[path] = []byte(`{"issuer":"` + s.URL + `","jwks_uri":"` + s.URL + `/jwks.json","JWKS_URI":"` + other.URL + `/jwks.json"}`)
+	c := newTestKeySetCache(t, KeySetConfig{Issuer: s.URL})
+	if err := ksRefresh(c); err != nil {
+		t.Fatal(err)
+	}
+	if !ksHas(c, k1) || other.jwksHits.Load() != 0 {
+		t.Fatalf("keys from the member named otherwise: k1 %v, %d fetches elsewhere", ksHas(c, k1), other.jwksHits.Load())
+	}
+
+	s.metadata[path] = []byte(`{"issuer":"` + s.URL + `","jwks_uri":"` + s.URL + `/jwks.json","jwks_uri":"` + other.URL + `/jwks.json"}`)
+	c = newTestKeySetCache(t, KeySetConfig{Issuer: s.URL})
+	if err := ksRefresh(c); err == nil || !strings.Contains(err.Error(), "repeated") {
+		t.Fatalf("metadata with jwks_uri twice: %v", err)
+	}
+	if c.Ready() || other.jwksHits.Load() != 0 {
+		t.Fatal("keys loaded from metadata with jwks_uri twice")
 	}
 }
 
@@ -581,8 +632,7 @@ func TestKeySetRefreshSchedule(t *testing.T) {
 		name                   string
 		cacheControl           string
 		minRefresh, maxRefresh time.Duration
-		// JWKS requests in run; timers never fire early, so a slow machine
-		// can only make fewer.
+		// JWKS requests in run, the first at once.
 		lo, hi int64
 		s      *ksServer
 	}{
@@ -592,56 +642,69 @@ func TestKeySetRefreshSchedule(t *testing.T) {
 		{name: "max-age honoured", cacheControl: "max-age=3600", minRefresh: 50 * time.Millisecond, maxRefresh: 2 * time.Hour, lo: 1, hi: 1},
 		{name: "no max-age at MaxRefresh", minRefresh: 50 * time.Millisecond, maxRefresh: 100 * time.Millisecond, lo: 2, hi: 6},
 	}
-	// All at once: the test waits for the clock, not the CPU.
-	ctx, cancel := context.WithCancel(t.Context())
-	for i := range cases {
-		tc := &cases[i]
-		tc.s = newKSServer(t)
-		tc.s.setJWKS(ksDoc(t, j1), 0, tc.cacheControl)
-		c := newTestKeySetCache(t, KeySetConfig{JWKSURL: tc.s.URL + "/jwks.json", MinRefresh: tc.minRefresh, MaxRefresh: tc.maxRefresh})
-		c.Start(ctx)
-	}
-	time.Sleep(run)
-	cancel()
-	for _, tc := range cases {
-		if n := tc.s.jwksHits.Load(); n < tc.lo || n > tc.hi {
-			t.Errorf("%s: %d JWKS requests in %v, want %d to %d", tc.name, n, run, tc.lo, tc.hi)
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		for i := range cases {
+			tc := &cases[i]
+			tc.s = newBubbleKSServer()
+			tc.s.setJWKS(ksDoc(t, j1), 0, tc.cacheControl)
+			c := newTestKeySetCache(t, KeySetConfig{JWKSURL: tc.s.URL + "/jwks.json", HTTPClient: tc.s.client, MinRefresh: tc.minRefresh, MaxRefresh: tc.maxRefresh})
+			c.Start(ctx)
 		}
-	}
+		time.Sleep(run)
+		synctest.Wait()
+		for _, tc := range cases {
+			if n := tc.s.jwksHits.Load(); n < tc.lo || n > tc.hi {
+				t.Errorf("%s: %d JWKS requests in %v, want %d to %d", tc.name, n, run, tc.lo, tc.hi)
+			}
+		}
+	})
 }
 
 // TestKeySetStart checks that the first load is retried until it succeeds
 // and that refreshing stops with the context.
 func TestKeySetStart(t *testing.T) {
-	k1, j1 := ksJWK(t, "k1")
-	s := newKSServer(t)
-	s.setJWKS(nil, http.StatusServiceUnavailable, "")
-	c := newTestKeySetCache(t, KeySetConfig{JWKSURL: s.URL + "/jwks.json", MinRefresh: 50 * time.Millisecond, MaxRefresh: 50 * time.Millisecond})
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	c.Start(ctx)
-	c.Start(ctx) // a second call does nothing
-	ksWait(t, "three failed attempts", func() bool { return s.jwksHits.Load() >= 3 })
-	if c.Ready() {
-		t.Fatal("Ready without keys")
-	}
-	if st := c.Status(); !strings.Contains(st.LastError, "status 503") {
-		t.Errorf("LastError = %q", st.LastError)
-	}
-	s.setJWKS(ksDoc(t, j1), 0, "")
-	ksWait(t, "Ready", c.Ready)
-	if !ksHas(c, k1) {
-		t.Fatal("k1 not loaded")
-	}
-	ksWait(t, "LastError cleared", func() bool { return c.Status().LastError == "" })
+	synctest.Test(t, func(t *testing.T) {
+		k1, j1 := ksJWK(t, "k1")
+		s := newBubbleKSServer()
+		s.setJWKS(nil, http.StatusServiceUnavailable, "")
+		c := newTestKeySetCache(t, KeySetConfig{JWKSURL: s.URL + "/jwks.json", HTTPClient: s.client, MinRefresh: 50 * time.Millisecond, MaxRefresh: 50 * time.Millisecond})
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		c.Start(ctx)
+		c.Start(ctx) // a second call does nothing
+		// The retries wait at most MinRefresh each.
+		time.Sleep(150 * time.Millisecond)
+		synctest.Wait()
+		if n := s.jwksHits.Load(); n < 3 {
+			t.Fatalf("%d attempts in 150ms, want 3 or more", n)
+		}
+		if c.Ready() {
+			t.Fatal("Ready without keys")
+		}
+		if st := c.Status(); !strings.Contains(st.LastError, "status 503") {
+			t.Errorf("LastError = %q", st.LastError)
+		}
+		s.setJWKS(ksDoc(t, j1), 0, "")
+		time.Sleep(50 * time.Millisecond)
+		synctest.Wait()
+		if !c.Ready() || !ksHas(c, k1) {
+			t.Fatal("k1 not loaded")
+		}
+		if st := c.Status(); st.LastError != "" {
+			t.Errorf("LastError = %q after a good load", st.LastError)
+		}
 
-	cancel()
-	time.Sleep(50 * time.Millisecond) // a refresh running may end
-	n := s.jwksHits.Load()
-	time.Sleep(150 * time.Millisecond)
-	if got := s.jwksHits.Load(); got != n {
-		t.Errorf("%d JWKS requests after the context ended", got-n)
-	}
+		cancel()
+		synctest.Wait() // a refresh running ends
+		n := s.jwksHits.Load()
+		time.Sleep(150 * time.Millisecond)
+		synctest.Wait()
+		if got := s.jwksHits.Load(); got != n {
+			t.Errorf("%d JWKS requests after the context ended", got-n)
+		}
+	})
 }
 
 func TestKeySetBackoff(t *testing.T) {
@@ -743,46 +806,51 @@ func TestKeySetUnknownKIDFlood(t *testing.T) {
 // TestKeySetUnknownKIDShared checks that concurrent misses wait for one
 // fetch and that the wait is bounded by FetchTimeout.
 func TestKeySetUnknownKIDShared(t *testing.T) {
-	k1, j1 := ksJWK(t, "k1")
-	s := newKSServer(t)
-	s.setJWKS(ksDoc(t, j1), 0, "")
-	gate, arrived := make(chan struct{}), make(chan struct{}, 100)
-	s.gate, s.arrived = gate, arrived
-	c := newTestKeySetCache(t, KeySetConfig{JWKSURL: s.URL + "/jwks.json", FetchTimeout: 2 * time.Second})
+	synctest.Test(t, func(t *testing.T) {
+		k1, j1 := ksJWK(t, "k1")
+		s := newBubbleKSServer()
+		s.setJWKS(ksDoc(t, j1), 0, "")
+		gate, arrived := make(chan struct{}), make(chan struct{}, 100)
+		s.gate, s.arrived = gate, arrived
+		c := newTestKeySetCache(t, KeySetConfig{JWKSURL: s.URL + "/jwks.json", HTTPClient: s.client, FetchTimeout: 2 * time.Second})
 
-	var wg sync.WaitGroup
-	var found atomic.Int64
-	for range 20 {
-		wg.Go(func() {
-			if k, ok := c.Lookup("k1"); ok && k.Public.(*ecdsa.PublicKey).Equal(k1.Public) {
-				found.Add(1)
-			}
-		})
-	}
-	<-arrived
-	time.Sleep(50 * time.Millisecond) // let the other lookups join
-	close(gate)
-	wg.Wait()
-	if n := found.Load(); n != 20 {
-		t.Errorf("%d of 20 waiting lookups found k1", n)
-	}
-	if n := s.jwksHits.Load(); n != 1 {
-		t.Errorf("%d JWKS requests, want 1", n)
-	}
+		var wg sync.WaitGroup
+		var found atomic.Int64
+		for range 20 {
+			wg.Go(func() {
+				if k, ok := c.Lookup("k1"); ok && k.Public.(*ecdsa.PublicKey).Equal(k1.Public) {
+					found.Add(1)
+				}
+			})
+		}
+		<-arrived
+		synctest.Wait() // every other lookup waits for the one fetch
+		close(gate)
+		wg.Wait()
+		if n := found.Load(); n != 20 {
+			t.Errorf("%d of 20 waiting lookups found k1", n)
+		}
+		if n := s.jwksHits.Load(); n != 1 {
+			t.Errorf("%d JWKS requests, want 1", n)
+		}
 
-	// A fetch that hangs: the lookup gives up after FetchTimeout.
-	hang := newKSServer(t)
-	hang.setJWKS(ksDoc(t, j1), 0, "")
-	hang.gate = make(chan struct{})
-	c = newTestKeySetCache(t, KeySetConfig{JWKSURL: hang.URL + "/jwks.json", FetchTimeout: 100 * time.Millisecond})
-	start := time.Now()
-	if _, ok := c.Lookup("k1"); ok {
-		t.Fatal("k1 found from a hanging server")
-	}
-	if d := time.Since(start); d > 2*time.Second {
-		t.Errorf("lookup waited %v with a FetchTimeout of 100ms", d)
-	}
-	ksWait(t, "the refresh to fail", func() bool { return strings.Contains(c.Status().LastError, "deadline exceeded") })
+		// A fetch that hangs: the lookup gives up after FetchTimeout.
+		hang := newBubbleKSServer()
+		hang.setJWKS(ksDoc(t, j1), 0, "")
+		hang.gate = make(chan struct{})
+		c = newTestKeySetCache(t, KeySetConfig{JWKSURL: hang.URL + "/jwks.json", HTTPClient: hang.client, FetchTimeout: 100 * time.Millisecond})
+		start := time.Now()
+		if _, ok := c.Lookup("k1"); ok {
+			t.Fatal("k1 found from a hanging server")
+		}
+		if d := time.Since(start); d != 100*time.Millisecond {
+			t.Errorf("lookup waited %v with a FetchTimeout of 100ms", d)
+		}
+		synctest.Wait()
+		if st := c.Status(); !strings.Contains(st.LastError, "deadline exceeded") {
+			t.Errorf("the hanging refresh ended with LastError %q", st.LastError)
+		}
+	})
 }
 
 // TestKeySetKeepsGoodKeys checks that no failed refresh replaces the keys.
@@ -803,7 +871,7 @@ func TestKeySetKeepsGoodKeys(t *testing.T) {
 			}
 			s.setJWKS(ksDoc(t, j), 0, "")
 		}, "private key member"},
-		{"issuer down", func(s *ksServer) { s.Close() }, "connect"},
+		{"issuer down", func(s *ksServer) { s.srv.Close() }, "connect"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newKSServer(t)
@@ -893,19 +961,27 @@ func TestKeySetSet(t *testing.T) {
 // TestKeySetSetResetsRefresh checks that keys pushed by Set postpone the
 // next fetch.
 func TestKeySetSetResetsRefresh(t *testing.T) {
-	k1, j1 := ksJWK(t, "k1")
-	s := newKSServer(t)
-	s.setJWKS(ksDoc(t, j1), 0, "")
-	c := newTestKeySetCache(t, KeySetConfig{JWKSURL: s.URL + "/jwks.json", MinRefresh: 50 * time.Millisecond, MaxRefresh: 300 * time.Millisecond})
-	c.Start(t.Context())
-	ksWait(t, "Ready", c.Ready)
-	for range 12 {
-		c.Set([]token.Key{k1}, "nats")
-		time.Sleep(30 * time.Millisecond)
-	}
-	if n := s.jwksHits.Load(); n != 1 {
-		t.Errorf("%d JWKS requests while keys were pushed every 30ms for longer than MaxRefresh, want 1", n)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		k1, j1 := ksJWK(t, "k1")
+		s := newBubbleKSServer()
+		s.setJWKS(ksDoc(t, j1), 0, "")
+		c := newTestKeySetCache(t, KeySetConfig{JWKSURL: s.URL + "/jwks.json", HTTPClient: s.client, MinRefresh: 50 * time.Millisecond, MaxRefresh: 300 * time.Millisecond})
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		c.Start(ctx)
+		synctest.Wait()
+		if !c.Ready() {
+			t.Fatal("not loaded")
+		}
+		for range 12 {
+			c.Set([]token.Key{k1}, "nats")
+			time.Sleep(30 * time.Millisecond)
+		}
+		synctest.Wait()
+		if n := s.jwksHits.Load(); n != 1 {
+			t.Errorf("%d JWKS requests while keys were pushed every 30ms for longer than MaxRefresh, want 1", n)
+		}
+	})
 }
 
 func TestKeySetLookupAllocs(t *testing.T) {
@@ -1003,7 +1079,7 @@ func TestKeySetMaxStale(t *testing.T) {
 					t.Fatal(err)
 				}
 				d := &keyDoc{issuer: issuerURL, jwks: string(doc)}
-				c := newTestKeySetCache(t, KeySetConfig{Issuer: issuerURL, HTTPClient: inProcess(d), MinRefresh: time.Minute, MaxRefresh: 10 * time.Minute, MaxStale: time.Hour, Logger: slog.New(slog.DiscardHandler)})
+				c := newTestKeySetCache(t, KeySetConfig{Issuer: issuerURL, HTTPClient: inprocess.Client(d), MinRefresh: time.Minute, MaxRefresh: 10 * time.Minute, MaxStale: time.Hour, Logger: slog.New(slog.DiscardHandler)})
 				ctx, cancel := context.WithCancel(t.Context())
 				defer cancel()
 				c.Start(ctx)

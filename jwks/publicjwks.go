@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rsa"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"math/big"
@@ -21,8 +22,8 @@ import (
 // RSA.
 func PublicJWKS(keys []token.Key) ([]byte, error) {
 	doc := struct {
-		Keys []*publicJWK `json:"keys"`
-	}{Keys: make([]*publicJWK, 0, len(keys))}
+		Keys []*JWK `json:"keys"`
+	}{Keys: make([]*JWK, 0, len(keys))}
 	for _, k := range keys {
 		j, err := verificationJWK(k)
 		if err != nil {
@@ -34,8 +35,8 @@ func PublicJWKS(keys []token.Key) ([]byte, error) {
 }
 
 // verificationJWK describes k as a public JWK with its kid and algorithm.
-func verificationJWK(k token.Key) (*publicJWK, error) {
-	j, err := encodeJWK(k.Public)
+func verificationJWK(k token.Key) (*JWK, error) {
+	j, err := NewJWK(k.Public)
 	if err != nil {
 		return nil, fmt.Errorf("key %q: %w", k.ID, err)
 	}
@@ -43,10 +44,26 @@ func verificationJWK(k token.Key) (*publicJWK, error) {
 	return j, nil
 }
 
-// encodeJWK describes pub as a public JWK without kid, alg and use: the
-// members of RFC 7518 §6.2.1 (EC), §6.3.1 (RSA) and RFC 8037 §2 (OKP).
-func encodeJWK(pub crypto.PublicKey) (*publicJWK, error) {
-	j := &publicJWK{}
+// JWK is a public key as a JWK (RFC 7517 §4) with the members of RFC 7518
+// §6.2.1 (EC), §6.3.1 (RSA) and RFC 8037 §2 (OKP): what a verifier is
+// given of a key, and what the issuer publishes of its own.
+type JWK struct {
+	Kty string `json:"kty"`
+	Crv string `json:"crv,omitempty"`
+	X   string `json:"x,omitempty"`
+	Y   string `json:"y,omitempty"`
+	N   string `json:"n,omitempty"`
+	E   string `json:"e,omitempty"`
+	Kid string `json:"kid"`
+	Alg string `json:"alg"`
+	Use string `json:"use"`
+}
+
+// NewJWK describes pub as a public JWK without kid, alg and use. It
+// supports the keys [token.ParseJWKS] returns: EC on P-256, P-384 and
+// P-521, Ed25519 and RSA.
+func NewJWK(pub crypto.PublicKey) (*JWK, error) {
+	j := &JWK{}
 	switch pub := pub.(type) {
 	case *ecdsa.PublicKey:
 		switch pub.Curve {
@@ -77,3 +94,6 @@ func encodeJWK(pub crypto.PublicKey) (*publicJWK, error) {
 	}
 	return j, nil
 }
+
+// b64 is the base64url encoding without padding of JOSE (RFC 7515 §2).
+var b64 = base64.RawURLEncoding

@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/meshauth/meshauth/internal/discovery"
 	"github.com/meshauth/meshauth/token"
 )
 
@@ -94,7 +95,7 @@ type SubscriberConfig struct {
 type Subscriber struct {
 	cfg     SubscriberConfig
 	issuer  *url.URL
-	fetcher httpFetcher
+	fetcher *discovery.Fetcher
 
 	// in carries deltas from NATS's callbacks to Run's goroutine, which
 	// alone owns the fields below it.
@@ -157,13 +158,13 @@ func NewSubscriber(cfg SubscriberConfig) (*Subscriber, error) {
 	case cfg.PollInterval < 0:
 		return nil, fmt.Errorf("subscriber: PollInterval must not be negative (got %v)", cfg.PollInterval)
 	}
-	iss, err := parseKeySetURL("Issuer", cfg.Issuer)
+	iss, err := discovery.ParseIssuer("Issuer", cfg.Issuer)
 	if err != nil {
 		return nil, fmt.Errorf("subscriber: %w", err)
 	}
 	s := &Subscriber{cfg: cfg, issuer: iss, in: make(chan received, 1024), kick: make(chan struct{}, 1), pending: map[int64]bool{}, providerVer: map[string]int64{}}
 	if cfg.SnapshotURL != "" {
-		if s.snapshotURL, err = issuerDocumentURL(iss, "snapshot URL", cfg.SnapshotURL); err != nil {
+		if s.snapshotURL, err = discovery.DocumentURL(iss, "snapshot URL", cfg.SnapshotURL); err != nil {
 			return nil, fmt.Errorf("subscriber: %w", err)
 		}
 	}
@@ -176,7 +177,7 @@ func NewSubscriber(cfg SubscriberConfig) (*Subscriber, error) {
 	if s.cfg.Now == nil {
 		s.cfg.Now = time.Now
 	}
-	s.fetcher = newHTTPFetcher(cfg.HTTPClient, maxSnapshotBytes)
+	s.fetcher = discovery.NewFetcher(cfg.HTTPClient, maxSnapshotBytes)
 	return s, nil
 }
 
@@ -336,25 +337,27 @@ func (s *Subscriber) fetch(ctx context.Context, u *url.URL, since int64, etag st
 	ctx, cancel := context.WithTimeout(ctx, fetchTimeout)
 	defer cancel()
 	if u == nil {
-		md, err := s.fetcher.discover(ctx, s.issuer, s.cfg.Issuer)
+		md, err := s.fetcher.Metadata(ctx, s.cfg.Issuer)
 		switch {
 		case err != nil:
 			return fetchResult{err: err}
-		case md.snapshotErr != nil:
-			return fetchResult{err: md.snapshotErr}
-		case md.snapshotURI == nil:
-			return fetchResult{none: true, err: fmt.Errorf("the metadata of %s names no %s: the issuer distributes no snapshot; its keys come from jwks_uri, and none of its revocations", s.cfg.Issuer, SnapshotMember)}
+		case md.Unusable[discovery.MemberSnapshotURI] != nil:
+			return fetchResult{err: fmt.Errorf("metadata of %s: %w", s.cfg.Issuer, md.Unusable[discovery.MemberSnapshotURI])}
+		case md.SnapshotURI == "":
+			return fetchResult{none: true, err: fmt.Errorf("the metadata of %s names no %s: the issuer distributes no snapshot; its keys come from jwks_uri, and none of its revocations", s.cfg.Issuer, discovery.MemberSnapshotURI)}
 		}
-		u = md.snapshotURI
+		if u, err = url.Parse(md.SnapshotURI); err != nil {
+			return fetchResult{err: err} // checked by Metadata
+		}
 	}
 	q := *u
 	values := q.Query()
 	values.Set("since", strconv.FormatInt(since, 10))
 	q.RawQuery = values.Encode()
-	body, h, err := s.fetcher.get(ctx, "snapshot", &q, SnapshotMediaType, etag)
+	body, h, err := s.fetcher.Get(ctx, "snapshot", &q, SnapshotMediaType, etag)
 	r := fetchResult{url: u, body: body}
 	switch {
-	case errors.Is(err, errNotModified):
+	case errors.Is(err, discovery.ErrNotModified):
 		r.notModified = true
 	case err != nil:
 		r.err = err
@@ -380,7 +383,7 @@ func (s *Subscriber) applyFetched(r fetchResult) (more bool) {
 		s.confirm(now, "")
 		return false
 	default:
-		var snap *snapshot
+		var snap *Snapshot
 		var keys []token.Key
 		// The issuer's keys over HTTPS decide, refreshed once
 		// (rate-limited) for a kid they lack.
@@ -420,7 +423,7 @@ func (s *Subscriber) confirm(now time.Time, lastErr string) {
 }
 
 // applySnapshot applies a verified snapshot.
-func (s *Subscriber) applySnapshot(snap *snapshot, keys []token.Key) error {
+func (s *Subscriber) applySnapshot(snap *Snapshot, keys []token.Key) error {
 	switch {
 	case snap.Since > s.seq:
 		return fmt.Errorf("it starts after change %d, and this verifier has changes up to %d only", snap.Since, s.seq)
@@ -448,7 +451,7 @@ func (s *Subscriber) applySnapshot(snap *snapshot, keys []token.Key) error {
 		// A provider the issuer no longer relays is no longer vouched for.
 		for provider, ver := range s.providerVer {
 			if !relayed[provider] && ver > 0 {
-				s.applyProvider(&providerKeys{Provider: provider, Version: ver + 1}, nil, SourceSnapshot)
+				s.applyProvider(&ProviderKeys{Provider: provider, Version: ver + 1}, nil, SourceSnapshot)
 			}
 		}
 	}
@@ -487,18 +490,18 @@ func (s *Subscriber) apply(m received) (fetch bool) {
 		n   int64 // the change the delta stands for
 	)
 	switch m.kind {
-	case kindRevocation:
-		var u *revocationUpdate
+	case KindRevocation:
+		var u *RevocationUpdate
 		if u, err = decodeRevocationUpdate(m.data, keys, s.cfg.Issuer); err == nil {
 			n = u.Seq
 			if n <= s.seq && s.synced || !s.cfg.Now().Before(u.ExpiresAt) {
 				s.stale.Add(1)
 				return false
 			}
-			s.revoke(&u.revocationEntry)
+			s.revoke(&u.RevocationEntry)
 		}
-	case kindKeys:
-		var u *keySetUpdate
+	case KindKeys:
+		var u *KeySetUpdate
 		var parsed []token.Key
 		if u, parsed, err = decodeKeySetUpdate(m.data, keys, s.cfg.Issuer); err == nil {
 			if !s.synced {
@@ -513,15 +516,15 @@ func (s *Subscriber) apply(m received) (fetch bool) {
 			s.keysSeq, n = u.Seq, u.Seq
 			s.cfg.Logger.Info("key set updated over NATS", "issuer", s.cfg.Issuer, "keys", len(parsed), "seq", u.Seq)
 		}
-	case kindRelay:
-		var u *relayUpdate
+	case KindRelay:
+		var u *RelayUpdate
 		var parsed []token.Key
 		if u, parsed, err = decodeRelayUpdate(m.data, keys, s.cfg.Issuer); err == nil {
 			if !s.synced {
 				s.hold(m)
 				return false
 			}
-			if !s.applyProvider(&u.providerKeys, parsed, SourceNATS) {
+			if !s.applyProvider(&u.ProviderKeys, parsed, SourceNATS) {
 				return false
 			}
 		}
@@ -572,7 +575,7 @@ func (s *Subscriber) advance() {
 }
 
 // revoke passes r on.
-func (s *Subscriber) revoke(r *revocationEntry) {
+func (s *Subscriber) revoke(r *RevocationEntry) {
 	if s.cfg.Revoked != nil {
 		s.cfg.Revoked(r.revocation(s.cfg.Issuer))
 	}
@@ -580,7 +583,7 @@ func (s *Subscriber) revoke(r *revocationEntry) {
 
 // applyProvider installs a relayed provider's keys (none: drops them) if
 // they are newer than what it holds, and reports whether they were.
-func (s *Subscriber) applyProvider(p *providerKeys, keys []token.Key, source string) bool {
+func (s *Subscriber) applyProvider(p *ProviderKeys, keys []token.Key, source string) bool {
 	if p.Version <= s.providerVer[p.Provider] {
 		if source == SourceNATS {
 			s.stale.Add(1)

@@ -3,131 +3,39 @@ package jwks
 import (
 	"context"
 	"log/slog"
-	"net/http"
-	"net/http/httptest"
-	"path/filepath"
-	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
 
-	"github.com/meshauth/meshauth/issuer/store"
-	"github.com/meshauth/meshauth/issuer/store/filestore"
+	"github.com/meshauth/meshauth/internal/inprocess"
 	"github.com/meshauth/meshauth/token"
 )
-
-// inProcess is an HTTP client whose requests h answers in this process,
-// for tests in a synctest bubble.
-func inProcess(h http.Handler) *http.Client {
-	return &http.Client{Transport: roundTripper(func(r *http.Request) (*http.Response, error) {
-		w := httptest.NewRecorder()
-		h.ServeHTTP(w, r)
-		return w.Result(), nil
-	})}
-}
-
-type roundTripper func(*http.Request) (*http.Response, error)
-
-func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
-
-// bubbleIssuer is an issuer answering in process at issuerURL, for tests
-// in a synctest bubble: keys and revocations in a real store, metadata,
-// JWKS and snapshot.
-type bubbleIssuer struct {
-	store     store.Store
-	keyring   *Keyring
-	dist      *Distributor
-	client    *http.Client
-	snapshots atomic.Int64
-}
-
-const issuerURL = "https://issuer.example"
-
-func newBubbleIssuer(t *testing.T) *bubbleIssuer {
-	st, err := filestore.Open(filepath.Join(t.TempDir(), "store"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	b := &bubbleIssuer{store: st}
-	b.keyring = newTestKeyring(t, KeyringConfig{MaxTokenLifetime: 5 * time.Minute, Sealer: newTestSealer(t), Store: st, Logger: slog.New(slog.DiscardHandler)})
-	mustLoad(t, b.keyring)
-	if b.dist, err = NewDistributor(DistributorConfig{Issuer: issuerURL, Keyring: b.keyring, Store: st, Logger: slog.New(slog.DiscardHandler)}); err != nil {
-		t.Fatal(err)
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/.well-known/oauth-authorization-server", func(w http.ResponseWriter, r *http.Request) {
-		w.Write([]byte(`{"issuer":"` + issuerURL + `","jwks_uri":"` + issuerURL + `/jwks.json","meshauth_snapshot_uri":"` + issuerURL + `/snapshot"}`))
-	})
-	mux.Handle("/jwks.json", b.keyring)
-	mux.HandleFunc("/snapshot", func(w http.ResponseWriter, r *http.Request) {
-		b.snapshots.Add(1)
-		b.dist.ServeHTTP(w, r)
-	})
-	b.client = inProcess(mux)
-	return b
-}
-
-// follow starts a subscriber of b until ctx ends and returns it and the
-// revocations it passes on.
-func (b *bubbleIssuer) follow(t *testing.T, ctx context.Context, poll time.Duration) (*Subscriber, *atomic.Int64) {
-	keys := newTestKeySetCache(t, KeySetConfig{Issuer: issuerURL, HTTPClient: b.client, MinRefresh: time.Hour, MaxRefresh: time.Hour, Logger: slog.New(slog.DiscardHandler)})
-	keys.Start(ctx)
-	var revoked atomic.Int64
-	sub, err := NewSubscriber(SubscriberConfig{Issuer: issuerURL, Keys: keys, HTTPClient: b.client, PollInterval: poll, Logger: slog.New(slog.DiscardHandler),
-		Revoked: func(token.Revocation) { revoked.Add(1) }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go sub.Run(ctx)
-	return sub, &revoked
-}
-
-// TestSubscriberPolls: without NATS, a revocation reaches the subscriber
-// within the polling interval; polls of an unchanged state are answered
-// 304 and confirm it.
-func TestSubscriberPolls(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		b := newBubbleIssuer(t)
-		ctx, cancel := context.WithCancel(t.Context())
-		defer cancel()
-		sub, revoked := b.follow(t, ctx, 10*time.Second)
-		synctest.Wait()
-		if st := sub.Status(); st.ConfirmedAt.IsZero() || st.NATS != "off" {
-			t.Fatalf("status after start: %+v", st)
-		}
-		r := &store.Revocation{ID: "r1", Kind: store.RevokeSubject, Value: "alice", RevokedAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)}
-		if err := b.store.AddRevocation(ctx, r); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(11 * time.Second) // the poll is jittered by a tenth
-		synctest.Wait()
-		if revoked.Load() != 1 {
-			t.Fatalf("%d revocations after a polling interval, want 1", revoked.Load())
-		}
-		confirmed := sub.Status().ConfirmedAt
-		time.Sleep(11 * time.Second)
-		synctest.Wait()
-		if st := sub.Status(); !st.ConfirmedAt.After(confirmed) || revoked.Load() != 1 || st.Age > 11*time.Second {
-			t.Errorf("after an unchanged poll: %+v, %d revocations", st, revoked.Load())
-		}
-	})
-}
 
 // TestSubscriberFetchRate: a flood of deltas that cannot be verified, as
 // anyone who may publish on NATS could send, costs the issuer one
 // snapshot fetch a second at most.
 func TestSubscriberFetchRate(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		b := newBubbleIssuer(t)
+		iss := newTestIssuer(t, issuerURL, "k1")
+		iss.setSnapshot(t, Snapshot{Issuer: issuerURL, Seq: 1, KeysSeq: 1, JWKS: iss.doc, Revocations: []RevocationEntry{}, Providers: []ProviderKeys{}})
+		client := inprocess.Client(iss)
 		ctx, cancel := context.WithCancel(t.Context())
 		defer cancel()
-		sub, _ := b.follow(t, ctx, time.Hour)
+		keys := newTestKeySetCache(t, KeySetConfig{Issuer: issuerURL, HTTPClient: client, MinRefresh: time.Hour, MaxRefresh: time.Hour, Logger: slog.New(slog.DiscardHandler)})
+		keys.Start(ctx)
+		sub, err := NewSubscriber(SubscriberConfig{Issuer: issuerURL, Keys: keys, HTTPClient: client, PollInterval: time.Hour, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go sub.Run(ctx)
 		synctest.Wait()
-		before := b.snapshots.Load()
+		if st := sub.Status(); st.ConfirmedAt.IsZero() {
+			t.Fatalf("status after start: %+v", st)
+		}
+		before := iss.snapshots.Load()
 		for range 10 {
 			for range 100 {
-				sub.in <- received{kind: kindRevocation, data: []byte("garbage")}
+				sub.in <- received{kind: KindRevocation, data: []byte("garbage")}
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
@@ -135,8 +43,42 @@ func TestSubscriberFetchRate(t *testing.T) {
 		if st := sub.Status(); st.Refused != 1000 {
 			t.Fatalf("%d refused, want 1000", st.Refused)
 		}
-		if got := b.snapshots.Load() - before; got < 1 || got > 2 {
+		if got := iss.snapshots.Load() - before; got < 1 || got > 2 {
 			t.Errorf("%d snapshot fetches for 1000 unverifiable deltas in a second, want 1 or 2", got)
 		}
 	})
+}
+
+// TestSnapshotRefused: a snapshot that does not verify is refused and
+// counted, and the last good state kept.
+func TestSnapshotRefused(t *testing.T) {
+	iss := newTestIssuer(t, issuerURL, "k1")
+	foreign := newTestIssuer(t, "https://foreign.example", "f1")
+	keys := newTestKeySetCache(t, KeySetConfig{Issuer: issuerURL, HTTPClient: inprocess.Client(iss)})
+	keys.Set([]token.Key{iss.key}, SourceSnapshot)
+	const seq = 5 // what the verifier has
+	for _, tt := range []struct {
+		name string
+		body []byte
+	}{
+		{"garbage", []byte("not a JWS")},
+		{"signed by another issuer", foreign.sign(t, TypSnapshot, Snapshot{Issuer: issuerURL, Seq: 1 << 40, KeysSeq: 1 << 40, JWKS: foreign.doc, Revocations: []RevocationEntry{}})},
+		{"naming another issuer", iss.sign(t, TypSnapshot, Snapshot{Issuer: foreign.url, Seq: 1 << 40, KeysSeq: 1 << 40, JWKS: foreign.doc, Revocations: []RevocationEntry{}})},
+		{"older than what the sidecar has", iss.sign(t, TypSnapshot, Snapshot{Issuer: issuerURL, Seq: 1, KeysSeq: 1, JWKS: foreign.doc, Revocations: []RevocationEntry{}})},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			sub, err := NewSubscriber(SubscriberConfig{Issuer: issuerURL, Keys: keys, SnapshotURL: issuerURL + "/snapshot", Logger: ksLogger(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			sub.seq, sub.synced = seq, true
+			sub.applyFetched(fetchResult{body: tt.body})
+			if st := sub.Status(); st.Refused != 1 || st.LastError == "" {
+				t.Errorf("status after the forged snapshot: %+v", st)
+			}
+			if !ksHas(keys, iss.key) || keys.Keys().Len() != 1 || sub.seq != seq {
+				t.Fatal("a forged snapshot changed the state")
+			}
+		})
+	}
 }

@@ -113,7 +113,7 @@ type EdgeConfig struct {
 //
 // Dereferencing is one RFC 8693 token exchange at the issuer, with the
 // reference token as subject_token and the upstream as audience: one round
-// trip, and the issuer alone decides, by exchange.Dereference, whether the
+// trip, and the issuer alone decides, by exchangepolicy.Dereference, whether the
 // token is live and what the JWT holds. (Introspection followed by an
 // exchange would cost two, and the edge would mint nothing anyway.) The
 // result is cached, keyed by the SHA-256 digest of the reference token,
@@ -438,7 +438,7 @@ func (e *Edge) dereferenceFailed(err error, sum *[sha256.Size]byte) error {
 		switch re.Code {
 		case "invalid_grant", "invalid_target", "invalid_scope":
 			// The token: unknown, expired, revoked, or not for this
-			// audience (exchange.Dereference).
+			// audience (exchangepolicy.Dereference).
 			e.stats.refused.Add(1)
 			e.negative.add(sum, e.now())
 			return errDerefRefused

@@ -32,7 +32,7 @@ const (
 // reference token ("Bearer " and the internal JWT), then the Identity of
 // the internal JWT (its iss, jti, client_id, sub and sid), by which a
 // revocation evicts it: the issuer gives the JWT the reference token's
-// jti, sub, client_id and sid (exchange.Dereference), so that a
+// jti, sub, client_id and sid (exchangepolicy.Dereference), so that a
 // revocation of either reaches it.
 type derefCache struct {
 	entries *digestcache.Cache

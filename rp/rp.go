@@ -33,7 +33,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/meshauth/meshauth/exchange"
-	"github.com/meshauth/meshauth/internal/loopback"
+	"github.com/meshauth/meshauth/internal/discovery"
 	"github.com/meshauth/meshauth/internal/strictjson"
 	"github.com/meshauth/meshauth/jwks"
 	"github.com/meshauth/meshauth/token"
@@ -111,7 +111,9 @@ type Provider struct {
 	cfg    Config
 	scope  string
 	client *http.Client // redirects not followed
-	basic  string       // client_secret_basic Authorization value; holds the secret
+	// fetcher reads the provider's metadata.
+	fetcher *discovery.Fetcher
+	basic   string // client_secret_basic Authorization value; holds the secret
 
 	flight singleflight.Group
 	mu     sync.Mutex
@@ -121,7 +123,7 @@ type Provider struct {
 
 // discovered is the provider as one discovery found it.
 type discovered struct {
-	md       *exchange.Metadata
+	md       *discovery.Metadata
 	verifier *token.Verifier
 	at       time.Time
 	post     bool // client_secret_post instead of basic
@@ -130,13 +132,10 @@ type discovered struct {
 // New checks cfg. It contacts nobody: the provider is discovered on first
 // use, so that a provider down at start-up delays nothing.
 func New(cfg Config) (*Provider, error) {
-	u, err := url.Parse(cfg.Issuer)
-	switch {
-	case err != nil || !u.IsAbs() || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "":
-		return nil, fmt.Errorf("provider issuer %q must be an absolute URL without user information, query or fragment", cfg.Issuer)
-	case u.Scheme != "https" && !(u.Scheme == "http" && loopback.Host(u.Hostname())):
-		return nil, fmt.Errorf("provider issuer %q must use https (http only on a loopback host)", cfg.Issuer)
-	case cfg.ClientID == "":
+	if _, err := discovery.ParseIssuer("provider issuer", cfg.Issuer); err != nil {
+		return nil, err
+	}
+	if cfg.ClientID == "" {
 		return nil, fmt.Errorf("provider %s: a client id is required", cfg.Issuer)
 	}
 	if r, err := url.Parse(cfg.RedirectURL); err != nil || !r.IsAbs() || r.Host == "" || r.Fragment != "" {
@@ -163,7 +162,7 @@ func New(cfg Config) (*Provider, error) {
 			scopes = append(scopes, sc)
 		}
 	}
-	p := &Provider{cfg: cfg, client: &client, scope: strings.Join(scopes, " ")}
+	p := &Provider{cfg: cfg, client: &client, fetcher: discovery.NewFetcher(cfg.HTTPClient, 0), scope: strings.Join(scopes, " ")}
 	if cfg.ClientSecret != "" {
 		// RFC 6749 §2.3.1: both are form-encoded before Basic encoding.
 		p.basic = "Basic " + base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(cfg.ClientID)+":"+url.QueryEscape(cfg.ClientSecret)))
@@ -213,15 +212,9 @@ func (p *Provider) discover(ctx context.Context) (*discovered, error) {
 // cache: keys are fetched on first use and again for an unknown kid, and
 // the next discovery drops keys the provider no longer publishes.
 func (p *Provider) load(ctx context.Context) (*discovered, error) {
-	md, err := exchange.DiscoverMetadata(ctx, p.client, p.cfg.Issuer)
+	md, err := p.fetcher.Metadata(ctx, p.cfg.Issuer, discovery.MemberAuthorizationEndpoint, discovery.MemberTokenEndpoint, discovery.MemberJWKSURI)
 	if err != nil {
 		return nil, err
-	}
-	switch {
-	case md.AuthorizationEndpoint == "":
-		return nil, fmt.Errorf("metadata of %s has no authorization_endpoint", p.cfg.Issuer)
-	case md.JWKSURI == "":
-		return nil, fmt.Errorf("metadata of %s has no jwks_uri", p.cfg.Issuer)
 	}
 	keys, err := jwks.NewKeySetCache(jwks.KeySetConfig{
 		JWKSURL: md.JWKSURI, FetchTimeout: p.cfg.Timeout, HTTPClient: p.cfg.HTTPClient, Now: p.cfg.Now,

@@ -327,3 +327,21 @@ func TestNewConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestEndpointsOnTheWire: a provider on loopback, over plain http for
+// development, whose metadata names endpoints off this host in the clear
+// is refused before anything is sent there: the client secret, the code
+// and the PKCE verifier would cross the network unencrypted. (Discovery
+// allowed any endpoint of the issuer's scheme.)
+func TestEndpointsOnTheWire(t *testing.T) {
+	for _, member := range []string{"token_endpoint", "authorization_endpoint", "jwks_uri"} {
+		t.Run(member, func(t *testing.T) {
+			p := newFakeProvider(t)
+			p.set(func() { p.metadata[member] = "http://idp.example/" + member })
+			_, err := p.signIn(t, p.rp(t, "s"), nil)
+			if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "no usable "+member) {
+				t.Fatalf("sign-in with %s in the clear off loopback: %v", member, err)
+			}
+		})
+	}
+}

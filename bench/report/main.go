@@ -35,7 +35,7 @@ type ratio struct {
 var ratios = []ratio{
 	{"client_credentials tokens/s over HTTP, file store ÷ bare ES256 signs/s", "bench/BenchmarkClientCredentials/store=file", "bench/BenchmarkES256SignFloor", false, ""},
 	{"client_credentials tokens/s over HTTP, PostgreSQL store ÷ bare ES256 signs/s", "bench/BenchmarkClientCredentials/store=postgres", "bench/BenchmarkES256SignFloor", false, ""},
-	{"keyring Sign ES256 ÷ bare ES256 signature (cost)", "jwks/BenchmarkSign/ES256", "jwks/BenchmarkSign/ES256-floor", true, ""},
+	{"keyring Sign ES256 ÷ bare ES256 signature (cost)", "keys/BenchmarkSign/ES256", "keys/BenchmarkSign/ES256-floor", true, ""},
 	{"one sidecar applying a revocation delta (verify, deny list with 10,000 held, cache eviction) ÷ the delta's bare signature check (cost)", "jwks/BenchmarkApplyRevocation/apply", "jwks/BenchmarkApplyRevocation/floor", true, ""},
 	{"verify ES256, cache miss ÷ bare stdlib check (cost)", "token/BenchmarkVerify/ES256", "token/BenchmarkStdlibVerify/ES256", true, "≤ 1.3"},
 	{"verify EdDSA, cache miss ÷ bare stdlib check (cost)", "token/BenchmarkVerify/EdDSA", "token/BenchmarkStdlibVerify/EdDSA", true, "≤ 1.3"},
@@ -143,7 +143,7 @@ func main() {
 	out := flag.String("out", "bench/out/report.md", "report file")
 	flag.Parse()
 
-	args := []string{"test", "-run", "^$", "-bench", ".", "-benchmem", "-count", strconv.Itoa(*count), "-benchtime", *benchtime, "./bench/", "./token/", "./jwks/", "./xds/"}
+	args := []string{"test", "-run", "^$", "-bench", ".", "-benchmem", "-count", strconv.Itoa(*count), "-benchtime", *benchtime, "./bench/", "./token/", "./jwks/", "./issuer/keys/", "./xds/"}
 	fmt.Fprintln(os.Stderr, "go", strings.Join(args, " "))
 	var raw bytes.Buffer
 	cmd := exec.Command("go", args...)

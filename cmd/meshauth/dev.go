@@ -20,11 +20,11 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
-	"github.com/meshauth/meshauth/exchange"
 	"github.com/meshauth/meshauth/internal/demo"
 	"github.com/meshauth/meshauth/internal/flagconf"
 	"github.com/meshauth/meshauth/internal/natsconn"
 	"github.com/meshauth/meshauth/issuer"
+	"github.com/meshauth/meshauth/issuer/exchangepolicy"
 	"github.com/meshauth/meshauth/issuer/store"
 	"github.com/meshauth/meshauth/issuer/store/storeurl"
 	"github.com/meshauth/meshauth/proxy"
@@ -273,7 +273,7 @@ func demoClientSecret(ctx context.Context, issuerURL, adminToken, dir string, md
 func runEdgeDemo(ctx context.Context, listen, ordersSidecar, issuerURL, adminToken, dir string, nats natsconn.Flags, log *slog.Logger) error {
 	log = log.With("part", "edge-demo")
 	secret, err := demoClientSecret(ctx, issuerURL, adminToken, dir, issuer.ClientMetadata{
-		ClientID: "edge", Scope: exchange.DereferenceScope, AllowedAudiences: []string{"orders"},
+		ClientID: "edge", Scope: exchangepolicy.DereferenceScope, AllowedAudiences: []string{"orders"},
 		GrantTypes: []string{issuer.GrantTypeTokenExchange},
 	}, log)
 	if secret == "" || err != nil {

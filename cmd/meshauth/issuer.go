@@ -18,6 +18,7 @@ import (
 	"github.com/meshauth/meshauth/internal/flagconf"
 	"github.com/meshauth/meshauth/internal/natsconn"
 	"github.com/meshauth/meshauth/issuer"
+	"github.com/meshauth/meshauth/issuer/keys"
 	"github.com/meshauth/meshauth/issuer/store"
 	"github.com/meshauth/meshauth/issuer/store/storeurl"
 	"github.com/meshauth/meshauth/jwks"
@@ -142,11 +143,11 @@ func secretFromEnvOrFile(env, file, what string) (string, error) {
 // serveIssuer opens the store, loads the keys and serves the issuer until
 // ctx is done. ready, if not nil, is called once the listener is bound.
 func serveIssuer(ctx context.Context, f *issuerFlags, adminToken, kek string, log *slog.Logger, ready func(addr string)) error {
-	kekBytes, err := jwks.ParseKEK(kek)
+	kekBytes, err := keys.ParseKEK(kek)
 	if err != nil {
 		return err
 	}
-	sealer, err := jwks.NewSealer(kekBytes)
+	sealer, err := keys.NewSealer(kekBytes)
 	if err != nil {
 		return err
 	}
@@ -162,7 +163,7 @@ func serveIssuer(ctx context.Context, f *issuerFlags, adminToken, kek string, lo
 	}
 	defer st.Close()
 
-	keys, err := jwks.NewKeyring(jwks.KeyringConfig{
+	keyring, err := keys.NewKeyring(keys.KeyringConfig{
 		Algorithm:        f.algorithm,
 		RotationInterval: f.keyRotation,
 		PrePublish:       f.keyPrePublish,
@@ -175,19 +176,19 @@ func serveIssuer(ctx context.Context, f *issuerFlags, adminToken, kek string, lo
 	if err != nil {
 		return err
 	}
-	if err := keys.Load(ctx); err != nil {
+	if err := keyring.Load(ctx); err != nil {
 		return fmt.Errorf("load signing keys: %w", err)
 	}
 	keysCtx, stopKeys := context.WithCancel(ctx)
 	defer stopKeys()
-	dist, err := newDistributor(keysCtx, f, keys, st, log)
+	dist, err := newDistributor(keysCtx, f, keyring, st, log)
 	if err != nil {
 		return err
 	}
 	srv, err := issuer.New(issuer.Config{
 		IssuerURL:            f.issuerURL,
 		Store:                st,
-		Keys:                 keys,
+		Keys:                 keyring,
 		AdminToken:           adminToken,
 		AccessTokenLifetime:  f.tokenLifetime,
 		RefreshTokenLifetime: f.refreshLifetime,
@@ -206,7 +207,7 @@ func serveIssuer(ctx context.Context, f *issuerFlags, adminToken, kek string, lo
 	if err != nil {
 		return err
 	}
-	go keys.Run(keysCtx)
+	go keyring.Run(keysCtx)
 	go dist.Run(keysCtx)
 	log.Info("issuer starting", "issuer", f.issuerURL, "listen", f.listen, "store", storeScheme(f.storeURL), "nats", f.nats.Enabled())
 	return serveHTTP(ctx, f.listen, srv, f.tlsCertFile, f.tlsKeyFile, log, ready)
@@ -226,7 +227,7 @@ const (
 // newDistributor returns the distributor of the issuer's keys, its
 // federated providers' keys and its revocations, connected to NATS if
 // configured. The providers' key-set caches run until ctx ends.
-func newDistributor(ctx context.Context, f *issuerFlags, keys *jwks.Keyring, st store.Store, log *slog.Logger) (*jwks.Distributor, error) {
+func newDistributor(ctx context.Context, f *issuerFlags, keyring *keys.Keyring, st store.Store, log *slog.Logger) (*keys.Distributor, error) {
 	providers := make(map[string]*jwks.KeySetCache, len(f.federate))
 	for _, p := range f.federate {
 		if p == f.issuerURL {
@@ -240,7 +241,7 @@ func newDistributor(ctx context.Context, f *issuerFlags, keys *jwks.Keyring, st 
 		c.Start(ctx)
 		providers[p] = c
 	}
-	cfg := jwks.DistributorConfig{Issuer: f.issuerURL, Keyring: keys, Store: st, Providers: providers, Logger: log.With("part", "distributor")}
+	cfg := keys.DistributorConfig{Issuer: f.issuerURL, Keyring: keyring, Store: st, Providers: providers, Logger: log.With("part", "distributor")}
 	if f.nats.Enabled() {
 		nc, err := natsconn.Connect(&f.nats, "meshauth issuer "+f.issuerURL, log.With("part", "nats"))
 		if err != nil {
@@ -249,7 +250,7 @@ func newDistributor(ctx context.Context, f *issuerFlags, keys *jwks.Keyring, st 
 		context.AfterFunc(ctx, nc.Close)
 		cfg.Conn = nc
 	}
-	return jwks.NewDistributor(cfg)
+	return keys.NewDistributor(cfg)
 }
 
 // storeScheme names the kind of store without the rest of its URL, which may

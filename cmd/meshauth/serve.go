@@ -8,7 +8,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/meshauth/meshauth/exchange"
+	"github.com/meshauth/meshauth/internal/discovery"
 )
 
 // serveUntilDone runs servers until ctx is done or one fails, then stops
@@ -46,9 +46,9 @@ func tokenEndpoint(ctx context.Context, given, issuer string) (string, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	u, err := exchange.DiscoverTokenEndpoint(ctx, &http.Client{Timeout: 10 * time.Second}, issuer)
+	md, err := discovery.NewFetcher(&http.Client{Timeout: 10 * time.Second}, 0).Metadata(ctx, issuer, discovery.MemberTokenEndpoint)
 	if err != nil {
 		return "", fmt.Errorf("%w (or give --token-url)", err)
 	}
-	return u, nil
+	return md.TokenEndpoint, nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/meshauth/meshauth/internal/pgtest"
+	"github.com/meshauth/meshauth/internal/testwait"
 	"github.com/meshauth/meshauth/issuer/store"
 	"github.com/meshauth/meshauth/issuer/store/storetest"
 )
@@ -154,16 +155,10 @@ func TestDefaultTimeout(t *testing.T) {
 	}
 }
 
-// waitUntil polls cond for up to ten seconds: for a NOTIFY to arrive.
+// waitUntil waits up to ten seconds for cond: for a NOTIFY to arrive.
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testwait.For(t, 10*time.Second, testwait.Holds(what, cond))
 }
 
 // TestReplicasSeeChanges runs two stores on one schema, as two issuer

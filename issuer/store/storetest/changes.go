@@ -10,7 +10,16 @@ import (
 	"github.com/meshauth/meshauth/issuer/store"
 )
 
-func changeSeq(t *testing.T, s store.Store) store.ChangeSeq {
+// changeTests are the tests of store.Changes: the one sequence of
+// the changes of keys and revocations.
+var changeTests = []suiteTest{
+	{"ChangeSeqCounts", testChangeSeqCounts},
+	{"ChangeSeqRace", testChangeSeqRace},
+	{"Changed", testChanged},
+	{"ReopenChangeSeq", testReopenChangeSeq},
+}
+
+func changeSeq(t *testing.T, s store.Changes) store.ChangeSeq {
 	t.Helper()
 	cs, err := s.ChangeSeq(t.Context())
 	if err != nil {

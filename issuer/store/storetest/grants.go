@@ -2,24 +2,32 @@ package storetest
 
 import (
 	"fmt"
-	"reflect"
 	"testing"
 	"time"
 
 	"github.com/meshauth/meshauth/issuer/store"
 )
 
-func newUser(id, name string) *store.User {
-	return &store.User{
-		ID:           id,
-		Name:         name,
-		PasswordHash: "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaC1vZi0" + id,
-		CreatedAt:    base,
-		DisplayName:  "User " + name,
-		Email:        name + "@example.com",
-		// EmailVerified and Disabled are left false here, so that a
-		// round trip of true is tested where they are set.
-	}
+// grantTests are the tests of store.Grants.
+var grantTests = []suiteTest{
+	{"GrantRoundTrip", testGrantRoundTrip},
+	{"CreateGrantExists", testCreateGrantExists},
+	{"GetGrantExpired", testGetGrantExpired},
+	{"RevokeGrant", testRevokeGrant},
+	{"RevokeGrantCascade", testRevokeGrantCascade},
+	{"AuthorizationCodeRoundTrip", testCodeRoundTrip},
+	{"AuthorizationCodeExists", testCodeExists},
+	{"RedeemAuthorizationCodeReplay", testRedeemReplay},
+	{"RedeemAuthorizationCodeExpiry", testRedeemExpiry},
+	{"RedeemAuthorizationCodeRace", testRedeemRace},
+	{"RefreshTokenRoundTrip", testRefreshRoundTrip},
+	{"RefreshTokenExists", testRefreshExists},
+	{"UseRefreshTokenReplay", testUseRefreshReplay},
+	{"UseRefreshTokenExpiry", testUseRefreshExpiry},
+	{"UseRefreshTokenRace", testUseRefreshRace},
+	{"GetRefreshTokenExpired", testGetRefreshExpired},
+	{"DeleteRefreshToken", testDeleteRefreshToken},
+	{"ReopenGrants", testReopenGrants},
 }
 
 func newGrant(id string, expiresAt time.Time) *store.Grant {
@@ -67,47 +75,6 @@ func newRefresh(hash, grantID string, expiresAt time.Time) *store.RefreshToken {
 	}
 }
 
-// checkRecord compares got with want: the named times to the microsecond
-// and in UTC (a zero time must stay zero), the lists as non-nil (an absent
-// one reads back empty), every other field exactly.
-func checkRecord[T any](t *testing.T, what string, got, want *T, times func(*T) map[string]*time.Time, lists func(*T) []*[]string) {
-	t.Helper()
-	if got == nil {
-		t.Errorf("%s: got nil, want %+v", what, want)
-		return
-	}
-	g, w := *got, *want
-	gt, wt := times(&g), times(&w)
-	for name, p := range wt {
-		if p.IsZero() && !gt[name].IsZero() {
-			t.Errorf("%s.%s = %v, want zero", what, name, *gt[name])
-		} else {
-			checkTime(t, what+"."+name, *gt[name], *p)
-		}
-		*gt[name], *p = time.Time{}, time.Time{}
-	}
-	for _, l := range lists(&g) {
-		if *l == nil {
-			t.Errorf("%s: a list reads back nil, want non-nil", what)
-		}
-	}
-	for _, l := range lists(&w) {
-		if *l == nil {
-			*l = []string{}
-		}
-	}
-	if !reflect.DeepEqual(g, w) {
-		t.Errorf("%s = %+v\nwant %+v", what, g, w)
-	}
-}
-
-func checkUser(t *testing.T, got, want *store.User) {
-	t.Helper()
-	checkRecord(t, "user", got, want,
-		func(u *store.User) map[string]*time.Time { return map[string]*time.Time{"CreatedAt": &u.CreatedAt} },
-		func(*store.User) []*[]string { return nil })
-}
-
 func checkGrant(t *testing.T, got, want *store.Grant) {
 	t.Helper()
 	checkRecord(t, "grant", got, want,
@@ -147,151 +114,24 @@ func used[T store.AuthorizationCode | store.RefreshToken](v *T, at time.Time) *T
 	return &c
 }
 
-func mustCreateUser(t *testing.T, s store.Store, u *store.User) {
-	t.Helper()
-	if err := s.CreateUser(t.Context(), u); err != nil {
-		t.Fatalf("CreateUser(%q): %v", u.ID, err)
-	}
-}
-
-func mustCreateGrant(t *testing.T, s store.Store, g *store.Grant) {
+func mustCreateGrant(t *testing.T, s store.Grants, g *store.Grant) {
 	t.Helper()
 	if err := s.CreateGrant(t.Context(), g); err != nil {
 		t.Fatalf("CreateGrant(%q): %v", g.ID, err)
 	}
 }
 
-func mustPutCode(t *testing.T, s store.Store, c *store.AuthorizationCode) {
+func mustPutCode(t *testing.T, s store.Grants, c *store.AuthorizationCode) {
 	t.Helper()
 	if err := s.PutAuthorizationCode(t.Context(), c); err != nil {
 		t.Fatalf("PutAuthorizationCode(%q): %v", c.Hash, err)
 	}
 }
 
-func mustPutRefresh(t *testing.T, s store.Store, r *store.RefreshToken) {
+func mustPutRefresh(t *testing.T, s store.Grants, r *store.RefreshToken) {
 	t.Helper()
 	if err := s.PutRefreshToken(t.Context(), r); err != nil {
 		t.Fatalf("PutRefreshToken(%q): %v", r.Hash, err)
-	}
-}
-
-func mustPutToken(t *testing.T, s store.Store, tok *store.AccessToken) {
-	t.Helper()
-	if err := s.PutAccessToken(t.Context(), tok); err != nil {
-		t.Fatalf("PutAccessToken(%q): %v", tok.Hash, err)
-	}
-}
-
-func testDeleteAccessToken(t *testing.T, h Harness) {
-	s := h.Open(t)
-	exp := time.Now().Add(time.Hour)
-	mustPutToken(t, s, newToken("h1", exp))
-	mustPutToken(t, s, newToken("h2", exp))
-	for range 2 {
-		if err := s.DeleteAccessToken(t.Context(), "h1"); err != nil {
-			t.Fatalf("DeleteAccessToken: %v", err)
-		}
-	}
-	if err := s.DeleteAccessToken(t.Context(), "never"); err != nil {
-		t.Errorf("DeleteAccessToken of a missing token: %v", err)
-	}
-	_, err := s.GetAccessToken(t.Context(), "h1")
-	wantErr(t, "GetAccessToken after DeleteAccessToken", err, store.ErrNotFound)
-	if _, err := s.GetAccessToken(t.Context(), "h2"); err != nil {
-		t.Errorf("GetAccessToken of the other token: %v", err)
-	}
-	// The hash is free again.
-	mustPutToken(t, s, newToken("h1", exp))
-}
-
-func testUserRoundTrip(t *testing.T, h Harness) {
-	s := h.Open(t)
-	full := newUser("u1", "alice")
-	flags := newUser("u2", "bob")
-	flags.EmailVerified, flags.Disabled = true, true
-	bare := newUser("u3", "carol")
-	bare.PasswordHash, bare.DisplayName, bare.Email = "", "", ""
-	for _, want := range []*store.User{full, flags, bare} {
-		mustCreateUser(t, s, want)
-		got, err := s.GetUser(t.Context(), want.ID)
-		if err != nil {
-			t.Fatalf("GetUser: %v", err)
-		}
-		checkUser(t, got, want)
-		got, err = s.GetUserByName(t.Context(), want.Name)
-		if err != nil {
-			t.Fatalf("GetUserByName: %v", err)
-		}
-		checkUser(t, got, want)
-	}
-}
-
-// testCreateUserExists checks that ids and names are both unique, and that
-// a refused user leaves neither its id nor its name behind.
-func testCreateUserExists(t *testing.T, h Harness) {
-	s := h.Open(t)
-	want := newUser("u1", "alice")
-	mustCreateUser(t, s, want)
-	tests := []struct {
-		name string
-		user *store.User
-	}{
-		{"taken id", newUser("u1", "bob")},
-		{"taken name", newUser("u2", "alice")},
-		{"both taken", newUser("u1", "alice")},
-	}
-	for _, tt := range tests {
-		tt.user.PasswordHash = "another hash"
-		wantErr(t, "CreateUser with a "+tt.name, s.CreateUser(t.Context(), tt.user), store.ErrExists)
-	}
-	got, err := s.GetUser(t.Context(), "u1")
-	if err != nil {
-		t.Fatalf("GetUser: %v", err)
-	}
-	checkUser(t, got, want)
-	_, err = s.GetUserByName(t.Context(), "bob")
-	wantErr(t, "GetUserByName of a refused user's name", err, store.ErrNotFound)
-	_, err = s.GetUser(t.Context(), "u2")
-	wantErr(t, "GetUser of a refused user's id", err, store.ErrNotFound)
-	mustCreateUser(t, s, newUser("u2", "bob"))
-}
-
-func testGetUserNotFound(t *testing.T, h Harness) {
-	s := h.Open(t)
-	mustCreateUser(t, s, newUser("u1", "alice"))
-	// Names match exactly: callers normalise them.
-	for _, name := range []string{"Alice", "alice ", "alic", "alicea", "u1", ""} {
-		_, err := s.GetUserByName(t.Context(), name)
-		wantErr(t, fmt.Sprintf("GetUserByName(%q)", name), err, store.ErrNotFound)
-	}
-	for _, id := range []string{"u2", "U1", "alice", ""} {
-		_, err := s.GetUser(t.Context(), id)
-		wantErr(t, fmt.Sprintf("GetUser(%q)", id), err, store.ErrNotFound)
-	}
-}
-
-func testUpdateUserPassword(t *testing.T, h Harness) {
-	s := h.Open(t)
-	want := newUser("u1", "alice")
-	mustCreateUser(t, s, want)
-	mustCreateUser(t, s, newUser("u2", "bob"))
-	if err := s.UpdateUserPassword(t.Context(), "u1", "new hash"); err != nil {
-		t.Fatalf("UpdateUserPassword: %v", err)
-	}
-	want.PasswordHash = "new hash"
-	got, err := s.GetUserByName(t.Context(), "alice")
-	if err != nil {
-		t.Fatalf("GetUserByName: %v", err)
-	}
-	checkUser(t, got, want)
-	got, err = s.GetUser(t.Context(), "u2")
-	if err != nil {
-		t.Fatalf("GetUser: %v", err)
-	}
-	checkUser(t, got, newUser("u2", "bob"))
-	wantErr(t, "UpdateUserPassword of a missing user", s.UpdateUserPassword(t.Context(), "u3", "h"), store.ErrNotFound)
-	if _, err := s.GetUser(t.Context(), "u3"); err == nil {
-		t.Error("UpdateUserPassword of a missing user created it")
 	}
 }
 

@@ -36,14 +36,14 @@ func checkIdentity(t *testing.T, got, want *store.Identity) {
 		func(*store.Identity) []*[]string { return nil })
 }
 
-func mustLink(t *testing.T, s store.Store, id *store.Identity) {
+func mustLink(t *testing.T, s store.Identities, id *store.Identity) {
 	t.Helper()
 	if err := s.LinkIdentity(t.Context(), id); err != nil {
 		t.Fatalf("LinkIdentity(%q, %q): %v", id.Issuer, id.Subject, err)
 	}
 }
 
-func mustGetIdentity(t *testing.T, s store.Store, issuer, subject string) *store.Identity {
+func mustGetIdentity(t *testing.T, s store.Identities, issuer, subject string) *store.Identity {
 	t.Helper()
 	got, err := s.GetIdentity(t.Context(), issuer, subject)
 	if err != nil {

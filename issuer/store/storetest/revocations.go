@@ -8,6 +8,15 @@ import (
 	"github.com/meshauth/meshauth/issuer/store"
 )
 
+// revocationTests are the tests of store.Revocations.
+var revocationTests = []suiteTest{
+	{"AddRevocation", testAddRevocation},
+	{"AddRevocationExists", testAddRevocationExists},
+	{"AddRevocationRace", testAddRevocationRace},
+	{"RevocationsAfter", testRevocationsAfter},
+	{"IsRevoked", testIsRevoked},
+}
+
 func newRevocation(id, kind, value string, revokedAt, expiresAt time.Time) *store.Revocation {
 	return &store.Revocation{ID: id, Kind: kind, Value: value, RevokedAt: revokedAt, ExpiresAt: expiresAt}
 }
@@ -21,7 +30,7 @@ func checkRevocation(t *testing.T, got, want *store.Revocation) {
 		func(*store.Revocation) []*[]string { return nil })
 }
 
-func mustAddRevocation(t *testing.T, s store.Store, r *store.Revocation) {
+func mustAddRevocation(t *testing.T, s store.Revocations, r *store.Revocation) {
 	t.Helper()
 	if err := s.AddRevocation(t.Context(), r); err != nil {
 		t.Fatalf("AddRevocation(%q): %v", r.ID, err)
@@ -29,7 +38,7 @@ func mustAddRevocation(t *testing.T, s store.Store, r *store.Revocation) {
 }
 
 // listRevocations returns every revocation not expired at now.
-func listRevocations(t *testing.T, s store.Store, now time.Time) []*store.Revocation {
+func listRevocations(t *testing.T, s store.Changes, now time.Time) []*store.Revocation {
 	t.Helper()
 	list, _, err := s.RevocationsAfter(t.Context(), 0, now)
 	if err != nil {

@@ -9,12 +9,6 @@ import (
 	"github.com/meshauth/meshauth/issuer/store"
 )
 
-// suiteTest is a test of the suite, the element type of Run's list.
-type suiteTest = struct {
-	name string
-	run  func(t *testing.T, h Harness)
-}
-
 var sessionTests = []suiteTest{
 	{"SessionRoundTrip", testSessionRoundTrip},
 	{"CreateSessionExists", testCreateSessionExists},
@@ -63,14 +57,14 @@ func checkSession(t *testing.T, got, want *store.Session) {
 		})
 }
 
-func mustCreateSession(t *testing.T, s store.Store, sess *store.Session) {
+func mustCreateSession(t *testing.T, s store.Sessions, sess *store.Session) {
 	t.Helper()
 	if err := s.CreateSession(t.Context(), sess); err != nil {
 		t.Fatalf("CreateSession(%q): %v", sess.Hash, err)
 	}
 }
 
-func mustGetSession(t *testing.T, s store.Store, hash string) *store.Session {
+func mustGetSession(t *testing.T, s store.Sessions, hash string) *store.Session {
 	t.Helper()
 	got, err := s.GetSession(t.Context(), hash)
 	if err != nil {

@@ -4,11 +4,10 @@
 package storetest
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"maps"
+	"reflect"
 	"slices"
 	"sync"
 	"testing"
@@ -33,128 +32,60 @@ type Harness struct {
 // racers is how many goroutines the concurrency tests start at once.
 const racers = 16
 
-// Run runs the suite. Every test opens its own store, so they run in
+// Run runs the suite, a group of tests per role of store.Store and one of
+// what they share. Every test opens its own store, so they all run in
 // parallel.
 func Run(t *testing.T, h Harness) {
-	tests := []struct {
-		name string
-		run  func(t *testing.T, h Harness)
-	}{
-		{"ClientRoundTrip", testClientRoundTrip},
-		{"ClientEmptyLists", testClientEmptyLists},
-		{"ClientCopies", testClientCopies},
-		{"CreateClientExists", testCreateClientExists},
-		{"GetClientNotFound", testGetClientNotFound},
-		{"ListClients", testListClients},
-		{"DeleteClient", testDeleteClient},
-		{"SigningKeyRoundTrip", testSigningKeyRoundTrip},
-		{"AddSigningKeyCAS", testAddSigningKeyCAS},
-		{"AddSigningKeyNewest", testAddSigningKeyNewest},
-		{"AddSigningKeyDuplicateID", testAddSigningKeyDuplicateID},
-		{"AddSigningKeyRace", testAddSigningKeyRace},
-		{"ListSigningKeysOrder", testListSigningKeysOrder},
-		{"DeleteSigningKey", testDeleteSigningKey},
-		{"UseOnce", testUseOnce},
-		{"UseOnceAfterExpiry", testUseOnceAfterExpiry},
-		{"UseOnceRace", testUseOnceRace},
-		{"AccessTokenRoundTrip", testAccessTokenRoundTrip},
-		{"AccessTokenExists", testAccessTokenExists},
-		{"AccessTokenNotFound", testAccessTokenNotFound},
-		{"AccessTokenExpired", testAccessTokenExpired},
-		{"DeleteAccessToken", testDeleteAccessToken},
-		{"UserRoundTrip", testUserRoundTrip},
-		{"CreateUserExists", testCreateUserExists},
-		{"GetUserNotFound", testGetUserNotFound},
-		{"UpdateUserPassword", testUpdateUserPassword},
-		{"GrantRoundTrip", testGrantRoundTrip},
-		{"CreateGrantExists", testCreateGrantExists},
-		{"GetGrantExpired", testGetGrantExpired},
-		{"RevokeGrant", testRevokeGrant},
-		{"RevokeGrantCascade", testRevokeGrantCascade},
-		{"AuthorizationCodeRoundTrip", testCodeRoundTrip},
-		{"AuthorizationCodeExists", testCodeExists},
-		{"RedeemAuthorizationCodeReplay", testRedeemReplay},
-		{"RedeemAuthorizationCodeExpiry", testRedeemExpiry},
-		{"RedeemAuthorizationCodeRace", testRedeemRace},
-		{"RefreshTokenRoundTrip", testRefreshRoundTrip},
-		{"RefreshTokenExists", testRefreshExists},
-		{"UseRefreshTokenReplay", testUseRefreshReplay},
-		{"UseRefreshTokenExpiry", testUseRefreshExpiry},
-		{"UseRefreshTokenRace", testUseRefreshRace},
-		{"GetRefreshTokenExpired", testGetRefreshExpired},
-		{"DeleteRefreshToken", testDeleteRefreshToken},
-		{"AddRevocation", testAddRevocation},
-		{"AddRevocationExists", testAddRevocationExists},
-		{"AddRevocationRace", testAddRevocationRace},
-		{"RevocationsAfter", testRevocationsAfter},
-		{"IsRevoked", testIsRevoked},
-		{"ChangeSeqCounts", testChangeSeqCounts},
-		{"ChangeSeqRace", testChangeSeqRace},
-		{"Changed", testChanged},
-		{"CancelledContext", testCancelledContext},
-		{"Ping", testPing},
-		{"Reopen", testReopen},
-		{"ReopenGrants", testReopenGrants},
-		{"ReopenChangeSeq", testReopenChangeSeq},
-	}
-	tests = append(tests, sessionTests...)
-	tests = append(tests, identityTests...)
-	tests = append(tests, peopleTests...)
-	tests = append(tests, loginFailureTests...)
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
+	for _, r := range roles {
+		t.Run(r.name, func(t *testing.T) {
 			t.Parallel()
-			tt.run(t, h)
+			for _, tt := range r.tests {
+				t.Run(tt.name, func(t *testing.T) {
+					t.Parallel()
+					tt.run(t, h)
+				})
+			}
 		})
 	}
+}
+
+// roles are the groups of the suite, named as the roles of store.Store.
+var roles = []struct {
+	name  string
+	tests []suiteTest
+}{
+	{"Clients", clientTests},
+	{"SigningKeys", signingKeyTests},
+	{"Nonces", nonceTests},
+	{"AccessTokens", accessTokenTests},
+	{"Users", userTests},
+	{"Grants", grantTests},
+	{"Revocations", revocationTests},
+	{"Changes", changeTests},
+	{"Sessions", sessionTests},
+	{"Identities", identityTests},
+	{"People", peopleTests},
+	{"LoginFailures", loginFailureTests},
+	{"Store", storeTests},
+}
+
+// suiteTest is a test of the suite.
+type suiteTest = struct {
+	name string
+	run  func(t *testing.T, h Harness)
+}
+
+// storeTests are what the roles share: every method honours its context,
+// and what is written outlives a restart.
+var storeTests = []suiteTest{
+	{"CancelledContext", testCancelledContext},
+	{"Ping", testPing},
+	{"Reopen", testReopen},
 }
 
 // base is a fixed instant with sub-microsecond digits and a non-UTC zone, so
 // that the round-trip tests see both normalised.
 var base = time.Date(2030, 5, 17, 10, 30, 15, 123456789, time.FixedZone("CEST", 2*60*60))
-
-func newClient(id string) *store.Client {
-	return &store.Client{
-		ID:                      id,
-		SecretHash:              "hash-of-" + id,
-		Name:                    "client " + id,
-		TokenEndpointAuthMethod: "private_key_jwt",
-		GrantTypes:              []string{"client_credentials", "urn:ietf:params:oauth:grant-type:token-exchange"},
-		Scope:                   []string{"write", "read"},
-		JWKS:                    []byte(`{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}`),
-		AccessTokenFormat:       "jwt",
-		AllowedAudiences:        []string{"orders", "billing"},
-		RedirectURIs:            []string{"https://example.com/cb"},
-		PostLogoutRedirectURIs:  []string{"https://example.com/", "https://example.com/bye"},
-		ExchangeScopes:          map[string][]string{"billing": {"read"}},
-		MaxDelegationDepth:      3,
-		CreatedAt:               base,
-	}
-}
-
-func newKey(id string, activateAt time.Time) *store.SigningKey {
-	return &store.SigningKey{
-		ID:                  id,
-		Algorithm:           "ES256",
-		PublicJWK:           []byte(`{"kty":"EC","kid":"` + id + `"}`),
-		EncryptedPrivateKey: []byte{0, 1, 2, 0xff, 0xfe, byte(len(id))},
-		CreatedAt:           base,
-		ActivateAt:          activateAt,
-	}
-}
-
-func newToken(hash string, expiresAt time.Time) *store.AccessToken {
-	return &store.AccessToken{
-		Hash:      hash,
-		ID:        "jti-" + hash,
-		ClientID:  "a",
-		Subject:   "spiffe://example.org/ns/default/sa/a",
-		Audience:  []string{"orders", "billing"},
-		Scope:     []string{"read"},
-		IssuedAt:  base,
-		ExpiresAt: expiresAt,
-	}
-}
 
 // checkTime reports whether got is want to the microsecond, in UTC.
 func checkTime(t *testing.T, field string, got, want time.Time) {
@@ -167,96 +98,37 @@ func checkTime(t *testing.T, field string, got, want time.Time) {
 	}
 }
 
-func checkClient(t *testing.T, got, want *store.Client) {
+// checkRecord compares got with want: the named times to the microsecond
+// and in UTC (a zero time must stay zero), the lists as non-nil (an absent
+// one reads back empty), every other field exactly.
+func checkRecord[T any](t *testing.T, what string, got, want *T, times func(*T) map[string]*time.Time, lists func(*T) []*[]string) {
 	t.Helper()
-	checkTime(t, "CreatedAt", got.CreatedAt, want.CreatedAt)
+	if got == nil {
+		t.Errorf("%s: got nil, want %+v", what, want)
+		return
+	}
 	g, w := *got, *want
-	g.CreatedAt, w.CreatedAt = time.Time{}, time.Time{}
-	// An absent list or key set reads back empty.
-	for _, s := range []*[]string{&w.GrantTypes, &w.Scope, &w.AllowedAudiences, &w.RedirectURIs, &w.PostLogoutRedirectURIs} {
-		if *s == nil {
-			*s = []string{}
+	gt, wt := times(&g), times(&w)
+	for name, p := range wt {
+		if p.IsZero() && !gt[name].IsZero() {
+			t.Errorf("%s.%s = %v, want zero", what, name, *gt[name])
+		} else {
+			checkTime(t, what+"."+name, *gt[name], *p)
+		}
+		*gt[name], *p = time.Time{}, time.Time{}
+	}
+	for _, l := range lists(&g) {
+		if *l == nil {
+			t.Errorf("%s: a list reads back nil, want non-nil", what)
 		}
 	}
-	if len(g.JWKS) == 0 && len(w.JWKS) == 0 {
-		g.JWKS, w.JWKS = nil, nil
-	}
-	if w.ExchangeScopes == nil {
-		w.ExchangeScopes = map[string][]string{}
-	}
-	if !clientsEqual(&g, &w) {
-		t.Errorf("client = %+v\nwant %+v", g, w)
-	}
-}
-
-// clientsEqual compares every field, telling nil slices from empty ones.
-func clientsEqual(a, b *store.Client) bool {
-	strs := func(x, y []string) bool { return (x == nil) == (y == nil) && slices.Equal(x, y) }
-	return a.ID == b.ID && a.SecretHash == b.SecretHash && a.Name == b.Name &&
-		a.TokenEndpointAuthMethod == b.TokenEndpointAuthMethod &&
-		strs(a.GrantTypes, b.GrantTypes) && strs(a.Scope, b.Scope) &&
-		bytes.Equal(a.JWKS, b.JWKS) && a.AccessTokenFormat == b.AccessTokenFormat &&
-		strs(a.AllowedAudiences, b.AllowedAudiences) && strs(a.RedirectURIs, b.RedirectURIs) &&
-		strs(a.PostLogoutRedirectURIs, b.PostLogoutRedirectURIs) &&
-		maps.EqualFunc(a.ExchangeScopes, b.ExchangeScopes, slices.Equal) && (a.ExchangeScopes == nil) == (b.ExchangeScopes == nil) &&
-		a.MaxDelegationDepth == b.MaxDelegationDepth && a.CreatedAt.Equal(b.CreatedAt)
-}
-
-func checkKey(t *testing.T, got, want *store.SigningKey) {
-	t.Helper()
-	if got.ID != want.ID || got.Algorithm != want.Algorithm ||
-		!bytes.Equal(got.PublicJWK, want.PublicJWK) ||
-		!bytes.Equal(got.EncryptedPrivateKey, want.EncryptedPrivateKey) {
-		// The private key is sealed, but keep even that out of test logs.
-		t.Errorf("key %q: got id %q alg %q jwk %s, want alg %q jwk %s (or the private key differs)",
-			want.ID, got.ID, got.Algorithm, got.PublicJWK, want.Algorithm, want.PublicJWK)
-	}
-	checkTime(t, "CreatedAt", got.CreatedAt, want.CreatedAt)
-	checkTime(t, "ActivateAt", got.ActivateAt, want.ActivateAt)
-}
-
-func checkToken(t *testing.T, got, want *store.AccessToken) {
-	t.Helper()
-	checkTime(t, "IssuedAt", got.IssuedAt, want.IssuedAt)
-	checkTime(t, "ExpiresAt", got.ExpiresAt, want.ExpiresAt)
-	nonNil := func(s []string) []string {
-		if s == nil {
-			return []string{}
+	for _, l := range lists(&w) {
+		if *l == nil {
+			*l = []string{}
 		}
-		return s
 	}
-	if got.Hash != want.Hash || got.ID != want.ID || got.GrantID != want.GrantID ||
-		got.ClientID != want.ClientID || got.Subject != want.Subject ||
-		got.Audience == nil || !slices.Equal(got.Audience, nonNil(want.Audience)) ||
-		got.Scope == nil || !slices.Equal(got.Scope, nonNil(want.Scope)) {
-		t.Errorf("token = %+v\nwant %+v", got, want)
-	}
-}
-
-func keyIDs(t *testing.T, s store.Store) []string {
-	t.Helper()
-	keys, err := s.ListSigningKeys(t.Context())
-	if err != nil {
-		t.Fatalf("ListSigningKeys: %v", err)
-	}
-	ids := []string{}
-	for _, k := range keys {
-		ids = append(ids, k.ID)
-	}
-	return ids
-}
-
-func mustCreateClient(t *testing.T, s store.Store, c *store.Client) {
-	t.Helper()
-	if err := s.CreateClient(t.Context(), c); err != nil {
-		t.Fatalf("CreateClient(%q): %v", c.ID, err)
-	}
-}
-
-func mustAddKey(t *testing.T, s store.Store, k *store.SigningKey, ifNewestID string) {
-	t.Helper()
-	if err := s.AddSigningKey(t.Context(), k, ifNewestID); err != nil {
-		t.Fatalf("AddSigningKey(%q, ifNewestID %q): %v", k.ID, ifNewestID, err)
+	if !reflect.DeepEqual(g, w) {
+		t.Errorf("%s = %+v\nwant %+v", what, g, w)
 	}
 }
 
@@ -264,252 +136,6 @@ func wantErr(t *testing.T, op string, err, want error) {
 	t.Helper()
 	if !errors.Is(err, want) {
 		t.Errorf("%s: error %v, want %v", op, err, want)
-	}
-}
-
-func testClientRoundTrip(t *testing.T, h Harness) {
-	s := h.Open(t)
-	want := newClient("a")
-	mustCreateClient(t, s, want)
-	got, err := s.GetClient(t.Context(), "a")
-	if err != nil {
-		t.Fatalf("GetClient: %v", err)
-	}
-	checkClient(t, got, want)
-}
-
-func testClientEmptyLists(t *testing.T, h Harness) {
-	tests := []struct {
-		name  string
-		empty func() []string
-		jwks  []byte
-	}{
-		{"nil", func() []string { return nil }, nil},
-		{"empty", func() []string { return []string{} }, []byte{}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			s := h.Open(t)
-			c := &store.Client{
-				ID:                      "a",
-				SecretHash:              "h",
-				TokenEndpointAuthMethod: "client_secret_basic",
-				GrantTypes:              tt.empty(),
-				Scope:                   tt.empty(),
-				JWKS:                    tt.jwks,
-				AccessTokenFormat:       "reference",
-				AllowedAudiences:        tt.empty(),
-				RedirectURIs:            tt.empty(),
-				CreatedAt:               base,
-			}
-			mustCreateClient(t, s, c)
-			got, err := s.GetClient(t.Context(), "a")
-			if err != nil {
-				t.Fatalf("GetClient: %v", err)
-			}
-			checkClient(t, got, c)
-			list, err := s.ListClients(t.Context())
-			if err != nil || len(list) != 1 {
-				t.Fatalf("ListClients: %d clients, %v", len(list), err)
-			}
-			checkClient(t, list[0], c)
-		})
-	}
-}
-
-// testClientCopies checks that the store keeps no reference to the caller's
-// slices, nor hands out references to its own.
-func testClientCopies(t *testing.T, h Harness) {
-	s := h.Open(t)
-	c := newClient("a")
-	mustCreateClient(t, s, c)
-	c.Scope[0] = "admin"
-	c.JWKS[0] = 'X'
-	got, err := s.GetClient(t.Context(), "a")
-	if err != nil {
-		t.Fatalf("GetClient: %v", err)
-	}
-	checkClient(t, got, newClient("a"))
-	got.AllowedAudiences[0] = "everything"
-	again, err := s.GetClient(t.Context(), "a")
-	if err != nil {
-		t.Fatalf("GetClient: %v", err)
-	}
-	checkClient(t, again, newClient("a"))
-}
-
-func testCreateClientExists(t *testing.T, h Harness) {
-	s := h.Open(t)
-	want := newClient("a")
-	mustCreateClient(t, s, want)
-	other := newClient("a")
-	other.SecretHash = "another hash"
-	other.Name = "impostor"
-	wantErr(t, "CreateClient of a taken id", s.CreateClient(t.Context(), other), store.ErrExists)
-	got, err := s.GetClient(t.Context(), "a")
-	if err != nil {
-		t.Fatalf("GetClient: %v", err)
-	}
-	checkClient(t, got, want)
-}
-
-func testGetClientNotFound(t *testing.T, h Harness) {
-	s := h.Open(t)
-	mustCreateClient(t, s, newClient("a"))
-	_, err := s.GetClient(t.Context(), "b")
-	wantErr(t, "GetClient of a missing id", err, store.ErrNotFound)
-}
-
-func testListClients(t *testing.T, h Harness) {
-	s := h.Open(t)
-	list, err := s.ListClients(t.Context())
-	if err != nil || len(list) != 0 {
-		t.Fatalf("ListClients on an empty store: %d clients, %v", len(list), err)
-	}
-	ids := []string{"m", "b", "z", "a", "B"}
-	for _, id := range ids {
-		mustCreateClient(t, s, newClient(id))
-	}
-	list, err = s.ListClients(t.Context())
-	if err != nil {
-		t.Fatalf("ListClients: %v", err)
-	}
-	var got []string
-	for _, c := range list {
-		got = append(got, c.ID)
-		checkClient(t, c, newClient(c.ID))
-	}
-	slices.Sort(ids) // byte order, as both Go and PostgreSQL's "C" collation sort
-	if !slices.Equal(got, ids) {
-		t.Errorf("ListClients ids = %q, want %q", got, ids)
-	}
-}
-
-func testDeleteClient(t *testing.T, h Harness) {
-	s := h.Open(t)
-	mustCreateClient(t, s, newClient("a"))
-	mustCreateClient(t, s, newClient("b"))
-	if err := s.DeleteClient(t.Context(), "a"); err != nil {
-		t.Fatalf("DeleteClient: %v", err)
-	}
-	_, err := s.GetClient(t.Context(), "a")
-	wantErr(t, "GetClient after DeleteClient", err, store.ErrNotFound)
-	wantErr(t, "DeleteClient again", s.DeleteClient(t.Context(), "a"), store.ErrNotFound)
-	wantErr(t, "DeleteClient of a missing id", s.DeleteClient(t.Context(), "nope"), store.ErrNotFound)
-	if _, err := s.GetClient(t.Context(), "b"); err != nil {
-		t.Errorf("GetClient of the other client: %v", err)
-	}
-	// The id is free again.
-	mustCreateClient(t, s, newClient("a"))
-}
-
-func testSigningKeyRoundTrip(t *testing.T, h Harness) {
-	s := h.Open(t)
-	if ids := keyIDs(t, s); len(ids) != 0 {
-		t.Fatalf("ListSigningKeys on an empty store = %q", ids)
-	}
-	want := newKey("k1", base.Add(time.Hour))
-	mustAddKey(t, s, want, "")
-	keys, err := s.ListSigningKeys(t.Context())
-	if err != nil || len(keys) != 1 {
-		t.Fatalf("ListSigningKeys: %d keys, %v", len(keys), err)
-	}
-	checkKey(t, keys[0], want)
-}
-
-func testAddSigningKeyCAS(t *testing.T, h Harness) {
-	s := h.Open(t)
-	wantErr(t, "AddSigningKey to an empty store with ifNewestID set",
-		s.AddSigningKey(t.Context(), newKey("k1", base), "k0"), store.ErrConflict)
-	if ids := keyIDs(t, s); len(ids) != 0 {
-		t.Fatalf("after a conflict, keys = %q, want none", ids)
-	}
-	mustAddKey(t, s, newKey("k1", base), "")
-	mustAddKey(t, s, newKey("k2", base.Add(time.Hour)), "k1")
-
-	tests := []struct {
-		name       string
-		ifNewestID string
-	}{
-		{"none", ""},
-		{"stale", "k1"},
-		{"unknown", "k9"},
-		{"the new key's own id", "k3"},
-	}
-	for _, tt := range tests {
-		err := s.AddSigningKey(t.Context(), newKey("k3", base.Add(2*time.Hour)), tt.ifNewestID)
-		wantErr(t, "AddSigningKey with ifNewestID "+tt.name, err, store.ErrConflict)
-	}
-	if ids := keyIDs(t, s); !slices.Equal(ids, []string{"k1", "k2"}) {
-		t.Fatalf("after conflicts, keys = %q, want [k1 k2]", ids)
-	}
-	mustAddKey(t, s, newKey("k3", base.Add(2*time.Hour)), "k2")
-}
-
-// testAddSigningKeyNewest checks that "newest" means greatest ActivateAt,
-// then greatest ID, not the key added last.
-func testAddSigningKeyNewest(t *testing.T, h Harness) {
-	s := h.Open(t)
-	later := base.Add(time.Hour)
-	steps := []struct {
-		key        *store.SigningKey
-		ifNewestID string
-		conflict   bool
-	}{
-		{newKey("k", later), "", false},
-		// An earlier key added after a later one leaves the later one newest.
-		{newKey("e", base), "k", false},
-		{newKey("x", base), "e", true},
-		// Equal ActivateAt: the greater ID is the newer.
-		{newKey("b", later), "k", false},
-		{newKey("x", base), "b", true},
-		{newKey("m", later), "k", false},
-		{newKey("x", base), "k", true},
-		// A millisecond is enough.
-		{newKey("a", later.Add(time.Millisecond)), "m", false},
-		{newKey("x", base), "m", true},
-		{newKey("x", base), "a", false},
-	}
-	for _, st := range steps {
-		err := s.AddSigningKey(t.Context(), st.key, st.ifNewestID)
-		switch {
-		case st.conflict:
-			wantErr(t, fmt.Sprintf("AddSigningKey(%q, ifNewestID %q)", st.key.ID, st.ifNewestID), err, store.ErrConflict)
-		case err != nil:
-			t.Fatalf("AddSigningKey(%q, ifNewestID %q): %v", st.key.ID, st.ifNewestID, err)
-		}
-	}
-}
-
-func testAddSigningKeyDuplicateID(t *testing.T, h Harness) {
-	s := h.Open(t)
-	want := newKey("k1", base)
-	mustAddKey(t, s, want, "")
-	dup := newKey("k1", base.Add(time.Hour))
-	dup.Algorithm = "RS256"
-	wantErr(t, "AddSigningKey of a taken id", s.AddSigningKey(t.Context(), dup, "k1"), store.ErrExists)
-	keys, err := s.ListSigningKeys(t.Context())
-	if err != nil || len(keys) != 1 {
-		t.Fatalf("ListSigningKeys: %d keys, %v", len(keys), err)
-	}
-	checkKey(t, keys[0], want)
-}
-
-// testAddSigningKeyRace is replicas racing to rotate: exactly one wins. A
-// few rounds, since a broken store may win a single race by luck.
-func testAddSigningKeyRace(t *testing.T, h Harness) {
-	s := h.Open(t)
-	mustAddKey(t, s, newKey("k0", base), "")
-	want := []string{"k0"}
-	for round := range 5 {
-		id := func(i int) string { return fmt.Sprintf("r%dk%02d", round, i) }
-		errs := race(t, s, func(i int) error {
-			return s.AddSigningKey(t.Context(), newKey(id(i), base.Add(time.Duration(round+1)*time.Hour)), want[len(want)-1])
-		})
-		want = append(want, id(checkOneWinner(t, errs, store.ErrConflict)))
-		if ids := keyIDs(t, s); !slices.Equal(ids, want) {
-			t.Fatalf("round %d: keys = %q, want %q", round, ids, want)
-		}
 	}
 }
 
@@ -557,153 +183,6 @@ func checkOneWinner(t *testing.T, errs []error, lose error) int {
 		t.Fatalf("no racer succeeded")
 	}
 	return won
-}
-
-func testListSigningKeysOrder(t *testing.T, h Harness) {
-	s := h.Open(t)
-	// Added newest first (each one older than the newest, so every CAS
-	// names "k4"), listed oldest first.
-	adds := []*store.SigningKey{
-		newKey("k4", base.Add(4*time.Hour)),
-		newKey("k1", base.Add(time.Hour)),
-		newKey("k3", base.Add(3*time.Hour)),
-		newKey("k2", base.Add(2*time.Hour)),
-		newKey("k0", base.Add(-24*time.Hour)),
-	}
-	newest := ""
-	for _, k := range adds {
-		mustAddKey(t, s, k, newest)
-		newest = "k4"
-	}
-	keys, err := s.ListSigningKeys(t.Context())
-	if err != nil {
-		t.Fatalf("ListSigningKeys: %v", err)
-	}
-	var ids []string
-	for _, k := range keys {
-		ids = append(ids, k.ID)
-	}
-	if want := []string{"k0", "k1", "k2", "k3", "k4"}; !slices.Equal(ids, want) {
-		t.Fatalf("ListSigningKeys ids = %q, want %q", ids, want)
-	}
-	for _, k := range keys {
-		i := slices.IndexFunc(adds, func(a *store.SigningKey) bool { return a.ID == k.ID })
-		checkKey(t, k, adds[i])
-	}
-}
-
-func testDeleteSigningKey(t *testing.T, h Harness) {
-	s := h.Open(t)
-	mustAddKey(t, s, newKey("k1", base), "")
-	mustAddKey(t, s, newKey("k2", base.Add(time.Hour)), "k1")
-	for range 2 {
-		if err := s.DeleteSigningKey(t.Context(), "k2"); err != nil {
-			t.Fatalf("DeleteSigningKey: %v", err)
-		}
-	}
-	if err := s.DeleteSigningKey(t.Context(), "never"); err != nil {
-		t.Errorf("DeleteSigningKey of a missing key: %v", err)
-	}
-	if ids := keyIDs(t, s); !slices.Equal(ids, []string{"k1"}) {
-		t.Errorf("keys = %q, want [k1]", ids)
-	}
-	// The deleted key no longer counts as the newest.
-	mustAddKey(t, s, newKey("k3", base.Add(time.Hour)), "k1")
-}
-
-func testUseOnce(t *testing.T, h Harness) {
-	s := h.Open(t)
-	exp := time.Now().Add(time.Hour)
-	if err := s.UseOnce(t.Context(), "client-assertion/a/1", exp); err != nil {
-		t.Fatalf("first UseOnce: %v", err)
-	}
-	wantErr(t, "second UseOnce", s.UseOnce(t.Context(), "client-assertion/a/1", exp), store.ErrReplay)
-	wantErr(t, "UseOnce with a later expiry", s.UseOnce(t.Context(), "client-assertion/a/1", exp.Add(time.Hour)), store.ErrReplay)
-	if err := s.UseOnce(t.Context(), "client-assertion/a/2", exp); err != nil {
-		t.Errorf("UseOnce of another value: %v", err)
-	}
-}
-
-func testUseOnceAfterExpiry(t *testing.T, h Harness) {
-	s := h.Open(t)
-	// Expiries an hour away from now tolerate clock skew between the test
-	// and a database server.
-	if err := s.UseOnce(t.Context(), "v", time.Now().Add(-time.Hour)); err != nil {
-		t.Fatalf("UseOnce with a past expiry: %v", err)
-	}
-	if err := s.UseOnce(t.Context(), "v", time.Now().Add(time.Hour)); err != nil {
-		t.Fatalf("UseOnce after expiry: %v", err)
-	}
-	wantErr(t, "UseOnce after reuse", s.UseOnce(t.Context(), "v", time.Now().Add(time.Hour)), store.ErrReplay)
-}
-
-func testUseOnceRace(t *testing.T, h Harness) {
-	s := h.Open(t)
-	for _, name := range []string{"new", "expired"} {
-		t.Run(name, func(t *testing.T) {
-			if name == "expired" {
-				if err := s.UseOnce(t.Context(), name, time.Now().Add(-time.Hour)); err != nil {
-					t.Fatalf("UseOnce: %v", err)
-				}
-			}
-			errs := race(t, s, func(int) error { return s.UseOnce(t.Context(), name, time.Now().Add(time.Hour)) })
-			checkOneWinner(t, errs, store.ErrReplay)
-		})
-	}
-}
-
-func testAccessTokenRoundTrip(t *testing.T, h Harness) {
-	s := h.Open(t)
-	want := newToken("h1", time.Now().Add(time.Hour))
-	want.GrantID = "g1"
-	if err := s.PutAccessToken(t.Context(), want); err != nil {
-		t.Fatalf("PutAccessToken: %v", err)
-	}
-	empty := newToken("h2", time.Now().Add(time.Hour))
-	empty.Audience, empty.Scope = nil, nil
-	if err := s.PutAccessToken(t.Context(), empty); err != nil {
-		t.Fatalf("PutAccessToken: %v", err)
-	}
-	for _, tok := range []*store.AccessToken{want, empty} {
-		got, err := s.GetAccessToken(t.Context(), tok.Hash)
-		if err != nil {
-			t.Fatalf("GetAccessToken(%q): %v", tok.Hash, err)
-		}
-		checkToken(t, got, tok)
-	}
-}
-
-// testAccessTokenExists checks that a token's claims, once stored, cannot be
-// replaced.
-func testAccessTokenExists(t *testing.T, h Harness) {
-	s := h.Open(t)
-	want := newToken("h1", time.Now().Add(time.Hour))
-	if err := s.PutAccessToken(t.Context(), want); err != nil {
-		t.Fatalf("PutAccessToken: %v", err)
-	}
-	other := newToken("h1", time.Now().Add(2*time.Hour))
-	other.Subject = "someone else"
-	wantErr(t, "PutAccessToken of a taken hash", s.PutAccessToken(t.Context(), other), store.ErrExists)
-	got, err := s.GetAccessToken(t.Context(), "h1")
-	if err != nil {
-		t.Fatalf("GetAccessToken: %v", err)
-	}
-	checkToken(t, got, want)
-}
-
-func testAccessTokenNotFound(t *testing.T, h Harness) {
-	s := h.Open(t)
-	_, err := s.GetAccessToken(t.Context(), "nope")
-	wantErr(t, "GetAccessToken of a missing hash", err, store.ErrNotFound)
-}
-
-func testAccessTokenExpired(t *testing.T, h Harness) {
-	s := h.Open(t)
-	if err := s.PutAccessToken(t.Context(), newToken("h1", time.Now().Add(-time.Hour))); err != nil {
-		t.Fatalf("PutAccessToken: %v", err)
-	}
-	_, err := s.GetAccessToken(t.Context(), "h1")
-	wantErr(t, "GetAccessToken of an expired token", err, store.ErrNotFound)
 }
 
 // testCancelledContext checks that every method fails on a cancelled

@@ -1,4 +1,4 @@
-package exchange
+package exchangepolicy
 
 import (
 	"errors"
@@ -6,12 +6,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshauth/meshauth/issuer/store"
 	"github.com/meshauth/meshauth/token"
 )
 
-func edgeClient(mod func(*store.Client)) *store.Client {
-	c := &store.Client{
+func edgeClient(mod func(*Client)) *Client {
+	c := &Client{
 		ID: "edge", Scope: []string{DereferenceScope}, AllowedAudiences: []string{"orders", "ledger"},
 		ExchangeScopes: map[string][]string{"ledger": {"ledger.read"}},
 	}
@@ -51,7 +50,7 @@ func TestDereference(t *testing.T) {
 		{name: "reference token without scope", req: Request{Subject: ref(func(c *token.Claims) { c.Scope = "" }), Client: edgeClient(nil), Audiences: []string{"orders"}},
 			aud: []string{"orders"}, exp: decideNow.Add(5 * time.Minute)},
 
-		{name: "no dereference scope", req: Request{Subject: ref(nil), Client: edgeClient(func(c *store.Client) { c.Scope = []string{"introspect"} }), Audiences: []string{"orders"}}, wantErr: ErrNoDereference},
+		{name: "no dereference scope", req: Request{Subject: ref(nil), Client: edgeClient(func(c *Client) { c.Scope = []string{"introspect"} }), Audiences: []string{"orders"}}, wantErr: ErrNoDereference},
 		{name: "no audience", req: Request{Subject: ref(nil), Client: edgeClient(nil)}, wantErr: ErrNoAudience},
 		{name: "audience not allowed for the edge", req: Request{Subject: ref(func(c *token.Claims) { c.Audience = append(c.Audience, "payments") }), Client: edgeClient(nil), Audiences: []string{"payments"}}, wantErr: ErrTarget},
 		{name: "audience not of the reference token", req: Request{Subject: ref(func(c *token.Claims) { c.Audience = []string{"ledger"} }), Client: edgeClient(nil), Audiences: []string{"orders"}}, wantErr: ErrTarget},

@@ -1,10 +1,11 @@
-// Package exchange is meshauth's RFC 8693 token exchange, both halves:
-// Decide, the issuer's policy, and Client, the sidecar's caching client that
-// obtains exchanged tokens for its egress.
+// Package exchangepolicy is the issuer's RFC 8693 token exchange policy:
+// whether a client may trade a subject token for a new one, and with which
+// audience, scope, actor chain and expiry (Decide), and the edge's
+// dereference of a reference token into a JWT (Dereference). The sidecar's
+// side, the caching client that asks for exchanges, is package exchange.
 //
-// Decide is the policy: whether a client may trade a subject token for a
-// new one, and with which audience, scope, actor chain and expiry. It is a
-// pure function over verified claims and a registered client, with no HTTP
+// Decide is a pure function over verified claims and what the policy
+// reads of the exchanging client's registration (Client), with no HTTP
 // and no store, so that the rules of docs/design.md ("Contracts") live in one
 // place that unit tests cover fully. The issuer's token endpoint verifies
 // the subject token, authenticates the exchanging client, calls Decide and
@@ -23,7 +24,7 @@
 //     client has none.
 //   - The new token expires at the earlier of now plus the lifetime and the
 //     subject token's expiry: an exchange never extends a delegation.
-package exchange
+package exchangepolicy
 
 import (
 	"encoding/json"
@@ -33,7 +34,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/meshauth/meshauth/issuer/store"
 	"github.com/meshauth/meshauth/token"
 )
 
@@ -41,6 +41,23 @@ import (
 // own limit may produce: five services acting in turn for one subject. A
 // longer chain in a mesh is more likely a request loop than a design.
 const DefaultMaxDelegationDepth = 5
+
+// Client is what the policy reads of the exchanging client's registration:
+// the fields of store.Client of the same names.
+type Client struct {
+	ID string
+	// Scope is the set of scopes the client may request.
+	Scope []string
+	// AllowedAudiences are the audiences this client may obtain tokens for.
+	AllowedAudiences []string
+	// ExchangeScopes limits, per target audience, the scopes this client
+	// may obtain by exchange; an audience not listed is limited only by
+	// Scope.
+	ExchangeScopes map[string][]string
+	// MaxDelegationDepth bounds the act chain of the tokens this client
+	// obtains by exchange; 0 means DefaultMaxDelegationDepth.
+	MaxDelegationDepth int
+}
 
 // Request is a token exchange to decide.
 type Request struct {
@@ -50,7 +67,7 @@ type Request struct {
 	// Client is the authenticated client asking for the exchange; it becomes
 	// the new token's outermost actor. Its AllowedAudiences, Scope,
 	// ExchangeScopes and MaxDelegationDepth bound what it gets.
-	Client *store.Client
+	Client *Client
 	// Audiences are the requested targets: the audience and resource
 	// parameters (RFC 8693 §2.1, RFC 8707).
 	Audiences []string
@@ -159,7 +176,7 @@ func Decide(r Request, now time.Time, lifetime time.Duration) (*Decision, error)
 
 // targets returns the requested audiences, without repeats, if each is in
 // the client's allowed_audiences.
-func targets(requested []string, client *store.Client) ([]string, error) {
+func targets(requested []string, client *Client) ([]string, error) {
 	if len(requested) == 0 {
 		return nil, ErrNoAudience
 	}

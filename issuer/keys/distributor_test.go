@@ -1,4 +1,4 @@
-package jwks
+package keys
 
 import (
 	"context"
@@ -15,9 +15,12 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/meshauth/meshauth/internal/discovery"
 	"github.com/meshauth/meshauth/internal/natstest"
+	"github.com/meshauth/meshauth/internal/testwait"
 	"github.com/meshauth/meshauth/issuer/store"
 	"github.com/meshauth/meshauth/issuer/store/filestore"
+	"github.com/meshauth/meshauth/jwks"
 	"github.com/meshauth/meshauth/token"
 )
 
@@ -26,13 +29,7 @@ const distTimeout = 30 * time.Second
 
 func distWait(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(distTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testwait.For(t, distTimeout, testwait.Holds(what, cond))
 }
 
 // distIssuer is an issuer as verifiers see it: a keyring and revocations
@@ -69,7 +66,7 @@ func newDistIssuer(t testing.TB) *distIssuer {
 	mustLoad(t, iss.keyring)
 	mux := http.NewServeMux()
 	mux.HandleFunc("/.well-known/oauth-authorization-server", func(w http.ResponseWriter, r *http.Request) {
-		json.NewEncoder(w).Encode(map[string]string{"issuer": iss.url, "jwks_uri": iss.url + "/jwks.json", SnapshotMember: iss.url + "/snapshot"})
+		json.NewEncoder(w).Encode(map[string]string{"issuer": iss.url, "jwks_uri": iss.url + "/jwks.json", discovery.MemberSnapshotURI: iss.url + "/snapshot"})
 	})
 	mux.HandleFunc("/jwks.json", func(w http.ResponseWriter, r *http.Request) {
 		iss.jwksFetches.Add(1)
@@ -92,7 +89,7 @@ func newDistIssuer(t testing.TB) *distIssuer {
 	return iss
 }
 
-func (iss *distIssuer) newDistributor(t testing.TB, nc *nats.Conn, providers map[string]*KeySetCache) *Distributor {
+func (iss *distIssuer) newDistributor(t testing.TB, nc *nats.Conn, providers map[string]*jwks.KeySetCache) *Distributor {
 	t.Helper()
 	d, err := NewDistributor(DistributorConfig{Issuer: iss.url, Keyring: iss.keyring, Store: iss.store, Providers: providers, Conn: nc, Logger: ksLogger(t), Now: iss.clock.Now})
 	if err != nil {
@@ -103,7 +100,7 @@ func (iss *distIssuer) newDistributor(t testing.TB, nc *nats.Conn, providers map
 
 // publish makes the issuer publish its deltas on NATS at urls until the
 // test ends.
-func (iss *distIssuer) publish(t testing.TB, urls string, providers map[string]*KeySetCache) {
+func (iss *distIssuer) publish(t testing.TB, urls string, providers map[string]*jwks.KeySetCache) {
 	t.Helper()
 	iss.dist = iss.newDistributor(t, natstest.Connect(t, urls), providers)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -147,12 +144,12 @@ func (iss *distIssuer) rotate(t testing.TB, immediate bool) string {
 // sidecar is what a sidecar holds of one issuer: its key-set cache, a
 // Subscriber, and the revocations received.
 type sidecar struct {
-	keys *KeySetCache
-	sub  *Subscriber
+	keys *jwks.KeySetCache
+	sub  *jwks.Subscriber
 
 	mu        sync.Mutex
 	revoked   []token.Revocation
-	providers map[string]*KeySetCache
+	providers map[string]*jwks.KeySetCache
 }
 
 type sidecarOptions struct {
@@ -167,10 +164,10 @@ type sidecarOptions struct {
 func newSidecar(t testing.TB, iss *distIssuer, o sidecarOptions) *sidecar {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	sc := &sidecar{providers: map[string]*KeySetCache{}}
-	sc.keys = newTestKeySetCache(t, KeySetConfig{Issuer: iss.url, MinRefresh: time.Hour, MaxRefresh: time.Hour, Logger: slog.New(slog.DiscardHandler)})
+	sc := &sidecar{providers: map[string]*jwks.KeySetCache{}}
+	sc.keys = newTestKeySetCache(t, jwks.KeySetConfig{Issuer: iss.url, MinRefresh: time.Hour, MaxRefresh: time.Hour, Logger: slog.New(slog.DiscardHandler)})
 	sc.keys.Start(ctx)
-	cfg := SubscriberConfig{
+	cfg := jwks.SubscriberConfig{
 		Issuer: iss.url, Keys: sc.keys, Logger: ksLogger(t), PollInterval: o.poll,
 		Revoked: func(r token.Revocation) {
 			sc.mu.Lock()
@@ -185,18 +182,18 @@ func newSidecar(t testing.TB, iss *distIssuer, o sidecarOptions) *sidecar {
 		cfg.Conn = natstest.Connect(t, o.natsURLs)
 	}
 	if o.federation {
-		cfg.Provider = func(owner string) *KeySetCache {
+		cfg.Provider = func(owner string) *jwks.KeySetCache {
 			sc.mu.Lock()
 			defer sc.mu.Unlock()
 			c := sc.providers[owner]
 			if c == nil {
-				c = newTestKeySetCache(t, KeySetConfig{Issuer: owner, Logger: slog.New(slog.DiscardHandler)})
+				c = newTestKeySetCache(t, jwks.KeySetConfig{Issuer: owner, Logger: slog.New(slog.DiscardHandler)})
 				sc.providers[owner] = c
 			}
 			return c
 		}
 	}
-	sub, err := NewSubscriber(cfg)
+	sub, err := jwks.NewSubscriber(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,7 +207,7 @@ func newSidecar(t testing.TB, iss *distIssuer, o sidecarOptions) *sidecar {
 
 func (sc *sidecar) has(kid string) bool { return cacheHas(sc.keys, kid) }
 
-func cacheHas(c *KeySetCache, kid string) bool {
+func cacheHas(c *jwks.KeySetCache, kid string) bool {
 	if c == nil {
 		return false
 	}
@@ -222,7 +219,7 @@ func cacheHas(c *KeySetCache, kid string) bool {
 	return ok
 }
 
-func (sc *sidecar) provider(owner string) *KeySetCache {
+func (sc *sidecar) provider(owner string) *jwks.KeySetCache {
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
 	return sc.providers[owner]
@@ -247,4 +244,20 @@ func (sc *sidecar) revokedValues() []string {
 	}
 	slices.Sort(v)
 	return v
+}
+
+func newTestKeySetCache(t testing.TB, cfg jwks.KeySetConfig) *jwks.KeySetCache {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = ksLogger(t)
+	}
+	c, err := jwks.NewKeySetCache(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func ksLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), nil))
 }

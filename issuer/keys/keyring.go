@@ -1,4 +1,4 @@
-package jwks
+package keys
 
 import (
 	"cmp"
@@ -59,12 +59,24 @@ type KeyringConfig struct {
 	// Sealer seals and opens the private keys in the store. Required.
 	Sealer *Sealer
 	// Store holds the keys, shared by all replicas. Required.
-	Store store.Store
+	Store KeyStore
 	// Logger receives key ids, algorithms and times, never key material.
 	// Default slog.Default().
 	Logger *slog.Logger
 	// Now returns the current time. Default time.Now.
 	Now func() time.Time
+}
+
+// KeyStore is what a [Keyring] needs of the issuer's store: the signing
+// keys (store.SigningKeys, read with the change number they are current
+// at) and the change sequence, which tells when another replica changed
+// them (store.Changes).
+type KeyStore interface {
+	AddSigningKey(ctx context.Context, k *store.SigningKey, ifNewestID string) error
+	DeleteSigningKey(ctx context.Context, id string) error
+	ListSigningKeysAt(ctx context.Context) ([]*store.SigningKey, store.ChangeSeq, error)
+	ChangeSeq(ctx context.Context) (store.ChangeSeq, error)
+	Changed() <-chan struct{}
 }
 
 // A Keyring is the issuer's set of signing keys. It signs with the active

@@ -1,4 +1,4 @@
-package jwks
+package keys
 
 import (
 	"crypto"
@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/meshauth/meshauth/issuer/store"
+	"github.com/meshauth/meshauth/jwks"
 )
 
 // b64 is the base64url encoding without padding of JOSE (RFC 7515 §2).
@@ -110,22 +111,8 @@ func openPrivateKey(k *store.SigningKey, s *Sealer) (crypto.Signer, error) {
 	return priv, nil
 }
 
-// publicJWK is a public key as a JWK (RFC 7517 §4) with the members of RFC
-// 7518 §6.2.1 (EC), §6.3.1 (RSA) and RFC 8037 §2 (OKP).
-type publicJWK struct {
-	Kty string `json:"kty"`
-	Crv string `json:"crv,omitempty"`
-	X   string `json:"x,omitempty"`
-	Y   string `json:"y,omitempty"`
-	N   string `json:"n,omitempty"`
-	E   string `json:"e,omitempty"`
-	Kid string `json:"kid"`
-	Alg string `json:"alg"`
-	Use string `json:"use"`
-}
-
 // newPublicJWK describes pub as the JWK of a key for alg, with its kid.
-func newPublicJWK(pub crypto.PublicKey, alg string) (*publicJWK, error) {
+func newPublicJWK(pub crypto.PublicKey, alg string) (*jwks.JWK, error) {
 	switch pub := pub.(type) {
 	case *ecdsa.PublicKey:
 		if alg != ES256 || pub.Curve != elliptic.P256() {
@@ -140,7 +127,7 @@ func newPublicJWK(pub crypto.PublicKey, alg string) (*publicJWK, error) {
 			return nil, fmt.Errorf("an RSA key cannot be used for %s", alg)
 		}
 	}
-	j, err := encodeJWK(pub)
+	j, err := jwks.NewJWK(pub)
 	if err != nil {
 		return nil, err
 	}
@@ -156,7 +143,7 @@ func newPublicJWK(pub crypto.PublicKey, alg string) (*publicJWK, error) {
 // thumbprint returns the SHA-256 JWK thumbprint (RFC 7638) of j. A kid is
 // the base64url encoding of its first 16 bytes: 128 bits are plenty to tell
 // a handful of keys apart and keep tokens short.
-func thumbprint(j *publicJWK) ([sha256.Size]byte, error) {
+func thumbprint(j *jwks.JWK) ([sha256.Size]byte, error) {
 	// The required members only, in lexicographic order, without white space
 	// (RFC 7638 §3.2-3.3): crv < e < kty < n < x < y, and encoding/json writes
 	// struct fields in order. The values are base64url or fixed names, which

@@ -1,4 +1,4 @@
-package jwks
+package keys
 
 import (
 	"bytes"
@@ -19,12 +19,11 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jws"
-
-	"github.com/meshauth/meshauth/issuer/store"
 )
 
 var t0 = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -55,7 +54,7 @@ const (
 	testMaxLife  = time.Hour
 )
 
-func testConfig(st store.Store, clk *clock, s *Sealer) KeyringConfig {
+func testConfig(st KeyStore, clk *clock, s *Sealer) KeyringConfig {
 	return KeyringConfig{
 		RotationInterval: testRotation,
 		PrePublish:       testPre,
@@ -561,43 +560,44 @@ func TestKeyringReloadFailure(t *testing.T) {
 // TestKeyringRun runs the loop for real: it picks up a key another replica
 // made, and stops with its context.
 func TestKeyringRun(t *testing.T) {
-	st := newFakeStore()
-	s := newTestSealer(t)
-	cfg := KeyringConfig{
-		MaxTokenLifetime: time.Hour,
-		ReloadInterval:   5 * time.Millisecond,
-		Sealer:           s,
-		Store:            st,
-		Logger:           slog.New(slog.DiscardHandler),
-	}
-	k := newTestKeyring(t, cfg)
-	mustLoad(t, k)
+	synctest.Test(t, func(t *testing.T) {
+		st := newFakeStore()
+		s := newTestSealer(t)
+		cfg := KeyringConfig{
+			MaxTokenLifetime: time.Hour,
+			ReloadInterval:   5 * time.Millisecond,
+			Sealer:           s,
+			Store:            st,
+			Logger:           slog.New(slog.DiscardHandler),
+		}
+		k := newTestKeyring(t, cfg)
+		mustLoad(t, k)
 
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		k.Run(ctx)
-		close(done)
-	}()
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan struct{})
+		go func() {
+			k.Run(ctx)
+			close(done)
+		}()
 
-	nk, err := newTestKeyring(t, cfg).Rotate(context.Background(), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for !slices.Contains(jwksKids(t, k.JWKS()), nk.ID) {
-		if time.Now().After(deadline) {
+		nk, err := newTestKeyring(t, cfg).Rotate(context.Background(), false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(cfg.ReloadInterval)
+		synctest.Wait()
+		if !slices.Contains(jwksKids(t, k.JWKS()), nk.ID) {
 			t.Fatal("Run did not pick up the new key")
 		}
-		time.Sleep(time.Millisecond)
-	}
 
-	cancel()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("Run did not stop")
-	}
+		cancel()
+		synctest.Wait()
+		select {
+		case <-done:
+		default:
+			t.Fatal("Run did not stop")
+		}
+	})
 }
 
 func TestNewKeyring(t *testing.T) {

@@ -1,4 +1,4 @@
-package jwks
+package keys
 
 import (
 	"cmp"
@@ -6,7 +6,6 @@ import (
 	"errors"
 	"slices"
 	"sync"
-	"time"
 
 	"github.com/meshauth/meshauth/internal/broadcast"
 	"github.com/meshauth/meshauth/issuer/store"
@@ -14,11 +13,9 @@ import (
 
 var errNotImplemented = errors.New("not implemented by the fake store")
 
-// fakeStore is an in-memory store.Store. Only the signing-key methods have
-// real behaviour, including AddSigningKey's compare-and-swap. The methods
-// a key ring never calls come from the nil embedded Store and panic.
+// fakeStore is an in-memory KeyStore, with AddSigningKey's
+// compare-and-swap.
 type fakeStore struct {
-	store.Store
 	mu      sync.Mutex
 	keys    map[string]*store.SigningKey
 	seq     store.ChangeSeq
@@ -149,22 +146,4 @@ func copyKey(k *store.SigningKey) *store.SigningKey {
 	return &c
 }
 
-func (s *fakeStore) CreateClient(context.Context, *store.Client) error { return errNotImplemented }
-func (s *fakeStore) GetClient(context.Context, string) (*store.Client, error) {
-	return nil, errNotImplemented
-}
-func (s *fakeStore) ListClients(context.Context) ([]*store.Client, error) {
-	return nil, errNotImplemented
-}
-func (s *fakeStore) DeleteClient(context.Context, string) error       { return errNotImplemented }
-func (s *fakeStore) UseOnce(context.Context, string, time.Time) error { return errNotImplemented }
-func (s *fakeStore) PutAccessToken(context.Context, *store.AccessToken) error {
-	return errNotImplemented
-}
-func (s *fakeStore) GetAccessToken(context.Context, string) (*store.AccessToken, error) {
-	return nil, errNotImplemented
-}
-func (s *fakeStore) Ping(context.Context) error { return nil }
-func (s *fakeStore) Close() error               { return nil }
-
-var _ store.Store = (*fakeStore)(nil)
+var _ KeyStore = (*fakeStore)(nil)

@@ -1,4 +1,4 @@
-package jwks
+package keys
 
 import (
 	"cmp"
@@ -21,6 +21,7 @@ import (
 
 	"github.com/meshauth/meshauth/internal/broadcast"
 	"github.com/meshauth/meshauth/issuer/store"
+	"github.com/meshauth/meshauth/jwks"
 )
 
 // DistributorConfig configures a [Distributor].
@@ -35,7 +36,7 @@ type DistributorConfig struct {
 	Store store.Changes
 	// Providers are the federated providers whose key sets are relayed,
 	// by issuer identifier; each cache must be started.
-	Providers map[string]*KeySetCache
+	Providers map[string]*jwks.KeySetCache
 	// Conn, if not nil, is the NATS connection the deltas are published
 	// on; it should reconnect forever. Without it, verifiers learn
 	// everything from the snapshot.
@@ -79,8 +80,8 @@ const recheckAfter = 250 * time.Millisecond
 type distState struct {
 	seq       store.ChangeSeq
 	jwks      []byte
-	revs      []revocationEntry // live when read, by Seq
-	providers []providerKeys
+	revs      []jwks.RevocationEntry // live when read, by Seq
+	providers []jwks.ProviderKeys
 	etag      string
 
 	mu    sync.Mutex
@@ -112,7 +113,7 @@ func NewDistributor(cfg DistributorConfig) (*Distributor, error) {
 
 // ServeHTTP serves the snapshot (GET or HEAD): the issuer's key set, its
 // revocations numbered after the query parameter since (default 0: all),
-// at most snapshotPage of them, and the key sets it relays, as a JWS
+// at most jwks.SnapshotPage of them, and the key sets it relays, as a JWS
 // signed by the keyring. Its ETag names the state; a request whose
 // If-None-Match names the current one is answered 304. A store that
 // cannot be read is a 503: a verifier then keeps what it has rather than
@@ -151,7 +152,7 @@ func (d *Distributor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "the snapshot could not be signed", http.StatusServiceUnavailable)
 		return
 	}
-	h.Set("Content-Type", SnapshotMediaType)
+	h.Set("Content-Type", jwks.SnapshotMediaType)
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	if r.Method == http.MethodGet {
 		w.Write(body)
@@ -189,7 +190,7 @@ func (d *Distributor) current(ctx context.Context, seen int64) (*distState, erro
 // build reads the state: the revocations numbered after those of the
 // current state, which it keeps but for the expired, and the keys, which
 // must be current at the same change.
-func (d *Distributor) build(ctx context.Context, providers []providerKeys, now time.Time) (*distState, error) {
+func (d *Distributor) build(ctx context.Context, providers []jwks.ProviderKeys, now time.Time) (*distState, error) {
 	prev := d.state
 	for range 3 {
 		if err := d.cfg.Keyring.Fresh(ctx); err != nil {
@@ -217,10 +218,10 @@ func (d *Distributor) build(ctx context.Context, providers []providerKeys, now t
 		}
 		st := &distState{seq: seq, jwks: doc, providers: providers, pages: map[int][]byte{}}
 		if prev != nil {
-			st.revs = slices.DeleteFunc(slices.Clone(prev.revs), func(r revocationEntry) bool { return !now.Before(r.ExpiresAt) })
+			st.revs = slices.DeleteFunc(slices.Clone(prev.revs), func(r jwks.RevocationEntry) bool { return !now.Before(r.ExpiresAt) })
 		}
 		for _, r := range revs {
-			st.revs = append(st.revs, newRevocationEntry(r))
+			st.revs = append(st.revs, revocationEntry(r))
 		}
 		st.etag = stateTag(seq, providers)
 		return st, nil
@@ -229,7 +230,7 @@ func (d *Distributor) build(ctx context.Context, providers []providerKeys, now t
 }
 
 // stateTag returns the ETag of the state at seq with providers.
-func stateTag(seq store.ChangeSeq, providers []providerKeys) string {
+func stateTag(seq store.ChangeSeq, providers []jwks.ProviderKeys) string {
 	h := sha256.New()
 	for _, p := range providers {
 		h.Write([]byte(p.Provider))
@@ -247,7 +248,7 @@ func (st *distState) page(d *Distributor, since int64) ([]byte, error) {
 	if since > st.seq.Seq {
 		since = 0
 	}
-	i, _ := slices.BinarySearchFunc(st.revs, since+1, func(r revocationEntry, seq int64) int { return cmp.Compare(r.Seq, seq) })
+	i, _ := slices.BinarySearchFunc(st.revs, since+1, func(r jwks.RevocationEntry, seq int64) int { return cmp.Compare(r.Seq, seq) })
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if b, ok := st.pages[i]; ok {
@@ -257,16 +258,16 @@ func (st *distState) page(d *Distributor, since int64) ([]byte, error) {
 	if i > 0 {
 		since = st.revs[i-1].Seq
 	}
-	j := min(i+snapshotPage, len(st.revs))
-	s := snapshot{
+	j := min(i+jwks.SnapshotPage, len(st.revs))
+	s := jwks.Snapshot{
 		Issuer: d.cfg.Issuer, Seq: st.seq.Seq, Since: since, KeysSeq: st.seq.KeysSeq, JWKS: st.jwks,
 		Revocations: st.revs[i:j], Providers: st.providers,
 	}
 	if s.Revocations == nil {
-		s.Revocations = []revocationEntry{}
+		s.Revocations = []jwks.RevocationEntry{}
 	}
 	if s.Providers == nil {
-		s.Providers = []providerKeys{}
+		s.Providers = []jwks.ProviderKeys{}
 	}
 	if j < len(st.revs) {
 		s.Seq, s.More = st.revs[j-1].Seq, true
@@ -275,7 +276,7 @@ func (st *distState) page(d *Distributor, since int64) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	msg, err := d.cfg.Keyring.SignUpdate(typSnapshot, payload)
+	msg, err := d.cfg.Keyring.SignUpdate(jwks.TypSnapshot, payload)
 	if err != nil {
 		return nil, err
 	}
@@ -287,21 +288,26 @@ func (st *distState) page(d *Distributor, since int64) ([]byte, error) {
 
 // providerKeys returns the relayed providers' key sets as they are now,
 // by provider: those whose cache holds keys, small enough to relay.
-func (d *Distributor) providerKeys(now time.Time) []providerKeys {
-	var out []providerKeys
+func (d *Distributor) providerKeys(now time.Time) []jwks.ProviderKeys {
+	var out []jwks.ProviderKeys
 	for _, p := range slices.Sorted(maps.Keys(d.cfg.Providers)) {
 		doc, loadedAt, expiresAt := d.cfg.Providers[p].Document()
-		if doc == nil || len(doc) > maxRelayedJWKS || !expiresAt.IsZero() && !now.Before(expiresAt) {
+		if doc == nil || len(doc) > jwks.MaxRelayedJWKS || !expiresAt.IsZero() && !now.Before(expiresAt) {
 			continue
 		}
 		// As the provider served it; json.Marshal compacts it.
-		out = append(out, providerKeys{Provider: p, Version: loadedAt.UnixMicro(), ExpiresAt: expiresAt, JWKS: doc})
+		out = append(out, jwks.ProviderKeys{Provider: p, Version: loadedAt.UnixMicro(), ExpiresAt: expiresAt, JWKS: doc})
 	}
 	return out
 }
 
-func sameProviderKeys(a, b providerKeys) bool {
+func sameProviderKeys(a, b jwks.ProviderKeys) bool {
 	return a.Provider == b.Provider && a.Version == b.Version && a.ExpiresAt.Equal(b.ExpiresAt)
+}
+
+// revocationEntry is r as the distribution carries it.
+func revocationEntry(r *store.Revocation) jwks.RevocationEntry {
+	return jwks.RevocationEntry{ID: r.ID, Seq: r.Seq, Kind: r.Kind, Value: r.Value, RevokedAt: r.RevokedAt, ExpiresAt: r.ExpiresAt}
 }
 
 // NotifyRevocation publishes the delta of r, already stored (and numbered
@@ -312,7 +318,7 @@ func (d *Distributor) NotifyRevocation(_ context.Context, r *store.Revocation) {
 	if d.cfg.Conn == nil {
 		return
 	}
-	d.publish(kindRevocation, typRevocation, revocationUpdate{Issuer: d.cfg.Issuer, revocationEntry: newRevocationEntry(r)})
+	d.publish(jwks.KindRevocation, jwks.TypRevocation, jwks.RevocationUpdate{Issuer: d.cfg.Issuer, RevocationEntry: revocationEntry(r)})
 }
 
 // publish signs and publishes one delta; a failure is logged, and healed
@@ -322,7 +328,7 @@ func (d *Distributor) publish(kind, typ string, payload any) bool {
 	if err == nil {
 		var msg string
 		if msg, err = d.cfg.Keyring.SignUpdate(typ, b); err == nil {
-			err = d.cfg.Conn.Publish(updateSubject(d.cfg.Issuer, kind), []byte(msg))
+			err = d.cfg.Conn.Publish(jwks.UpdateSubject(d.cfg.Issuer, kind), []byte(msg))
 		}
 	}
 	if err != nil {
@@ -386,7 +392,7 @@ func (d *Distributor) publishKeys() {
 	if doc == nil || keysSeq <= d.publishedKeys {
 		return
 	}
-	if d.publish(kindKeys, typKeySet, keySetUpdate{Issuer: d.cfg.Issuer, Seq: keysSeq, JWKS: doc}) {
+	if d.publish(jwks.KindKeys, jwks.TypKeySet, jwks.KeySetUpdate{Issuer: d.cfg.Issuer, Seq: keysSeq, JWKS: doc}) {
 		d.publishedKeys = keysSeq
 	}
 }
@@ -395,7 +401,7 @@ func (d *Distributor) publishKeys() {
 // or its drop.
 func (d *Distributor) publishRelays() {
 	now := d.cfg.Now()
-	current := map[string]providerKeys{}
+	current := map[string]jwks.ProviderKeys{}
 	for _, p := range d.providerKeys(now) {
 		current[p.Provider] = p
 	}
@@ -410,9 +416,9 @@ func (d *Distributor) publishRelays() {
 		case !ok && (!published || last < 0):
 			continue // never published, or its drop was
 		case !ok:
-			p = providerKeys{Provider: provider, Version: max(now.UnixMicro(), last+1)}
+			p = jwks.ProviderKeys{Provider: provider, Version: max(now.UnixMicro(), last+1)}
 		}
-		if d.publish(kindRelay, typRelay, relayUpdate{Issuer: d.cfg.Issuer, providerKeys: p}) {
+		if d.publish(jwks.KindRelay, jwks.TypRelay, jwks.RelayUpdate{Issuer: d.cfg.Issuer, ProviderKeys: p}) {
 			if ok {
 				d.publishedRel[provider] = p.Version
 			} else {
@@ -424,7 +430,7 @@ func (d *Distributor) publishRelays() {
 
 // maxDelta is the largest delta published: a relayed key set at its
 // largest, in base64, with room for the rest of the JWS.
-const maxDelta = maxRelayedJWKS*4/3 + 4096
+const maxDelta = jwks.MaxRelayedJWKS*4/3 + 4096
 
 // checkServer checks, once connected, what the distribution needs of the
 // NATS server, and says clearly what is missing: core publish and
@@ -441,10 +447,10 @@ func (d *Distributor) checkServer() bool {
 		log.Error(fmt.Sprintf("distribution: the NATS server's max_payload (%d bytes) is below the largest delta (%d bytes): raise it, or relayed key sets will not pass (verifiers get them from the snapshot meanwhile)", p, maxDelta))
 	}
 	if err := nc.LastError(); errors.Is(err, nats.ErrPermissionViolation) {
-		log.Error("distribution: NATS refuses this issuer's publications; give its NATS user publish permission on "+UpdateSubjects(d.cfg.Issuer)+" (verifiers learn changes from the snapshot meanwhile)", "err", err)
+		log.Error("distribution: NATS refuses this issuer's publications; give its NATS user publish permission on "+jwks.UpdateSubjects(d.cfg.Issuer)+" (verifiers learn changes from the snapshot meanwhile)", "err", err)
 		return true
 	}
-	log.Info("distribution: publishing changes on NATS (core publish and subscribe: any nats-server 2.x, no JetStream)", "subjects", UpdateSubjects(d.cfg.Issuer))
+	log.Info("distribution: publishing changes on NATS (core publish and subscribe: any nats-server 2.x, no JetStream)", "subjects", jwks.UpdateSubjects(d.cfg.Issuer))
 	return true
 }
 

@@ -1,4 +1,4 @@
-package exchange
+package exchangepolicy
 
 import (
 	"encoding/json"
@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshauth/meshauth/issuer/store"
 	"github.com/meshauth/meshauth/token"
 )
 
@@ -27,8 +26,8 @@ func subjectClaims(mod func(*token.Claims)) *token.Claims {
 	return c
 }
 
-func registered(mod func(*store.Client)) *store.Client {
-	c := &store.Client{
+func registered(mod func(*Client)) *Client {
+	c := &Client{
 		ID: "orders", Scope: []string{"payments.charge", "payments.read", "ledger.write"},
 		AllowedAudiences: []string{"payments", "ledger"}, ExchangeScopes: map[string][]string{},
 	}
@@ -122,7 +121,7 @@ func TestDecide(t *testing.T) {
 		},
 		{
 			name:  "within the per-audience limit",
-			req:   Request{Subject: subjectClaims(nil), Client: registered(func(c *store.Client) { c.ExchangeScopes = map[string][]string{"payments": {"payments.read"}} }), Audiences: []string{"payments"}},
+			req:   Request{Subject: subjectClaims(nil), Client: registered(func(c *Client) { c.ExchangeScopes = map[string][]string{"payments": {"payments.read"}} }), Audiences: []string{"payments"}},
 			aud:   []string{"payments"},
 			scope: []string{"payments.read"},
 			act:   `{"sub":"orders"}`,
@@ -149,13 +148,13 @@ func TestDecide(t *testing.T) {
 		{name: "audience not allowed", req: Request{Subject: subjectClaims(nil), Client: registered(nil), Audiences: []string{"payments", "admin"}}, wantErr: ErrTarget},
 		{name: "scope not held by the subject", req: Request{Subject: subjectClaims(nil), Client: registered(nil), Audiences: []string{"ledger"}, Scope: []string{"ledger.write"}}, wantErr: ErrScope},
 		{name: "scope not registered for the client", req: Request{Subject: subjectClaims(nil), Client: registered(nil), Audiences: []string{"payments"}, Scope: []string{"profile"}}, wantErr: ErrScope},
-		{name: "scope over the per-audience limit", req: Request{Subject: subjectClaims(nil), Client: registered(func(c *store.Client) { c.ExchangeScopes = map[string][]string{"ledger": {"payments.read"}} }), Audiences: []string{"payments", "ledger"}, Scope: []string{"payments.charge"}}, wantErr: ErrScope},
-		{name: "empty per-audience limit", req: Request{Subject: subjectClaims(nil), Client: registered(func(c *store.Client) { c.ExchangeScopes = map[string][]string{"payments": {}} }), Audiences: []string{"payments"}}, wantErr: ErrScope},
+		{name: "scope over the per-audience limit", req: Request{Subject: subjectClaims(nil), Client: registered(func(c *Client) { c.ExchangeScopes = map[string][]string{"ledger": {"payments.read"}} }), Audiences: []string{"payments", "ledger"}, Scope: []string{"payments.charge"}}, wantErr: ErrScope},
+		{name: "empty per-audience limit", req: Request{Subject: subjectClaims(nil), Client: registered(func(c *Client) { c.ExchangeScopes = map[string][]string{"payments": {}} }), Audiences: []string{"payments"}}, wantErr: ErrScope},
 		{name: "no scope in common", req: Request{Subject: subjectClaims(func(c *token.Claims) { c.Scope = "profile" }), Client: registered(nil), Audiences: []string{"payments"}}, wantErr: ErrScope},
 		{name: "no scope at all", req: Request{Subject: subjectClaims(func(c *token.Claims) { c.Scope = "" }), Client: registered(nil), Audiences: []string{"payments"}}, wantErr: ErrScope},
 		{name: "past the default depth", req: Request{Subject: subjectClaims(func(c *token.Claims) { c.Act = actChain(DefaultMaxDelegationDepth) }), Client: registered(nil), Audiences: []string{"payments"}}, wantErr: ErrDepth},
-		{name: "past the client's depth", req: Request{Subject: subjectClaims(func(c *token.Claims) { c.Act = actChain(1) }), Client: registered(func(c *store.Client) { c.MaxDelegationDepth = 1 }), Audiences: []string{"payments"}}, wantErr: ErrDepth},
-		{name: "negative depth fails closed", req: Request{Subject: subjectClaims(nil), Client: registered(func(c *store.Client) { c.MaxDelegationDepth = -1 }), Audiences: []string{"payments"}}, wantErr: ErrDepth},
+		{name: "past the client's depth", req: Request{Subject: subjectClaims(func(c *token.Claims) { c.Act = actChain(1) }), Client: registered(func(c *Client) { c.MaxDelegationDepth = 1 }), Audiences: []string{"payments"}}, wantErr: ErrDepth},
+		{name: "negative depth fails closed", req: Request{Subject: subjectClaims(nil), Client: registered(func(c *Client) { c.MaxDelegationDepth = -1 }), Audiences: []string{"payments"}}, wantErr: ErrDepth},
 		{name: "act level without sub", req: Request{Subject: subjectClaims(func(c *token.Claims) { c.Act = json.RawMessage(`{"sub":"a","act":{"iss":"x"}}`) }), Client: registered(nil), Audiences: []string{"payments"}}, wantErr: ErrClaim},
 		{name: "act null inside", req: Request{Subject: subjectClaims(func(c *token.Claims) { c.Act = json.RawMessage(`{"sub":"a","act":null}`) }), Client: registered(nil), Audiences: []string{"payments"}}, wantErr: ErrClaim},
 		{name: "expired within the leeway", req: Request{Subject: subjectClaims(func(c *token.Claims) { c.ExpiresAt = decideNow.Add(-10 * time.Second) }), Client: registered(nil), Audiences: []string{"payments"}}, wantErr: ErrExpired},

@@ -1,18 +1,15 @@
-package jwks
+package keys
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,7 +17,9 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/meshauth/meshauth/internal/natstest"
+	"github.com/meshauth/meshauth/internal/testlog"
 	"github.com/meshauth/meshauth/issuer/store"
+	"github.com/meshauth/meshauth/jwks"
 	"github.com/meshauth/meshauth/token"
 )
 
@@ -32,11 +31,11 @@ func TestDistributionKeySets(t *testing.T) {
 		newSidecar(t, iss, sidecarOptions{natsURLs: natsURL}),
 	}
 	for _, sc := range sidecars {
-		if src := sc.keys.Status().Source; src != SourceSnapshot {
+		if src := sc.keys.Status().Source; src != jwks.SourceSnapshot {
 			t.Fatalf("keys from %q after the first snapshot", src)
 		}
 	}
-	jwks, snapshots := iss.jwksFetches.Load(), iss.snapshotFetches.Load()
+	jwksFetches, snapshots := iss.jwksFetches.Load(), iss.snapshotFetches.Load()
 
 	// A scheduled rotation: the new key is pre-published.
 	next := iss.rotate(t, false)
@@ -51,12 +50,12 @@ func TestDistributionKeySets(t *testing.T) {
 		if sc.has(next) {
 			t.Error("the pending key deleted by the immediate rotation is still trusted")
 		}
-		if src := sc.keys.Status().Source; src != SourceNATS {
+		if src := sc.keys.Status().Source; src != jwks.SourceNATS {
 			t.Errorf("keys from %q after a rotation, want nats", src)
 		}
 	}
-	if got := iss.jwksFetches.Load(); got != jwks {
-		t.Errorf("JWKS fetched %d times during the rotations; the keys should have come over NATS", got-jwks)
+	if got := iss.jwksFetches.Load(); got != jwksFetches {
+		t.Errorf("JWKS fetched %d times during the rotations; the keys should have come over NATS", got-jwksFetches)
 	}
 	// The immediate rotation is two changes (the pending key deleted, the
 	// new one added) and one delta: the gap sends each sidecar to the
@@ -156,8 +155,8 @@ func TestPublishedGarbageErasesNothing(t *testing.T) {
 	iss, natsURL := newNATSIssuer(t)
 	iss.revoke(t, store.RevokeSubject, "alice")
 	nc := natstest.Connect(t, natsURL)
-	for _, kind := range []string{kindRevocation, kindKeys, kindRelay} {
-		if err := nc.Publish(updateSubject(iss.url, kind), []byte("garbage")); err != nil {
+	for _, kind := range []string{jwks.KindRevocation, jwks.KindKeys, jwks.KindRelay} {
+		if err := nc.Publish(jwks.UpdateSubject(iss.url, kind), []byte("garbage")); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -178,7 +177,7 @@ func TestReplayedKeySetRefused(t *testing.T) {
 	iss, natsURL := newNATSIssuer(t)
 	nc := natstest.Connect(t, natsURL)
 	captured := make(chan []byte, 4)
-	if _, err := nc.Subscribe(updateSubject(iss.url, kindKeys), func(m *nats.Msg) { captured <- m.Data }); err != nil {
+	if _, err := nc.Subscribe(jwks.UpdateSubject(iss.url, jwks.KindKeys), func(m *nats.Msg) { captured <- m.Data }); err != nil {
 		t.Fatal(err)
 	}
 	if err := nc.Flush(); err != nil {
@@ -189,7 +188,7 @@ func TestReplayedKeySetRefused(t *testing.T) {
 	current := iss.rotate(t, true)
 	late := newSidecar(t, iss, sidecarOptions{natsURLs: natsURL})
 	stale := late.sub.Status().Stale
-	if err := nc.Publish(updateSubject(iss.url, kindKeys), old); err != nil {
+	if err := nc.Publish(jwks.UpdateSubject(iss.url, jwks.KindKeys), old); err != nil {
 		t.Fatal(err)
 	}
 	distWait(t, "the replay counted", func() bool { return late.sub.Status().Stale > stale })
@@ -272,8 +271,8 @@ func TestForgedDeltasRefused(t *testing.T) {
 		}
 		return []byte(msg)
 	}
-	revocation := func(value string) revocationEntry {
-		return revocationEntry{ID: value, Seq: 1 << 40, Kind: store.RevokeSubject, Value: value, RevokedAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)}
+	revocation := func(value string) jwks.RevocationEntry {
+		return jwks.RevocationEntry{ID: value, Seq: 1 << 40, Kind: store.RevokeSubject, Value: value, RevokedAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)}
 	}
 	nc := natstest.Connect(t, natsURL)
 	for _, tt := range []struct {
@@ -281,18 +280,18 @@ func TestForgedDeltasRefused(t *testing.T) {
 		kind  string
 		value []byte
 	}{
-		{"not a JWS", kindKeys, []byte("garbage")},
-		{"unsigned", kindKeys, []byte("eyJhbGciOiJub25lIn0.e30.")},
-		{"key set signed by another issuer's key", kindKeys, sign(foreign.keyring, typKeySet, keySetUpdate{Issuer: iss.url, Seq: 1 << 40, JWKS: forgedDoc})},
-		{"key set naming another issuer", kindKeys, sign(iss.keyring, typKeySet, keySetUpdate{Issuer: foreign.url, Seq: 1 << 40, JWKS: forgedDoc})},
-		{"revocation signed by another issuer's key", kindRevocation, sign(foreign.keyring, typRevocation, revocationUpdate{Issuer: iss.url, revocationEntry: revocation("bob")})},
-		{"revocation on the key-set subject", kindKeys, sign(iss.keyring, typRevocation, revocationUpdate{Issuer: iss.url, revocationEntry: revocation("carol")})},
-		{"relay with federation off", kindRelay, sign(iss.keyring, typRelay, relayUpdate{Issuer: iss.url, providerKeys: providerKeys{Provider: foreign.url, Version: 1, JWKS: forgedDoc}})},
+		{"not a JWS", jwks.KindKeys, []byte("garbage")},
+		{"unsigned", jwks.KindKeys, []byte("eyJhbGciOiJub25lIn0.e30.")},
+		{"key set signed by another issuer's key", jwks.KindKeys, sign(foreign.keyring, jwks.TypKeySet, jwks.KeySetUpdate{Issuer: iss.url, Seq: 1 << 40, JWKS: forgedDoc})},
+		{"key set naming another issuer", jwks.KindKeys, sign(iss.keyring, jwks.TypKeySet, jwks.KeySetUpdate{Issuer: foreign.url, Seq: 1 << 40, JWKS: forgedDoc})},
+		{"revocation signed by another issuer's key", jwks.KindRevocation, sign(foreign.keyring, jwks.TypRevocation, jwks.RevocationUpdate{Issuer: iss.url, RevocationEntry: revocation("bob")})},
+		{"revocation on the key-set subject", jwks.KindKeys, sign(iss.keyring, jwks.TypRevocation, jwks.RevocationUpdate{Issuer: iss.url, RevocationEntry: revocation("carol")})},
+		{"relay with federation off", jwks.KindRelay, sign(iss.keyring, jwks.TypRelay, jwks.RelayUpdate{Issuer: iss.url, ProviderKeys: jwks.ProviderKeys{Provider: foreign.url, Version: 1, JWKS: forgedDoc}})},
 		{"unknown subject", "other", []byte("x")},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			refused, snapshots := sc.sub.Status().Refused, iss.snapshotFetches.Load()
-			if err := nc.Publish(updateSubject(iss.url, tt.kind), tt.value); err != nil {
+			if err := nc.Publish(jwks.UpdateSubject(iss.url, tt.kind), tt.value); err != nil {
 				t.Fatal(err)
 			}
 			distWait(t, "the refusal", func() bool { return sc.sub.Status().Refused > refused })
@@ -302,7 +301,7 @@ func TestForgedDeltasRefused(t *testing.T) {
 			if slices.ContainsFunc(sc.revokedValues(), func(v string) bool { return v == "bob" || v == "carol" }) {
 				t.Fatal("a forged revocation was applied")
 			}
-			if tt.kind != kindRelay {
+			if tt.kind != jwks.KindRelay {
 				distWait(t, "the snapshot fetched", func() bool { return iss.snapshotFetches.Load() > snapshots })
 			}
 		})
@@ -374,7 +373,7 @@ func TestNodeLoss(t *testing.T) {
 func TestSnapshotPages(t *testing.T) {
 	iss := newDistIssuer(t)
 	ctx := context.Background()
-	n := snapshotPage*2 + 7
+	n := jwks.SnapshotPage*2 + 7
 	for i := range n {
 		r := &store.Revocation{ID: strconv.Itoa(i), Kind: store.RevokeToken, Value: strconv.Itoa(i), RevokedAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)}
 		if err := iss.store.AddRevocation(ctx, r); err != nil {
@@ -391,68 +390,6 @@ func TestSnapshotPages(t *testing.T) {
 	if st := sc.sub.Status(); st.Seq != iss.changeSeq(t).Seq {
 		t.Errorf("sidecar at change %d, the issuer at %d", st.Seq, iss.changeSeq(t).Seq)
 	}
-}
-
-// TestSnapshotRefused: a snapshot that does not verify is refused and
-// counted, and the last good state kept.
-func TestSnapshotRefused(t *testing.T) {
-	iss := newDistIssuer(t)
-	iss.revoke(t, store.RevokeSubject, "alice")
-	foreign := newDistIssuer(t)
-	var forge func(w http.ResponseWriter, r *http.Request)
-	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/forged" && forge != nil {
-			forge(w, r)
-			return
-		}
-		http.Error(w, "", http.StatusNotFound)
-	}))
-	t.Cleanup(front.Close)
-	sc := newSidecar(t, iss, sidecarOptions{poll: 20 * time.Millisecond})
-	kid := iss.keyring.state.Load().kids[0]
-	for _, tt := range []struct {
-		name string
-		body func() []byte
-	}{
-		{"garbage", func() []byte { return []byte("not a JWS") }},
-		{"signed by another issuer", func() []byte {
-			b, _ := json.Marshal(snapshot{Issuer: iss.url, Seq: 1 << 40, KeysSeq: 1 << 40, JWKS: mustPublished(foreign.keyring), Revocations: []revocationEntry{}})
-			msg, _ := foreign.keyring.SignUpdate(typSnapshot, b)
-			return []byte(msg)
-		}},
-		{"naming another issuer", func() []byte {
-			b, _ := json.Marshal(snapshot{Issuer: foreign.url, Seq: 1 << 40, KeysSeq: 1 << 40, JWKS: mustPublished(foreign.keyring), Revocations: []revocationEntry{}})
-			msg, _ := iss.keyring.SignUpdate(typSnapshot, b)
-			return []byte(msg)
-		}},
-		{"older than what the sidecar has", func() []byte {
-			b, _ := json.Marshal(snapshot{Issuer: iss.url, Seq: 1, KeysSeq: 1, JWKS: mustPublished(foreign.keyring), Revocations: []revocationEntry{}})
-			msg, _ := iss.keyring.SignUpdate(typSnapshot, b)
-			return []byte(msg)
-		}},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			body := tt.body()
-			forge = func(w http.ResponseWriter, r *http.Request) { w.Write(body) }
-			sub, err := NewSubscriber(SubscriberConfig{Issuer: iss.url, Keys: sc.keys, SnapshotURL: iss.url + "/snapshot", Logger: ksLogger(t)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			sub.seq, sub.synced = sc.sub.Status().Seq, true
-			sub.applyFetched(fetchResult{body: body})
-			if st := sub.Status(); st.Refused != 1 || st.LastError == "" {
-				t.Errorf("status after the forged snapshot: %+v", st)
-			}
-			if !sc.has(kid) || sc.keys.Keys().Len() != 1 || sub.seq != sc.sub.Status().Seq {
-				t.Fatal("a forged snapshot changed the state")
-			}
-		})
-	}
-}
-
-func mustPublished(k *Keyring) json.RawMessage {
-	doc, _ := k.Published()
-	return doc
 }
 
 // TestSnapshotEndpoint checks the HTTP side: conditional requests, pages
@@ -474,7 +411,7 @@ func TestSnapshotEndpoint(t *testing.T) {
 	}
 	resp := get("", "")
 	etag := resp.Header.Get("ETag")
-	if resp.StatusCode != 200 || etag == "" || resp.Header.Get("Content-Type") != SnapshotMediaType {
+	if resp.StatusCode != 200 || etag == "" || resp.Header.Get("Content-Type") != jwks.SnapshotMediaType {
 		t.Fatalf("snapshot: %d, ETag %q, %q", resp.StatusCode, etag, resp.Header.Get("Content-Type"))
 	}
 	if resp := get("?since=1", etag); resp.StatusCode != http.StatusNotModified {
@@ -521,12 +458,14 @@ func TestDistributionFederation(t *testing.T) {
 	provider := newDistIssuer(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	relayed := newTestKeySetCache(t, KeySetConfig{Issuer: provider.url, MinRefresh: 10 * time.Millisecond, MaxRefresh: 50 * time.Millisecond, MaxStale: 500 * time.Millisecond})
+	// Its drop timer may fire after the test, when nothing may log to it.
+	relayed := newTestKeySetCache(t, jwks.KeySetConfig{Issuer: provider.url, MinRefresh: 10 * time.Millisecond, MaxRefresh: 50 * time.Millisecond, MaxStale: 500 * time.Millisecond,
+		Logger: slog.New(slog.DiscardHandler)})
 	relayed.Start(ctx)
 	distWait(t, "the provider's keys at the issuer", relayed.Ready)
 
 	home := newDistIssuer(t)
-	home.publish(t, natsURL, map[string]*KeySetCache{provider.url: relayed})
+	home.publish(t, natsURL, map[string]*jwks.KeySetCache{provider.url: relayed})
 	federated := newSidecar(t, home, sidecarOptions{natsURLs: natsURL, federation: true})
 	isolated := newSidecar(t, home, sidecarOptions{natsURLs: natsURL})
 
@@ -579,7 +518,7 @@ func TestDistributorChecksServer(t *testing.T) {
 	}
 	t.Cleanup(nc.Close)
 	iss := newDistIssuer(t)
-	var logs syncBuffer
+	var logs testlog.Buffer
 	d, err := NewDistributor(DistributorConfig{Issuer: iss.url, Keyring: iss.keyring, Store: iss.store, Conn: nc, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatal(err)
@@ -592,22 +531,4 @@ func TestDistributorChecksServer(t *testing.T) {
 	if !strings.Contains(logs.String(), "max_payload (1024 bytes) is below the largest delta") {
 		t.Errorf("no word of the small max_payload:\n%s", logs.String())
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger and a test at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
